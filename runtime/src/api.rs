@@ -1,0 +1,340 @@
+//! `api`: the public surface. [`init`] starts the runtime on every rank, [`Psls`] answers
+//! questions about the job, and [`Psls::finalize`] stops everything `init` started.
+
+use crate::cluster::{self, BuddyRing, NodeMap, NodeResources, NodeSource, RootKind};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::rma::{self, Comm, Mpi};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Environment variables by which MPI launchers announce a launched process. Without one of
+/// them, MPI_Init would start a singleton, which for a PSLS job is almost never what was meant.
+const LAUNCHER_VARS: &[&str] = &[
+    "OMPI_COMM_WORLD_SIZE", // Open MPI's mpirun
+    "PMI_SIZE",             // MPICH's Hydra, srun --mpi=pmi2
+    "PMI_RANK",
+    "PMIX_RANK", // PMIx (srun --mpi=pmix, prterun)
+    "SLURM_PROCID",
+    "PSLS_LAUNCHED", // psls-launch
+];
+
+/// The running PSLS runtime of this rank.
+///
+/// Dropping it without [`Psls::finalize`] finalizes too, but cannot report errors.
+#[derive(Debug)]
+pub struct Psls {
+    cfg: Config,
+    rank: usize,
+    size: usize,
+    job_id: String,
+    node_map: NodeMap,
+    node_source: NodeSource,
+    ring: BuddyRing,
+    memory_root: PathBuf,
+    disk_root: PathBuf,
+    resources: Vec<NodeResources>,
+    binding: Option<String>,
+    mpi_library: String,
+    // Declared last: dropped after every field above, so the runtime's communicator is freed
+    // before MPI is finalized.
+    comm: Comm,
+    mpi: Mpi,
+}
+
+/// Starts the runtime on every rank (collective), with the configuration from the environment.
+///
+/// Calls `MPI_Init_thread` with `MPI_THREAD_MULTIPLE` unless the application already initialized
+/// MPI (then it checks the level), gathers the node map, builds the buddy ring, creates this
+/// node's memory and disk roots, and asks hwloc about every node. An error on any rank makes
+/// `init` fail on every rank, so no rank is left waiting in a collective.
+pub fn init() -> Result<Psls> {
+    let cfg = Config::from_env()?;
+    init_with(cfg)
+}
+
+/// [`init`] with an explicit configuration.
+pub fn init_with(cfg: Config) -> Result<Psls> {
+    crate::log::init(&cfg.log, None);
+    if !rma::is_initialized()
+        && !cfg.allow_singleton
+        && !LAUNCHER_VARS.iter().any(|v| std::env::var_os(v).is_some())
+    {
+        return Err(Error::NoLauncher);
+    }
+    let mpi = Mpi::start()?;
+    let comm = mpi.dup_world()?;
+    let (rank, size) = (comm.rank(), comm.size());
+    crate::log::init(&cfg.log, Some(rank));
+
+    let job_id = agree(&comm, job_id(&cfg, &comm))?;
+
+    let (my_node, node_source) = agree(&comm, cluster::local_node_name(&cfg, rank, size))?;
+    let per_rank: Vec<String> = comm
+        .allgather_bytes(my_node.as_bytes())?
+        .into_iter()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    let node_map = agree(&comm, NodeMap::from_rank_names(&per_rank))?;
+    let node = node_map.node_of(rank);
+
+    let roots = (|| {
+        let m = cluster::prepare_root(
+            RootKind::Memory,
+            &cfg.memory_base,
+            &job_id,
+            &my_node,
+            cfg.require_tmpfs,
+        )?;
+        let d = cluster::prepare_root(
+            RootKind::Disk,
+            &cfg.disk_base,
+            &job_id,
+            &my_node,
+            cfg.require_tmpfs,
+        )?;
+        Ok((m, d))
+    })();
+    let (memory_root, disk_root) = agree(&comm, roots)?;
+
+    // The node's leader asks hwloc; everyone learns every node's figures.
+    let is_leader = node_map.leader(node) == rank;
+    let mine = agree(
+        &comm,
+        if is_leader {
+            NodeResources::probe().map(Some)
+        } else {
+            Ok(None)
+        },
+    )?;
+    let encoded = postcard::to_allocvec(&mine)
+        .map_err(|e| Error::Hwloc(format!("encoding node resources: {e}")))?;
+    let mut resources = vec![None; node_map.num_nodes()];
+    for (r, bytes) in comm.allgather_bytes(&encoded)?.iter().enumerate() {
+        if let Ok(Some(res)) = postcard::from_bytes::<Option<NodeResources>>(bytes) {
+            resources[node_map.node_of(r)] = Some(res);
+        }
+    }
+    let resources: Vec<NodeResources> = resources
+        .into_iter()
+        .map(|r| r.ok_or_else(|| Error::Hwloc("a node leader reported no resources".into())))
+        .collect::<Result<_>>()?;
+
+    let binding = agree(
+        &comm,
+        cluster::bind_rank(cfg.bind, node_map.local_index(rank)),
+    )?;
+    let ring = BuddyRing::new((0..node_map.num_nodes()).collect());
+
+    let psls = Psls {
+        rank,
+        size,
+        job_id,
+        node_source,
+        ring,
+        memory_root,
+        disk_root,
+        resources,
+        binding,
+        mpi_library: rma::library_version(),
+        node_map,
+        comm,
+        mpi,
+        cfg,
+    };
+    if rank == 0 {
+        tracing::info!(
+            target: "psls::api",
+            "PSLS started: job {}, {} ranks on {} nodes ({:?}), {}",
+            psls.job_id,
+            size,
+            psls.node_map.num_nodes(),
+            psls.node_source,
+            psls.mpi_library
+        );
+    }
+    tracing::debug!(
+        target: "psls::cluster",
+        "node {} ({}), memory root {}, disk root {}, binding {:?}",
+        node,
+        psls.node_map.name(node),
+        psls.memory_root.display(),
+        psls.disk_root.display(),
+        psls.binding
+    );
+    Ok(psls)
+}
+
+/// The job id: configured (the launcher sets `PSLS_JOB_ID`), else Slurm's, else generated by
+/// rank 0. Rank 0's choice is broadcast, so every rank keys its roots the same way.
+fn job_id(cfg: &Config, comm: &Comm) -> Result<String> {
+    let local = match (&cfg.job_id, std::env::var("SLURM_JOB_ID")) {
+        (Some(id), _) => id.clone(),
+        (None, Ok(id)) if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            format!("slurm-{id}")
+        }
+        _ => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            format!("gen-{secs}-{}", std::process::id())
+        }
+    };
+    let bytes = comm.bcast_bytes(0, local.as_bytes())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Makes a local result collective: if any rank failed, every rank fails. The failing rank
+/// returns its own error; the others return an error that quotes it.
+fn agree<T>(comm: &Comm, local: Result<T>) -> Result<T> {
+    let message = match &local {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    };
+    let all = comm.allgather_bytes(message.as_bytes())?;
+    let value = local?;
+    match all.iter().enumerate().find(|(_, m)| !m.is_empty()) {
+        None => Ok(value),
+        Some((r, m)) => Err(Error::Remote {
+            rank: r,
+            message: String::from_utf8_lossy(m).into_owned(),
+        }),
+    }
+}
+
+impl Psls {
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The job id that keys the node roots.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// The id of the node this rank runs on.
+    pub fn node(&self) -> usize {
+        self.node_map.node_of(self.rank)
+    }
+
+    /// The rank → node map.
+    pub fn node_map(&self) -> &NodeMap {
+        &self.node_map
+    }
+
+    /// Where the node names came from.
+    pub fn node_source(&self) -> NodeSource {
+        self.node_source
+    }
+
+    /// The buddy ring over the live nodes.
+    pub fn buddy_ring(&self) -> &BuddyRing {
+        &self.ring
+    }
+
+    /// This node's memory root (tmpfs).
+    pub fn memory_root(&self) -> &Path {
+        &self.memory_root
+    }
+
+    /// This node's disk root.
+    pub fn disk_root(&self) -> &Path {
+        &self.disk_root
+    }
+
+    /// What hwloc reported for `node`.
+    pub fn node_resources(&self, node: usize) -> NodeResources {
+        self.resources[node]
+    }
+
+    /// The CPU this rank is bound to, when binding is on.
+    pub fn binding(&self) -> Option<&str> {
+        self.binding.as_deref()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The MPI library's version line.
+    pub fn mpi_library(&self) -> &str {
+        &self.mpi_library
+    }
+
+    /// A new duplicate of `MPI_COMM_WORLD` (collective), e.g. for windows of the application's
+    /// own. The runtime's own traffic never uses it.
+    pub fn dup_comm(&self) -> Result<Comm> {
+        self.comm.dup()
+    }
+
+    /// A barrier over every rank, on the runtime's communicator.
+    pub fn barrier(&self) -> Result<()> {
+        self.comm.barrier()
+    }
+
+    /// A human-readable description of the node map and the buddy ring.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let m = &self.node_map;
+        let _ = writeln!(
+            s,
+            "job {}: {} ranks on {} nodes ({:?})",
+            self.job_id,
+            self.size,
+            m.num_nodes(),
+            self.node_source
+        );
+        for n in 0..m.num_nodes() {
+            let ranks: Vec<String> = m.ranks_on(n).iter().map(|r| r.to_string()).collect();
+            let res = self.resources[n];
+            let buddy = self
+                .ring
+                .buddy(n)
+                .map(|b| m.name(b).to_string())
+                .unwrap_or_else(|| "none".into());
+            let _ = writeln!(
+                s,
+                "  node {n} {:<10} ranks [{}]  buddy {:<10} {} cores, {} PUs, {:.1} GiB (hwloc), {:.1} GiB (kernel)",
+                m.name(n),
+                ranks.join(","),
+                buddy,
+                res.cores,
+                res.pus,
+                res.memory_bytes as f64 / (1u64 << 30) as f64,
+                res.os_memory_bytes as f64 / (1u64 << 30) as f64
+            );
+        }
+        let ring: Vec<&str> = self.ring.nodes().iter().map(|&n| m.name(n)).collect();
+        let _ = write!(
+            s,
+            "  buddy ring: {} -> {}",
+            ring.join(" -> "),
+            ring.first().copied().unwrap_or("")
+        );
+        s
+    }
+
+    /// Stops the runtime (collective): a final barrier, then everything `init` started is
+    /// released, and MPI is finalized if `init` initialized it.
+    pub fn finalize(self) -> Result<()> {
+        self.comm.barrier()?;
+        tracing::debug!(target: "psls::api", "rank {} finalizing", self.rank);
+        let Psls { comm, mpi, .. } = self;
+        drop(comm);
+        drop(mpi);
+        Ok(())
+    }
+
+    /// Whether `init` started MPI (and so finalize will stop it).
+    pub fn owns_mpi(&self) -> bool {
+        self.mpi.started_mpi()
+    }
+}

@@ -1,0 +1,423 @@
+//! The runtime's configuration: one struct, read once at init.
+//!
+//! Values come from, in increasing precedence: built-in defaults, the TOML file named by
+//! `PSLS_CONFIG`, and `PSLS_*` environment variables. Every key is in [`KEYS`], and
+//! `docs/configuration.md` documents each one (a unit test keeps the two in step). A bad value
+//! is an error that names the key, the value, where it came from and what is allowed.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Which CPUs each rank is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// No binding: the OS places ranks (the default; right when ranks are oversubscribed).
+    None,
+    /// Each rank of a node is bound to one core, round robin by its index on the node.
+    Core,
+    /// Each rank of a node is bound to one hardware thread (PU), round robin.
+    Pu,
+}
+
+/// The runtime's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The TOML file the configuration was read from, if any.
+    pub config_file: Option<PathBuf>,
+    /// The job id that keys the node roots. `None`: the launcher's, Slurm's, or generated.
+    pub job_id: Option<String>,
+    /// Number of simulated nodes on this host; 0 means real nodes.
+    pub virtual_nodes: usize,
+    /// A node-map file (`RANK NODE` per line), as the launcher writes it.
+    pub node_map: Option<PathBuf>,
+    /// Directory under which memory roots are made (tmpfs).
+    pub memory_base: PathBuf,
+    /// Directory under which disk roots are made.
+    pub disk_base: PathBuf,
+    /// Whether memory roots must be on tmpfs.
+    pub require_tmpfs: bool,
+    /// Page size in bytes: a power of two, at least 4096.
+    pub page_size: usize,
+    /// Rank binding.
+    pub bind: Binding,
+    /// `tracing` filter for the runtime's logs.
+    pub log: String,
+    /// Whether a program started without an MPI launcher may run as one rank.
+    pub allow_singleton: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            config_file: None,
+            job_id: None,
+            virtual_nodes: 0,
+            node_map: None,
+            memory_base: PathBuf::from("/dev/shm"),
+            disk_base: default_disk_base(),
+            require_tmpfs: true,
+            page_size: 4096,
+            bind: Binding::None,
+            log: "info".into(),
+            allow_singleton: false,
+        }
+    }
+}
+
+fn default_disk_base() -> PathBuf {
+    match std::env::var_os("TMPDIR") {
+        Some(t) if !t.is_empty() && Path::new(&t).is_absolute() => PathBuf::from(t),
+        _ => PathBuf::from("/var/tmp"),
+    }
+}
+
+/// One configuration key.
+pub struct Key {
+    /// Its name in the TOML file.
+    pub name: &'static str,
+    /// Its environment variable.
+    pub env: &'static str,
+    /// What is allowed, as shown in errors and docs.
+    pub allowed: &'static str,
+    set: fn(&mut Config, &str) -> std::result::Result<(), ()>,
+}
+
+/// Every configuration key.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "job_id",
+        env: "PSLS_JOB_ID",
+        allowed: "1 to 64 characters from A-Z a-z 0-9 . _ -",
+        set: |c, v| {
+            let ok = !v.is_empty()
+                && v.len() <= 64
+                && !v.starts_with('.')
+                && v.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch));
+            ok.then(|| c.job_id = Some(v.to_string())).ok_or(())
+        },
+    },
+    Key {
+        name: "virtual_nodes",
+        env: "PSLS_VIRTUAL_NODES",
+        allowed: "a whole number from 0 (real nodes) to 4096",
+        set: |c, v| {
+            let n: usize = v.parse().map_err(|_| ())?;
+            (n <= 4096).then(|| c.virtual_nodes = n).ok_or(())
+        },
+    },
+    Key {
+        name: "node_map",
+        env: "PSLS_NODE_MAP",
+        allowed: "the path of an existing node-map file (lines of `RANK NODE`)",
+        set: |c, v| {
+            let p = PathBuf::from(v);
+            p.is_file().then(|| c.node_map = Some(p)).ok_or(())
+        },
+    },
+    Key {
+        name: "memory_base",
+        env: "PSLS_MEMORY_BASE",
+        allowed: "an absolute path to an existing directory (tmpfs, e.g. /dev/shm)",
+        set: |c, v| set_dir(&mut c.memory_base, v),
+    },
+    Key {
+        name: "disk_base",
+        env: "PSLS_DISK_BASE",
+        allowed: "an absolute path to an existing directory on the node-local disk",
+        set: |c, v| set_dir(&mut c.disk_base, v),
+    },
+    Key {
+        name: "require_tmpfs",
+        env: "PSLS_REQUIRE_TMPFS",
+        allowed: "true or false (also 1/0, yes/no)",
+        set: |c, v| parse_bool(v).map(|b| c.require_tmpfs = b),
+    },
+    Key {
+        name: "page_size",
+        env: "PSLS_PAGE_SIZE",
+        allowed:
+            "a power of two from 4096 to 1G bytes; K, M and G suffixes are accepted (4096, 64K, 2M)",
+        set: |c, v| {
+            let n = parse_size(v).ok_or(())?;
+            (n.is_power_of_two() && (4096..=1 << 30).contains(&n))
+                .then(|| c.page_size = n)
+                .ok_or(())
+        },
+    },
+    Key {
+        name: "bind",
+        env: "PSLS_BIND",
+        allowed: "none, core or pu",
+        set: |c, v| {
+            c.bind = match v.to_ascii_lowercase().as_str() {
+                "none" => Binding::None,
+                "core" => Binding::Core,
+                "pu" => Binding::Pu,
+                _ => return Err(()),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        name: "log",
+        env: "PSLS_LOG",
+        allowed: "a tracing filter, e.g. info, debug, or psls::rma=debug,info",
+        set: |c, v| {
+            tracing_subscriber::EnvFilter::try_new(v).map_err(|_| ())?;
+            c.log = v.to_string();
+            Ok(())
+        },
+    },
+    Key {
+        name: "allow_singleton",
+        env: "PSLS_ALLOW_SINGLETON",
+        allowed: "true or false (also 1/0, yes/no)",
+        set: |c, v| parse_bool(v).map(|b| c.allow_singleton = b),
+    },
+];
+
+/// Environment variables that are not configuration keys but that PSLS itself reads or sets.
+const OTHER_ENV: &[&str] = &["PSLS_CONFIG"];
+
+fn set_dir(slot: &mut PathBuf, v: &str) -> std::result::Result<(), ()> {
+    let p = PathBuf::from(v);
+    (p.is_absolute() && p.is_dir()).then(|| *slot = p).ok_or(())
+}
+
+fn parse_bool(v: &str) -> std::result::Result<bool, ()> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(()),
+    }
+}
+
+/// Parses `4096`, `64K`, `64KiB`, `2M`, `1G` (binary multiples).
+pub fn parse_size(v: &str) -> Option<usize> {
+    let v = v.trim();
+    let (digits, mult) = match v.find(|c: char| !c.is_ascii_digit()) {
+        None => (v, 1usize),
+        Some(i) => {
+            let unit = match v[i..].to_ascii_uppercase().as_str() {
+                "K" | "KB" | "KIB" => 1 << 10,
+                "M" | "MB" | "MIB" => 1 << 20,
+                "G" | "GB" | "GIB" => 1 << 30,
+                _ => return None,
+            };
+            (&v[..i], unit)
+        }
+    };
+    digits.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+impl Config {
+    /// Reads the configuration from this process's environment (and the TOML file that
+    /// `PSLS_CONFIG` names).
+    pub fn from_env() -> Result<Config> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the configuration from the given environment variables (and the TOML file that
+    /// `PSLS_CONFIG` names among them).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut cfg = Config::default();
+        if let Some((_, file)) = vars.iter().find(|(k, _)| k == "PSLS_CONFIG") {
+            let path = PathBuf::from(file);
+            cfg.apply_toml(&path)?;
+            cfg.config_file = Some(path);
+        }
+        for (k, v) in &vars {
+            if !k.starts_with("PSLS_") {
+                continue;
+            }
+            match KEYS.iter().find(|key| key.env == k) {
+                Some(key) => apply(&mut cfg, key, key.env, v, "environment")?,
+                None if OTHER_ENV.contains(&k.as_str()) => {}
+                None => tracing::debug!(
+                    target: "psls::config",
+                    "ignoring {k}: not a PSLS configuration key (see docs/configuration.md)"
+                ),
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn apply_toml(&mut self, path: &Path) -> Result<()> {
+        let file_err = |message: String| Error::ConfigFile {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            file_err(format!(
+                "cannot read it ({e}); PSLS_CONFIG must name a readable TOML file"
+            ))
+        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_err(format!("not valid TOML: {}", e.message())))?;
+        let source = format!("file {}", path.display());
+        for (k, v) in &table {
+            let key = KEYS.iter().find(|key| key.name == k).ok_or_else(|| {
+                let names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+                file_err(format!(
+                    "unknown key `{k}`; the keys are: {}",
+                    names.join(", ")
+                ))
+            })?;
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => other.to_string(),
+            };
+            apply(self, key, key.name, &text, &source)?;
+        }
+        Ok(())
+    }
+}
+
+fn apply(cfg: &mut Config, key: &Key, shown: &str, value: &str, source: &str) -> Result<()> {
+    (key.set)(cfg, value).map_err(|()| Error::Config {
+        key: shown.to_string(),
+        value: value.to_string(),
+        source_name: source.to_string(),
+        allowed: format!("expected {}", key.allowed),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.page_size, 4096);
+        assert_eq!(c.virtual_nodes, 0);
+        assert_eq!(c.memory_base, PathBuf::from("/dev/shm"));
+        assert!(c.require_tmpfs);
+        assert_eq!(c.bind, Binding::None);
+    }
+
+    #[test]
+    fn env_values_are_parsed() {
+        let c = Config::from_vars(vars(&[
+            ("PSLS_PAGE_SIZE", "64K"),
+            ("PSLS_VIRTUAL_NODES", "4"),
+            ("PSLS_BIND", "core"),
+            ("PSLS_JOB_ID", "job-1.a"),
+            ("PSLS_REQUIRE_TMPFS", "no"),
+            ("PSLS_SOMETHING_ELSE", "ignored"),
+        ]))
+        .unwrap();
+        assert_eq!(c.page_size, 65536);
+        assert_eq!(c.virtual_nodes, 4);
+        assert_eq!(c.bind, Binding::Core);
+        assert_eq!(c.job_id.as_deref(), Some("job-1.a"));
+        assert!(!c.require_tmpfs);
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_what_is_allowed() {
+        for (k, v, needle) in [
+            ("PSLS_PAGE_SIZE", "5000", "power of two"),
+            ("PSLS_PAGE_SIZE", "2048", "power of two"),
+            ("PSLS_PAGE_SIZE", "12Q", "power of two"),
+            ("PSLS_VIRTUAL_NODES", "-1", "whole number"),
+            ("PSLS_BIND", "socket", "none, core or pu"),
+            ("PSLS_JOB_ID", "../etc", "A-Z"),
+            ("PSLS_MEMORY_BASE", "relative/dir", "absolute path"),
+            ("PSLS_MEMORY_BASE", "/no/such/dir", "existing directory"),
+            ("PSLS_REQUIRE_TMPFS", "maybe", "true or false"),
+            ("PSLS_LOG", "psls=[[", "tracing filter"),
+        ] {
+            let e = Config::from_vars(vars(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(k), "{e}");
+            assert!(e.contains(&format!("{v:?}")), "{e}");
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn toml_file_then_env_override() {
+        let dir = std::env::temp_dir().join(format!("psls-cfg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("psls.toml");
+        std::fs::write(&f, "page_size = 8192\nvirtual_nodes = 2\nbind = \"pu\"\n").unwrap();
+        let fs = f.to_str().unwrap();
+        let c = Config::from_vars(vars(&[("PSLS_CONFIG", fs)])).unwrap();
+        assert_eq!(
+            (c.page_size, c.virtual_nodes, c.bind),
+            (8192, 2, Binding::Pu)
+        );
+        let c = Config::from_vars(vars(&[("PSLS_CONFIG", fs), ("PSLS_PAGE_SIZE", "16K")])).unwrap();
+        assert_eq!(c.page_size, 16384);
+
+        std::fs::write(&f, "page_sise = 8192\n").unwrap();
+        let e = Config::from_vars(vars(&[("PSLS_CONFIG", fs)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown key `page_sise`") && e.contains("page_size"),
+            "{e}"
+        );
+
+        std::fs::write(&f, "page_size = 3000\n").unwrap();
+        let e = Config::from_vars(vars(&[("PSLS_CONFIG", fs)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("page_size") && e.contains("\"3000\"") && e.contains("psls.toml"),
+            "{e}"
+        );
+
+        std::fs::write(&f, "page_size = = 1\n").unwrap();
+        let e = Config::from_vars(vars(&[("PSLS_CONFIG", fs)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not valid TOML"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let e = Config::from_vars(vars(&[("PSLS_CONFIG", "/no/such.toml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/no/such.toml") && e.contains("cannot read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../docs/configuration.md");
+        for k in KEYS {
+            assert!(
+                doc.contains(&format!("`{}`", k.env)),
+                "{} missing from docs/configuration.md",
+                k.env
+            );
+            assert!(
+                doc.contains(&format!("`{}`", k.name)),
+                "{} missing from docs/configuration.md",
+                k.name
+            );
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("2m"), Some(2 << 20));
+        assert_eq!(parse_size("1x"), None);
+        assert_eq!(parse_size(""), None);
+    }
+}

@@ -1,0 +1,23 @@
+//! PSLS: a parallel single level store for MPI applications.
+//!
+//! One global address space across the ranks of an MPI job, holding volatile global arrays and
+//! the files of PSLS's own striped, mirrored parallel file system, protected by coordinated
+//! two-level (memory and permanent) checkpoints. See `docs/design.md` for what is built so far.
+//!
+//! Layers, top to bottom: [`api`] · `checkpoint`/`recovery` · `svm` · `pfs` · [`cluster`] ·
+//! [`rma`] and `sys` (the only modules that call MPI or libc directly).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod error;
+mod log;
+pub mod rma;
+mod sys;
+
+pub use api::{init, init_with, Psls};
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,241 @@
+//! A duplicated communicator with checked collectives.
+
+use super::{check, handle};
+use crate::error::{Error, Result};
+use mpi::ffi;
+use std::ffi::{c_int, c_void};
+
+/// Reduction operators for [`Comm::allreduce_u64`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// Sum.
+    Sum,
+    /// Maximum.
+    Max,
+    /// Minimum.
+    Min,
+    /// Bitwise or.
+    BitOr,
+    /// Bitwise and.
+    BitAnd,
+}
+
+impl ReduceOp {
+    fn raw(self) -> ffi::MPI_Op {
+        match self {
+            ReduceOp::Sum => handle!(psls_mpi_op_sum),
+            ReduceOp::Max => handle!(psls_mpi_op_max),
+            ReduceOp::Min => handle!(psls_mpi_op_min),
+            ReduceOp::BitOr => handle!(psls_mpi_op_bor),
+            ReduceOp::BitAnd => handle!(psls_mpi_op_band),
+        }
+    }
+}
+
+/// A communicator the runtime owns: a duplicate, with `MPI_ERRORS_RETURN`, freed on drop.
+#[derive(Debug)]
+pub struct Comm {
+    raw: ffi::MPI_Comm,
+    rank: usize,
+    size: usize,
+}
+
+// SAFETY: MPI runs at MPI_THREAD_MULTIPLE (Mpi::start refuses anything less), so a communicator
+// handle may be used from any thread, and concurrently.
+unsafe impl Send for Comm {}
+// SAFETY: as above.
+unsafe impl Sync for Comm {}
+
+impl Comm {
+    /// Duplicates `parent`, sets `MPI_ERRORS_RETURN` on the copy, and caches rank and size.
+    pub(super) fn dup_raw(parent: ffi::MPI_Comm) -> Result<Comm> {
+        let mut raw = handle!(psls_mpi_comm_null);
+        // SAFETY: parent is a valid communicator of an initialized MPI; raw is a valid
+        // out-pointer.
+        check("MPI_Comm_dup", unsafe {
+            ffi::MPI_Comm_dup(parent, &mut raw)
+        })?;
+        // From here on `comm` frees the duplicate if anything below fails.
+        let mut comm = Comm {
+            raw,
+            rank: 0,
+            size: 0,
+        };
+        // SAFETY: raw is the valid communicator just created.
+        check("MPI_Comm_set_errhandler", unsafe {
+            ffi::MPI_Comm_set_errhandler(raw, handle!(psls_mpi_errors_return))
+        })?;
+        let (mut rank, mut size): (c_int, c_int) = (0, 0);
+        // SAFETY: raw is valid; rank is a valid out-pointer.
+        check("MPI_Comm_rank", unsafe {
+            ffi::MPI_Comm_rank(raw, &mut rank)
+        })?;
+        // SAFETY: raw is valid; size is a valid out-pointer.
+        check("MPI_Comm_size", unsafe {
+            ffi::MPI_Comm_size(raw, &mut size)
+        })?;
+        comm.rank = rank as usize;
+        comm.size = size as usize;
+        Ok(comm)
+    }
+
+    /// Another duplicate of this communicator (collective).
+    pub fn dup(&self) -> Result<Comm> {
+        Comm::dup_raw(self.raw)
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub(super) fn raw(&self) -> ffi::MPI_Comm {
+        self.raw
+    }
+
+    pub(super) fn check_rank(&self, rank: usize) -> Result<c_int> {
+        if rank >= self.size {
+            return Err(Error::NoSuchRank {
+                rank,
+                size: self.size,
+            });
+        }
+        Ok(rank as c_int)
+    }
+
+    /// `MPI_Barrier`.
+    pub fn barrier(&self) -> Result<()> {
+        // SAFETY: self.raw is a valid communicator.
+        check("MPI_Barrier", unsafe { ffi::MPI_Barrier(self.raw) })
+    }
+
+    /// `MPI_Allreduce` of one 64-bit unsigned integer.
+    pub fn allreduce_u64(&self, value: u64, op: ReduceOp) -> Result<u64> {
+        let mut out: u64 = 0;
+        // SAFETY: send and receive buffers each hold one u64, matching count 1 of
+        // MPI_UINT64_T; self.raw is valid.
+        check("MPI_Allreduce", unsafe {
+            ffi::MPI_Allreduce(
+                (&value as *const u64).cast::<c_void>(),
+                (&mut out as *mut u64).cast::<c_void>(),
+                1,
+                handle!(psls_mpi_uint64),
+                op.raw(),
+                self.raw,
+            )
+        })?;
+        Ok(out)
+    }
+
+    /// Gathers one byte string from every rank, in rank order, on every rank.
+    pub fn allgather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let my_len = c_int::try_from(mine.len())
+            .map_err(|_| Error::NodeMap("allgather contribution larger than 2 GiB".into()))?;
+        let mut lens: Vec<c_int> = vec![0; self.size];
+        // SAFETY: the send buffer is one c_int and the receive buffer holds `size` c_ints, both
+        // typed MPI_INT by rsmpi's RSMPI_INT32_T (c_int is 32-bit on every supported target).
+        check("MPI_Allgather", unsafe {
+            ffi::MPI_Allgather(
+                (&my_len as *const c_int).cast::<c_void>(),
+                1,
+                ffi::RSMPI_INT32_T,
+                lens.as_mut_ptr().cast::<c_void>(),
+                1,
+                ffi::RSMPI_INT32_T,
+                self.raw,
+            )
+        })?;
+        let mut displs = Vec::with_capacity(self.size);
+        let mut total: usize = 0;
+        for &l in &lens {
+            displs.push(
+                c_int::try_from(total)
+                    .map_err(|_| Error::NodeMap("allgather result larger than 2 GiB".into()))?,
+            );
+            total += l.max(0) as usize;
+        }
+        // Never hand MPI an empty Vec: its dangling pointer is 0x1, which is Open MPI's
+        // MPI_IN_PLACE.
+        let mut all = vec![0u8; total.max(1)];
+        let pad = [0u8; 1];
+        let send_ptr = if mine.is_empty() {
+            pad.as_ptr()
+        } else {
+            mine.as_ptr()
+        };
+        // SAFETY: send_ptr points at my_len readable bytes (or at `pad` when my_len is 0); `all`
+        // holds the sum of every rank's length and `displs` are the running offsets into it, so
+        // each block fits.
+        check("MPI_Allgatherv", unsafe {
+            ffi::MPI_Allgatherv(
+                send_ptr.cast::<c_void>(),
+                my_len,
+                handle!(psls_mpi_byte),
+                all.as_mut_ptr().cast::<c_void>(),
+                lens.as_ptr(),
+                displs.as_ptr(),
+                handle!(psls_mpi_byte),
+                self.raw,
+            )
+        })?;
+        Ok(lens
+            .iter()
+            .zip(&displs)
+            .map(|(&l, &d)| all[d as usize..d as usize + l.max(0) as usize].to_vec())
+            .collect())
+    }
+
+    /// Broadcasts a byte string from `root` to every rank; returns it on every rank.
+    pub fn bcast_bytes(&self, root: usize, data: &[u8]) -> Result<Vec<u8>> {
+        let root_c = self.check_rank(root)?;
+        let mut len: u64 = data.len() as u64;
+        // SAFETY: the buffer is one u64 typed MPI_UINT64_T; self.raw is valid.
+        check("MPI_Bcast", unsafe {
+            ffi::MPI_Bcast(
+                (&mut len as *mut u64).cast::<c_void>(),
+                1,
+                handle!(psls_mpi_uint64),
+                root_c,
+                self.raw,
+            )
+        })?;
+        // At least one byte, so the pointer is never a dangling 0x1 (see allgather_bytes).
+        let mut buf = vec![0u8; (len as usize).max(1)];
+        if self.rank == root {
+            buf[..data.len()].copy_from_slice(data);
+        }
+        let count = c_int::try_from(len)
+            .map_err(|_| Error::NodeMap("broadcast larger than 2 GiB".into()))?;
+        // SAFETY: buf holds at least `len` bytes on every rank.
+        check("MPI_Bcast", unsafe {
+            ffi::MPI_Bcast(
+                buf.as_mut_ptr().cast::<c_void>(),
+                count,
+                handle!(psls_mpi_byte),
+                root_c,
+                self.raw,
+            )
+        })?;
+        buf.truncate(len as usize);
+        Ok(buf)
+    }
+}
+
+impl Drop for Comm {
+    fn drop(&mut self) {
+        if super::is_finalized() {
+            return;
+        }
+        // SAFETY: self.raw is a communicator this value created and has not freed; MPI is
+        // still running.
+        let rc = unsafe { ffi::MPI_Comm_free(&mut self.raw) };
+        if let Err(e) = check("MPI_Comm_free", rc) {
+            tracing::warn!(target: "psls::rma", "{e}");
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! RMA windows and their passive-target access epoch.
+//!
+//! A [`Window`] exposes a byte range of every rank. [`Window::lock_all`] opens the one long
+//! `MPI_Win_lock_all` epoch the runtime works in; the returned [`Epoch`] guard unlocks on drop.
+//! Inside it, [`Epoch::get`] and [`Epoch::put`] are complete when they return (they flush the
+//! target), and [`Epoch::batch`] issues many transfers and flushes them all at once. A buffer
+//! given to a batch stays borrowed until that flush, so no transfer can outlive its buffer.
+
+use super::{check, handle, Comm};
+use crate::error::{Error, Result};
+use mpi::ffi;
+use std::ffi::{c_int, c_void};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Atomic operations on 64-bit words for [`Epoch::fetch_and_op`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtomicOp {
+    /// Adds the operand (wrapping).
+    Sum,
+    /// Replaces the word with the operand (an atomic write).
+    Replace,
+    /// Leaves the word unchanged (an atomic read; the operand is ignored).
+    NoOp,
+    /// Bitwise or.
+    BitOr,
+    /// Bitwise and.
+    BitAnd,
+    /// Unsigned maximum.
+    Max,
+}
+
+impl AtomicOp {
+    fn raw(self) -> ffi::MPI_Op {
+        match self {
+            AtomicOp::Sum => handle!(psls_mpi_op_sum),
+            AtomicOp::Replace => handle!(psls_mpi_op_replace),
+            AtomicOp::NoOp => handle!(psls_mpi_op_no_op),
+            AtomicOp::BitOr => handle!(psls_mpi_op_bor),
+            AtomicOp::BitAnd => handle!(psls_mpi_op_band),
+            AtomicOp::Max => handle!(psls_mpi_op_max),
+        }
+    }
+}
+
+/// An RMA window over `len` bytes on every rank (the length may differ between ranks).
+///
+/// Created collectively and freed collectively on drop, so every rank must drop its windows in
+/// the same order.
+#[derive(Debug)]
+pub struct Window<'m> {
+    raw: ffi::MPI_Win,
+    base: *mut u8,
+    len: usize,
+    rank: usize,
+    /// Every rank's window length, so that remote accesses are bounds-checked before MPI sees
+    /// them.
+    lens: Vec<usize>,
+    locked: AtomicBool,
+    _mem: PhantomData<&'m mut [u8]>,
+}
+
+// SAFETY: MPI runs at MPI_THREAD_MULTIPLE, so the window handle may be used from any thread; the
+// exposed memory is only reached through MPI calls and the volatile copies of local_read and
+// local_write.
+unsafe impl Send for Window<'_> {}
+// SAFETY: as above; every method takes &self and the epoch flag is atomic.
+unsafe impl Sync for Window<'_> {}
+
+impl<'m> Window<'m> {
+    /// Exposes `mem` (collective). `mem` stays exclusively borrowed while the window lives, since
+    /// other ranks may write into it at any time.
+    pub fn create(comm: &Comm, mem: &'m mut [u8]) -> Result<Window<'m>> {
+        let mut raw = handle!(psls_mpi_win_null);
+        // SAFETY: mem is valid for mem.len() bytes for 'm, which the returned window keeps
+        // borrowed; disp_unit 1; comm is a valid communicator; raw is a valid out-pointer.
+        check("MPI_Win_create", unsafe {
+            ffi::MPI_Win_create(
+                mem.as_mut_ptr().cast::<c_void>(),
+                mem.len() as ffi::MPI_Aint,
+                1,
+                handle!(psls_mpi_info_null),
+                comm.raw(),
+                &mut raw,
+            )
+        })?;
+        Self::finish(comm, raw, mem.as_mut_ptr(), mem.len())
+    }
+
+    fn finish(comm: &Comm, raw: ffi::MPI_Win, base: *mut u8, len: usize) -> Result<Window<'m>> {
+        let mut win = Window {
+            raw,
+            base,
+            len,
+            rank: comm.rank(),
+            lens: Vec::new(),
+            locked: AtomicBool::new(false),
+            _mem: PhantomData,
+        };
+        // SAFETY: win.raw is the valid window just created.
+        check("MPI_Win_set_errhandler", unsafe {
+            ffi::MPI_Win_set_errhandler(win.raw, handle!(psls_mpi_errors_return))
+        })?;
+        win.lens = comm
+            .allgather_bytes(&(len as u64).to_le_bytes())?
+            .iter()
+            .map(|b| u64::from_le_bytes(b.as_slice().try_into().unwrap_or([0; 8])) as usize)
+            .collect();
+        Ok(win)
+    }
+}
+
+impl Window<'static> {
+    /// Allocates `len` zeroed bytes with `MPI_Win_allocate` and exposes them (collective).
+    pub fn allocate(comm: &Comm, len: usize) -> Result<Window<'static>> {
+        let mut raw = handle!(psls_mpi_win_null);
+        let mut base: *mut u8 = std::ptr::null_mut();
+        // SAFETY: base is a valid out-pointer for the allocated address (MPI_Win_allocate takes
+        // it as void* to a pointer); disp_unit 1; comm is valid; raw is a valid out-pointer.
+        check("MPI_Win_allocate", unsafe {
+            ffi::MPI_Win_allocate(
+                len as ffi::MPI_Aint,
+                1,
+                handle!(psls_mpi_info_null),
+                comm.raw(),
+                (&mut base as *mut *mut u8).cast::<c_void>(),
+                &mut raw,
+            )
+        })?;
+        if len > 0 {
+            // SAFETY: MPI allocated len bytes at base for this window, and no epoch is open yet,
+            // so nobody else accesses them.
+            unsafe { std::ptr::write_bytes(base, 0, len) };
+        }
+        // Peers must not write before every rank has zeroed its memory.
+        let win = Self::finish(comm, raw, base, len)?;
+        comm.barrier()?;
+        Ok(win)
+    }
+}
+
+impl<'m> Window<'m> {
+    /// Length of this rank's part of the window.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether this rank exposes no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Length of `rank`'s part of the window.
+    pub fn len_of(&self, rank: usize) -> Result<usize> {
+        self.lens.get(rank).copied().ok_or(Error::NoSuchRank {
+            rank,
+            size: self.lens.len(),
+        })
+    }
+
+    /// The raw `MPI_Win`, for interoperability and for benchmark baselines. It stays owned by
+    /// this value.
+    pub fn as_raw(&self) -> ffi::MPI_Win {
+        self.raw
+    }
+
+    /// Opens the passive-target epoch on every target (`MPI_Win_lock_all`, shared, no
+    /// assertion). Only one epoch may be open per window at a time.
+    pub fn lock_all(&self) -> Result<Epoch<'_, 'm>> {
+        if self.locked.swap(true, Ordering::SeqCst) {
+            return Err(Error::EpochOpen);
+        }
+        // SAFETY: self.raw is a valid window with no open epoch (the flag above guarantees it).
+        let rc = unsafe { ffi::MPI_Win_lock_all(0, self.raw) };
+        if let Err(e) = check("MPI_Win_lock_all", rc) {
+            self.locked.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(Epoch {
+            win: self,
+            open: true,
+        })
+    }
+
+    /// Copies `dst.len()` bytes of this rank's own window memory from `offset`.
+    ///
+    /// Remote ranks may write the same bytes at the same time; the copy is volatile so that it is
+    /// never torn by the compiler, but it is not atomic. Synchronize (a barrier, or a flag read
+    /// with [`Epoch::fetch_and_op`]) before relying on what it returns.
+    pub fn local_read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.check_local("local_read", offset, dst.len())?;
+        for (i, d) in dst.iter_mut().enumerate() {
+            // SAFETY: offset + i < self.len (checked above) and the window memory stays valid
+            // while self lives; volatile because MPI or peers may write it concurrently.
+            *d = unsafe { std::ptr::read_volatile(self.base.add(offset + i)) };
+        }
+        Ok(())
+    }
+
+    /// Copies `src` into this rank's own window memory at `offset` (see [`Window::local_read`]).
+    pub fn local_write(&self, offset: usize, src: &[u8]) -> Result<()> {
+        self.check_local("local_write", offset, src.len())?;
+        for (i, s) in src.iter().enumerate() {
+            // SAFETY: offset + i < self.len (checked above) and the window memory stays valid
+            // and exclusively reserved for the window while self lives.
+            unsafe { std::ptr::write_volatile(self.base.add(offset + i), *s) };
+        }
+        Ok(())
+    }
+
+    fn check_local(&self, op: &'static str, offset: usize, len: usize) -> Result<()> {
+        check_bounds(op, self.rank, offset, len, self.len)
+    }
+
+    fn target(&self, op: &'static str, target: usize, offset: usize, len: usize) -> Result<c_int> {
+        let window_len = self.len_of(target)?;
+        check_bounds(op, target, offset, len, window_len)?;
+        Ok(target as c_int)
+    }
+}
+
+fn check_bounds(
+    op: &'static str,
+    target: usize,
+    offset: usize,
+    len: usize,
+    window_len: usize,
+) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= window_len => Ok(()),
+        _ => Err(Error::OutOfBounds {
+            op,
+            target,
+            offset,
+            len,
+            window_len,
+        }),
+    }
+}
+
+impl Drop for Window<'_> {
+    fn drop(&mut self) {
+        if super::is_finalized() {
+            return;
+        }
+        // SAFETY: self.raw is a window this value created; no epoch is open because every Epoch
+        // borrows the window and unlocks on drop.
+        let rc = unsafe { ffi::MPI_Win_free(&mut self.raw) };
+        if let Err(e) = check("MPI_Win_free", rc) {
+            tracing::warn!(target: "psls::rma", "{e}");
+        }
+    }
+}
+
+/// The open `lock_all` epoch of a window. Unlocks on drop; [`Epoch::unlock`] reports errors.
+#[derive(Debug)]
+pub struct Epoch<'w, 'm> {
+    win: &'w Window<'m>,
+    open: bool,
+}
+
+impl<'w, 'm> Epoch<'w, 'm> {
+    /// The window this epoch is on.
+    pub fn window(&self) -> &'w Window<'m> {
+        self.win
+    }
+
+    /// Reads `buf.len()` bytes from `target`'s window at `offset`; complete on return.
+    pub fn get(&self, target: usize, offset: usize, buf: &mut [u8]) -> Result<()> {
+        let t = self.win.target("get", target, offset, buf.len())?;
+        // SAFETY: buf is valid for writes of buf.len() bytes and stays borrowed until the flush
+        // below completes the transfer.
+        unsafe { self.raw_get(t, offset, buf.as_mut_ptr(), buf.len()) }?;
+        self.flush(target)
+    }
+
+    /// Writes `data` into `target`'s window at `offset`; complete at the target on return.
+    pub fn put(&self, target: usize, offset: usize, data: &[u8]) -> Result<()> {
+        let t = self.win.target("put", target, offset, data.len())?;
+        // SAFETY: data is valid for reads of data.len() bytes and stays borrowed until the flush
+        // below completes the transfer.
+        unsafe { self.raw_put(t, offset, data.as_ptr(), data.len()) }?;
+        self.flush(target)
+    }
+
+    /// Issues the transfers that `f` adds to a [`Batch`], then flushes them all. Buffers lent to
+    /// the batch stay borrowed until that flush, even if `f` panics. An error in one transfer is
+    /// returned to `f` by that transfer's call.
+    pub fn batch<'env, R>(
+        &self,
+        f: impl for<'b> FnOnce(&'b Batch<'b, 'env, 'w, 'm>) -> R,
+    ) -> Result<R> {
+        let batch = Batch {
+            epoch: self,
+            _env: PhantomData,
+        };
+        let out = f(&batch);
+        // `batch` also flushes in its Drop, so that a panic in `f` cannot free a buffer MPI still
+        // uses; on the normal path the flush runs here, where its error can be returned.
+        std::mem::forget(batch);
+        self.flush_all()?;
+        Ok(out)
+    }
+
+    /// Atomically: if the word at `offset` equals `compare`, replaces it with `swap`. Returns the
+    /// word's old value. `offset` must be 8-byte aligned.
+    pub fn compare_and_swap(
+        &self,
+        target: usize,
+        offset: usize,
+        compare: u64,
+        swap: u64,
+    ) -> Result<u64> {
+        let t = self.atomic_target("compare_and_swap", target, offset)?;
+        let mut result: u64 = 0;
+        // SAFETY: origin, compare and result are valid u64s that outlive the flush below; the
+        // target word lies inside the target's window (checked).
+        check("MPI_Compare_and_swap", unsafe {
+            ffi::MPI_Compare_and_swap(
+                (&swap as *const u64).cast::<c_void>(),
+                (&compare as *const u64).cast::<c_void>(),
+                (&mut result as *mut u64).cast::<c_void>(),
+                handle!(psls_mpi_uint64),
+                t,
+                offset as ffi::MPI_Aint,
+                self.win.raw,
+            )
+        })?;
+        self.flush(target)?;
+        Ok(result)
+    }
+
+    /// Atomically applies `op` with `operand` to the word at `offset`; returns its old value.
+    /// `offset` must be 8-byte aligned.
+    pub fn fetch_and_op(
+        &self,
+        target: usize,
+        offset: usize,
+        op: AtomicOp,
+        operand: u64,
+    ) -> Result<u64> {
+        let t = self.atomic_target("fetch_and_op", target, offset)?;
+        let mut result: u64 = 0;
+        // SAFETY: operand and result are valid u64s that outlive the flush below; the target
+        // word lies inside the target's window (checked).
+        check("MPI_Fetch_and_op", unsafe {
+            ffi::MPI_Fetch_and_op(
+                (&operand as *const u64).cast::<c_void>(),
+                (&mut result as *mut u64).cast::<c_void>(),
+                handle!(psls_mpi_uint64),
+                t,
+                offset as ffi::MPI_Aint,
+                op.raw(),
+                self.win.raw,
+            )
+        })?;
+        self.flush(target)?;
+        Ok(result)
+    }
+
+    /// Completes every transfer to `target` issued so far (`MPI_Win_flush`).
+    pub fn flush(&self, target: usize) -> Result<()> {
+        let t = self.win.target("flush", target, 0, 0)?;
+        // SAFETY: the window is valid and locked by this epoch.
+        check("MPI_Win_flush", unsafe {
+            ffi::MPI_Win_flush(t, self.win.raw)
+        })
+    }
+
+    /// Completes every transfer issued so far (`MPI_Win_flush_all`).
+    pub fn flush_all(&self) -> Result<()> {
+        // SAFETY: the window is valid and locked by this epoch.
+        check("MPI_Win_flush_all", unsafe {
+            ffi::MPI_Win_flush_all(self.win.raw)
+        })
+    }
+
+    /// Synchronizes this rank's public and private copies of its window (`MPI_Win_sync`).
+    pub fn sync(&self) -> Result<()> {
+        // SAFETY: the window is valid and locked by this epoch.
+        check("MPI_Win_sync", unsafe { ffi::MPI_Win_sync(self.win.raw) })
+    }
+
+    /// Closes the epoch (`MPI_Win_unlock_all`) and reports any error.
+    pub fn unlock(mut self) -> Result<()> {
+        self.close()
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if !self.open {
+            return Ok(());
+        }
+        self.open = false;
+        // SAFETY: this epoch locked the window and has not unlocked it yet.
+        let rc = unsafe { ffi::MPI_Win_unlock_all(self.win.raw) };
+        self.win.locked.store(false, Ordering::SeqCst);
+        check("MPI_Win_unlock_all", rc)
+    }
+
+    fn atomic_target(&self, op: &'static str, target: usize, offset: usize) -> Result<c_int> {
+        if offset % 8 != 0 {
+            return Err(Error::Misaligned { op, offset });
+        }
+        self.win.target(op, target, offset, 8)
+    }
+
+    /// Starts an `MPI_Get` without completing it.
+    ///
+    /// # Safety
+    /// `buf` must be valid for writes of `len` bytes until the target is flushed, and nothing
+    /// else may access it until then.
+    unsafe fn raw_get(&self, target: c_int, offset: usize, buf: *mut u8, len: usize) -> Result<()> {
+        for (done, n) in chunks(len) {
+            // SAFETY: the caller guarantees buf..buf+len stays valid until the flush; this chunk
+            // lies inside it and inside the target window (bounds checked by the caller).
+            check("MPI_Get", unsafe {
+                ffi::MPI_Get(
+                    buf.add(done).cast::<c_void>(),
+                    n,
+                    handle!(psls_mpi_byte),
+                    target,
+                    (offset + done) as ffi::MPI_Aint,
+                    n,
+                    handle!(psls_mpi_byte),
+                    self.win.raw,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Starts an `MPI_Put` without completing it.
+    ///
+    /// # Safety
+    /// `data` must be valid for reads of `len` bytes until the target is flushed, and nothing may
+    /// write it until then.
+    unsafe fn raw_put(
+        &self,
+        target: c_int,
+        offset: usize,
+        data: *const u8,
+        len: usize,
+    ) -> Result<()> {
+        for (done, n) in chunks(len) {
+            // SAFETY: as for raw_get, for reads.
+            check("MPI_Put", unsafe {
+                ffi::MPI_Put(
+                    data.add(done).cast::<c_void>(),
+                    n,
+                    handle!(psls_mpi_byte),
+                    target,
+                    (offset + done) as ffi::MPI_Aint,
+                    n,
+                    handle!(psls_mpi_byte),
+                    self.win.raw,
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// MPI counts are `int`: split a transfer into pieces of at most 1 GiB.
+fn chunks(len: usize) -> impl Iterator<Item = (usize, c_int)> {
+    const MAX: usize = 1 << 30;
+    (0..len.div_ceil(MAX)).map(move |i| {
+        let done = i * MAX;
+        (done, (len - done).min(MAX) as c_int)
+    })
+}
+
+impl Drop for Epoch<'_, '_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::warn!(target: "psls::rma", "{e}");
+        }
+    }
+}
+
+/// Transfers issued inside [`Epoch::batch`]; they complete when the batch ends.
+pub struct Batch<'b, 'env, 'w, 'm> {
+    epoch: &'b Epoch<'w, 'm>,
+    /// Invariant in 'env (as in `std::thread::scope`), so that a buffer local to the closure
+    /// cannot be lent to the batch.
+    _env: PhantomData<fn(&'env ()) -> &'env ()>,
+}
+
+impl<'env> Batch<'_, 'env, '_, '_> {
+    /// Starts reading `target`'s window at `offset` into `buf`. `buf` holds the data once the
+    /// batch has ended.
+    pub fn get(&self, target: usize, offset: usize, buf: &'env mut [u8]) -> Result<()> {
+        let t = self.epoch.win.target("get", target, offset, buf.len())?;
+        // SAFETY: buf is borrowed for 'env, which outlives the batch; the batch flushes every
+        // target before it returns (or in Drop, on panic).
+        unsafe { self.epoch.raw_get(t, offset, buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Starts writing `data` into `target`'s window at `offset`.
+    pub fn put(&self, target: usize, offset: usize, data: &'env [u8]) -> Result<()> {
+        let t = self.epoch.win.target("put", target, offset, data.len())?;
+        // SAFETY: data is borrowed for 'env, which outlives the batch; the batch flushes every
+        // target before it returns (or in Drop, on panic).
+        unsafe { self.epoch.raw_put(t, offset, data.as_ptr(), data.len()) }
+    }
+}
+
+impl Drop for Batch<'_, '_, '_, '_> {
+    fn drop(&mut self) {
+        // Only reached when the closure panicked: complete the transfers before the buffers go.
+        if let Err(e) = self.epoch.flush_all() {
+            tracing::error!(target: "psls::rma", "flush after a panic in a batch: {e}");
+        }
+    }
+}
