@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# The demo: PSLS on 4 ranks over 4 virtual nodes of this host; prints the node map and the
-# buddy ring. Roots go under /dev/shm and /var/tmp, keyed by a demo job id, removed at the end.
+# The demo: a PSLS job of 4 ranks on 4 virtual nodes of this host, started by psls-launch; it
+# prints the node map and the buddy ring. Its roots (under /dev/shm and /var/tmp, keyed by the
+# demo's job id) and run directory are removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release
 JOB=demo-$$
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
-export PSLS_VIRTUAL_NODES=4 PSLS_JOB_ID=$JOB PSLS_DISK_BASE=/var/tmp PSLS_MEMORY_BASE=/dev/shm
-cleanup() { rm -rf "/dev/shm/psls-$(id -u)/$JOB" "/var/tmp/psls-$(id -u)/$JOB"; }
+RUN_DIR=$(mktemp -d /tmp/psls-demo.XXXXXX)
+cleanup() { rm -rf "/dev/shm/psls-$(id -u)/$JOB" "${TMPDIR:-/var/tmp}/psls-$(id -u)/$JOB" "$RUN_DIR"; }
 trap cleanup EXIT
-echo "== PSLS demo: 4 ranks on 4 virtual nodes (mpirun.openmpi -n 4 $BIN/hello)"
-mpirun.openmpi -n 4 "$BIN/hello"
+echo "== PSLS demo: 4 ranks on 4 virtual nodes"
+echo "\$ psls-launch -n 4 --virtual-nodes 4 -- $BIN/hello"
+"$BIN/psls-launch" -n 4 --virtual-nodes 4 --job-id "$JOB" --run-dir "$RUN_DIR" -- "$BIN/hello"
 echo "== demo finished"

@@ -11,18 +11,20 @@ $CARGO fmt --all -- --check
 $CARGO clippy --workspace --all-targets --quiet -- -D warnings
 
 step "Open MPI: unit and multi-rank tests (mpirun)"
+# The multi-rank tests run the workspace's binaries (examples, psls-launch): build them all.
+$CARGO build --workspace --bins
 PSLS_MPI=openmpi $CARGO test --workspace
 
 step "MPICH: multi-rank tests (mpirun.mpich)"
-MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich PSLS_MPI=mpich $CARGO test -p psls-tests
+export_mpich() { export MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich PSLS_MPI=mpich; }
+(export_mpich && $CARGO build --workspace --bins && $CARGO test -p psls-tests)
 
 step "Slurm: multi-rank tests under srun on an emulated cluster"
 scripts/slurm-cluster.sh start 4
 trap 'scripts/slurm-cluster.sh stop >/dev/null 2>&1 || true' EXIT
 eval "$(scripts/slurm-cluster.sh env)"
-# MPICH over PMI-2 carries RMA across the emulated nodes (see docs/design.md for Open MPI).
-MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich PSLS_MPI=mpich PSLS_TEST_SLURM=1 \
-  $CARGO test -p psls-tests --test slurm
+# MPICH runs over PMI-2; Open MPI over PMIx, with TCP on loopback between the emulated nodes.
+(export_mpich && PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm)
 PSLS_MPI=openmpi PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm
 
 step "benchmarks build and run (smoke: tiny sizes, figures not checked)"

@@ -178,7 +178,7 @@ pub const KEYS: &[Key] = &[
 ];
 
 /// Environment variables that are not configuration keys but that PSLS itself reads or sets.
-const OTHER_ENV: &[&str] = &["PSLS_CONFIG"];
+const OTHER_ENV: &[&str] = &["PSLS_CONFIG", "PSLS_LAUNCHED", "PSLS_RUN_DIR"];
 
 fn set_dir(slot: &mut PathBuf, v: &str) -> std::result::Result<(), ()> {
     let p = PathBuf::from(v);

@@ -74,19 +74,27 @@ macro_rules! handle {
 pub(crate) use handle;
 
 /// Turns an MPI return code into a typed error.
+#[inline]
 pub(crate) fn check(call: &'static str, rc: c_int) -> Result<()> {
     if rc == ffi::MPI_SUCCESS as c_int {
         return Ok(());
     }
+    Err(mpi_error(call, rc))
+}
+
+/// The typed error for a failed MPI call; kept out of line so `check` stays small.
+#[cold]
+#[inline(never)]
+fn mpi_error(call: &'static str, rc: c_int) -> Error {
     let mut class: c_int = 0;
     // SAFETY: MPI_Error_class may be called at any time, even before MPI_Init; class is a valid
     // out-pointer.
     unsafe { ffi::MPI_Error_class(rc, &mut class) };
-    Err(Error::Mpi {
+    Error::Mpi {
         call,
         class,
         message: error_string(rc),
-    })
+    }
 }
 
 /// MPI's text for an error code.
@@ -136,7 +144,9 @@ pub fn library_version() -> String {
     let s = s.trim_end_matches('\0');
     let first = s.lines().next().unwrap_or("");
     // "Open MPI v4.1.4, package: ..., ident: ..." -> "Open MPI v4.1.4"
-    first.split(',').next().unwrap_or(first).trim().to_string()
+    let first = first.split(',').next().unwrap_or(first);
+    // "MPICH Version:\t4.0.2" -> "MPICH Version: 4.0.2"
+    first.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn thread_level_name(level: c_int) -> &'static str {

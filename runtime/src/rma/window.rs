@@ -57,6 +57,9 @@ pub struct Window<'m> {
     /// them.
     lens: Vec<usize>,
     locked: AtomicBool,
+    /// `MPI_BYTE` and `MPI_UINT64_T`, fetched once: they are link-time constants of the shim.
+    byte: ffi::MPI_Datatype,
+    uint64: ffi::MPI_Datatype,
     _mem: PhantomData<&'m mut [u8]>,
 }
 
@@ -95,6 +98,8 @@ impl<'m> Window<'m> {
             rank: comm.rank(),
             lens: Vec::new(),
             locked: AtomicBool::new(false),
+            byte: handle!(psls_mpi_byte),
+            uint64: handle!(psls_mpi_uint64),
             _mem: PhantomData,
         };
         // SAFETY: win.raw is the valid window just created.
@@ -151,6 +156,7 @@ impl<'m> Window<'m> {
     }
 
     /// Length of `rank`'s part of the window.
+    #[inline]
     pub fn len_of(&self, rank: usize) -> Result<usize> {
         self.lens.get(rank).copied().ok_or(Error::NoSuchRank {
             rank,
@@ -212,6 +218,7 @@ impl<'m> Window<'m> {
         check_bounds(op, self.rank, offset, len, self.len)
     }
 
+    #[inline]
     fn target(&self, op: &'static str, target: usize, offset: usize, len: usize) -> Result<c_int> {
         let window_len = self.len_of(target)?;
         check_bounds(op, target, offset, len, window_len)?;
@@ -266,21 +273,23 @@ impl<'w, 'm> Epoch<'w, 'm> {
     }
 
     /// Reads `buf.len()` bytes from `target`'s window at `offset`; complete on return.
+    #[inline]
     pub fn get(&self, target: usize, offset: usize, buf: &mut [u8]) -> Result<()> {
         let t = self.win.target("get", target, offset, buf.len())?;
         // SAFETY: buf is valid for writes of buf.len() bytes and stays borrowed until the flush
         // below completes the transfer.
         unsafe { self.raw_get(t, offset, buf.as_mut_ptr(), buf.len()) }?;
-        self.flush(target)
+        self.flush_raw(t)
     }
 
     /// Writes `data` into `target`'s window at `offset`; complete at the target on return.
+    #[inline]
     pub fn put(&self, target: usize, offset: usize, data: &[u8]) -> Result<()> {
         let t = self.win.target("put", target, offset, data.len())?;
         // SAFETY: data is valid for reads of data.len() bytes and stays borrowed until the flush
         // below completes the transfer.
         unsafe { self.raw_put(t, offset, data.as_ptr(), data.len()) }?;
-        self.flush(target)
+        self.flush_raw(t)
     }
 
     /// Issues the transfers that `f` adds to a [`Batch`], then flushes them all. Buffers lent to
@@ -320,13 +329,13 @@ impl<'w, 'm> Epoch<'w, 'm> {
                 (&swap as *const u64).cast::<c_void>(),
                 (&compare as *const u64).cast::<c_void>(),
                 (&mut result as *mut u64).cast::<c_void>(),
-                handle!(psls_mpi_uint64),
+                self.win.uint64,
                 t,
                 offset as ffi::MPI_Aint,
                 self.win.raw,
             )
         })?;
-        self.flush(target)?;
+        self.flush_raw(t)?;
         Ok(result)
     }
 
@@ -347,24 +356,27 @@ impl<'w, 'm> Epoch<'w, 'm> {
             ffi::MPI_Fetch_and_op(
                 (&operand as *const u64).cast::<c_void>(),
                 (&mut result as *mut u64).cast::<c_void>(),
-                handle!(psls_mpi_uint64),
+                self.win.uint64,
                 t,
                 offset as ffi::MPI_Aint,
                 op.raw(),
                 self.win.raw,
             )
         })?;
-        self.flush(target)?;
+        self.flush_raw(t)?;
         Ok(result)
     }
 
     /// Completes every transfer to `target` issued so far (`MPI_Win_flush`).
     pub fn flush(&self, target: usize) -> Result<()> {
         let t = self.win.target("flush", target, 0, 0)?;
-        // SAFETY: the window is valid and locked by this epoch.
-        check("MPI_Win_flush", unsafe {
-            ffi::MPI_Win_flush(t, self.win.raw)
-        })
+        self.flush_raw(t)
+    }
+
+    #[inline]
+    fn flush_raw(&self, t: c_int) -> Result<()> {
+        // SAFETY: the window is valid and locked by this epoch; t is a checked rank.
+        check("MPI_Win_flush", unsafe { ffi::MPI_Win_flush(t, self.win.raw) })
     }
 
     /// Completes every transfer issued so far (`MPI_Win_flush_all`).
@@ -409,22 +421,26 @@ impl<'w, 'm> Epoch<'w, 'm> {
     /// # Safety
     /// `buf` must be valid for writes of `len` bytes until the target is flushed, and nothing
     /// else may access it until then.
+    #[inline]
     unsafe fn raw_get(&self, target: c_int, offset: usize, buf: *mut u8, len: usize) -> Result<()> {
-        for (done, n) in chunks(len) {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(MAX_COUNT) as c_int;
             // SAFETY: the caller guarantees buf..buf+len stays valid until the flush; this chunk
             // lies inside it and inside the target window (bounds checked by the caller).
             check("MPI_Get", unsafe {
                 ffi::MPI_Get(
                     buf.add(done).cast::<c_void>(),
                     n,
-                    handle!(psls_mpi_byte),
+                    self.win.byte,
                     target,
                     (offset + done) as ffi::MPI_Aint,
                     n,
-                    handle!(psls_mpi_byte),
+                    self.win.byte,
                     self.win.raw,
                 )
             })?;
+            done += n as usize;
         }
         Ok(())
     }
@@ -434,40 +450,32 @@ impl<'w, 'm> Epoch<'w, 'm> {
     /// # Safety
     /// `data` must be valid for reads of `len` bytes until the target is flushed, and nothing may
     /// write it until then.
-    unsafe fn raw_put(
-        &self,
-        target: c_int,
-        offset: usize,
-        data: *const u8,
-        len: usize,
-    ) -> Result<()> {
-        for (done, n) in chunks(len) {
+    #[inline]
+    unsafe fn raw_put(&self, target: c_int, offset: usize, data: *const u8, len: usize) -> Result<()> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(MAX_COUNT) as c_int;
             // SAFETY: as for raw_get, for reads.
             check("MPI_Put", unsafe {
                 ffi::MPI_Put(
                     data.add(done).cast::<c_void>(),
                     n,
-                    handle!(psls_mpi_byte),
+                    self.win.byte,
                     target,
                     (offset + done) as ffi::MPI_Aint,
                     n,
-                    handle!(psls_mpi_byte),
+                    self.win.byte,
                     self.win.raw,
                 )
             })?;
+            done += n as usize;
         }
         Ok(())
     }
 }
 
-/// MPI counts are `int`: split a transfer into pieces of at most 1 GiB.
-fn chunks(len: usize) -> impl Iterator<Item = (usize, c_int)> {
-    const MAX: usize = 1 << 30;
-    (0..len.div_ceil(MAX)).map(move |i| {
-        let done = i * MAX;
-        (done, (len - done).min(MAX) as c_int)
-    })
-}
+/// MPI counts are `int`: transfers are split into pieces of at most 1 GiB.
+const MAX_COUNT: usize = 1 << 30;
 
 impl Drop for Epoch<'_, '_> {
     fn drop(&mut self) {

@@ -1,0 +1,74 @@
+//! Shared helpers for the benchmarks: timing with interleaved repetitions and medians, and
+//! environment knobs.
+
+use std::time::Instant;
+
+/// Whether `PSLS_BENCH_SMOKE=1`: tiny sizes and few iterations, to check the benchmark runs.
+pub fn smoke() -> bool {
+    std::env::var("PSLS_BENCH_SMOKE").as_deref() == Ok("1")
+}
+
+/// Seconds taken by `f`.
+pub fn time(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+/// The median of `v` (which it sorts).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs `a` and `b` alternately `rounds` times and returns the median time of each, so that
+/// noise on a shared machine hits both sides alike.
+pub fn interleaved(rounds: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> (f64, f64) {
+    let (mut ta, mut tb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for i in 0..rounds {
+        // Alternate which side goes first, so warm-up effects do not favour one.
+        if i % 2 == 0 {
+            ta.push(a());
+            tb.push(b());
+        } else {
+            tb.push(b());
+            ta.push(a());
+        }
+    }
+    (median(&mut ta), median(&mut tb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn interleaved_returns_each_sides_median() {
+        let mut n = 0.0;
+        let (a, b) = interleaved(
+            5,
+            || {
+                n += 1.0;
+                n
+            },
+            || 7.0,
+        );
+        assert_eq!(b, 7.0);
+        assert!(a > 0.0);
+    }
+}

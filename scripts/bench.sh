@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs the benchmarks and prints their figures. Each benchmark measures its own baseline in the
+# same run and prints the ratio. PSLS_BENCH_SMOKE=1: tiny sizes, debug build, shared memory only
+# (the test suite uses it to check that the benchmarks still run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO=${CARGO:-cargo}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+export PSLS_LOG=${PSLS_LOG:-warn}
+BENCH_TMP=$(mktemp -d /dev/shm/psls-bench.XXXXXX)
+trap 'rm -rf "$BENCH_TMP"' EXIT
+export PSLS_MEMORY_BASE=$BENCH_TMP PSLS_DISK_BASE=$BENCH_TMP
+
+run() {
+  local title=$1
+  shift
+  echo
+  echo "## $title"
+  echo "\$ $*"
+  "$@"
+}
+
+if [[ ${PSLS_BENCH_SMOKE:-0} == 1 ]]; then
+  $CARGO build --quiet -p psls-bench
+  run "rma_bench (smoke)" mpirun.openmpi -n 2 target/debug/rma_bench
+  exit 0
+fi
+
+$CARGO build --quiet --release -p psls-bench
+run "rma_bench: Open MPI, shared memory (osc/sm)" \
+  mpirun.openmpi -n 2 target/release/rma_bench
+run "rma_bench: Open MPI, TCP (btl tcp, osc/ucx over UCX's tcp transport)" \
+  mpirun.openmpi -n 2 --mca btl self,tcp --mca osc ^sm -x UCX_TLS=tcp,self target/release/rma_bench
+
+MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich $CARGO build --quiet --release -p psls-bench
+run "rma_bench: MPICH, one host (ch4, shared memory)" \
+  mpirun.mpich -n 2 target/mpich/release/rma_bench
