@@ -31,7 +31,11 @@ pub fn median(v: &mut [f64]) -> f64 {
 
 /// Runs `a` and `b` alternately `rounds` times and returns the median time of each, so that
 /// noise on a shared machine hits both sides alike.
-pub fn interleaved(rounds: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> (f64, f64) {
+pub fn interleaved(
+    rounds: usize,
+    mut a: impl FnMut() -> f64,
+    mut b: impl FnMut() -> f64,
+) -> (f64, f64) {
     let (mut ta, mut tb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     for i in 0..rounds {
         // Alternate which side goes first, so warm-up effects do not favour one.

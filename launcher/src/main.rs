@@ -110,8 +110,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     };
     let job_id = match &cli.job_id {
         Some(id) => {
-            if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                return Err(format!("--job-id {id:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -"));
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(format!(
+                    "--job-id {id:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -"
+                ));
             }
             id.clone()
         }
@@ -120,41 +127,59 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             _ => format!("launch-{}-{}", unix_secs(), std::process::id()),
         },
     };
-    let run_dir = cli.run_dir.clone().unwrap_or_else(|| PathBuf::from(format!("psls-run-{job_id}")));
+    let run_dir = cli
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("psls-run-{job_id}")));
     if !cli.dry_run {
-        std::fs::create_dir_all(&run_dir).map_err(|e| format!("cannot create run directory {}: {e}", run_dir.display()))?;
+        std::fs::create_dir_all(&run_dir)
+            .map_err(|e| format!("cannot create run directory {}: {e}", run_dir.display()))?;
     }
 
     let mut cmd = match (launcher, mpi) {
         (LauncherKind::Srun, m) => {
             let mut c = Command::new("srun");
             let plugin = if m == MpiKind::Mpich { "pmi2" } else { "pmix" };
-            c.arg(format!("--mpi={plugin}")).arg("-n").arg(cli.ranks.to_string());
+            c.arg(format!("--mpi={plugin}"))
+                .arg("-n")
+                .arg(cli.ranks.to_string());
             c
         }
         (_, m) => {
-            let mut c = Command::new(if m == MpiKind::Mpich { "mpirun.mpich" } else { "mpirun.openmpi" });
+            let mut c = Command::new(if m == MpiKind::Mpich {
+                "mpirun.mpich"
+            } else {
+                "mpirun.openmpi"
+            });
             c.arg("-n").arg(cli.ranks.to_string());
             if m != MpiKind::Mpich {
                 // Ranks may outnumber cores (virtual nodes on one host); let Open MPI run as
                 // root in containers, and yield when idle.
-                c.env("OMPI_MCA_rmaps_base_oversubscribe", "1").env("OMPI_MCA_mpi_yield_when_idle", "1");
+                c.env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+                    .env("OMPI_MCA_mpi_yield_when_idle", "1");
                 if is_root() {
-                    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+                    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
                 }
             }
             c
         }
     };
-    cmd.args(&cli.mpi_args).arg(&program).args(&cli.program[1..]);
-    cmd.env("PSLS_LAUNCHED", "1").env("PSLS_JOB_ID", &job_id).env("PSLS_RUN_DIR", &run_dir);
+    cmd.args(&cli.mpi_args)
+        .arg(&program)
+        .args(&cli.program[1..]);
+    cmd.env("PSLS_LAUNCHED", "1")
+        .env("PSLS_JOB_ID", &job_id)
+        .env("PSLS_RUN_DIR", &run_dir);
     if let Some(v) = cli.virtual_nodes {
         cmd.env("PSLS_VIRTUAL_NODES", v.to_string());
     }
     eprintln!(
         "psls-launch: job {job_id}: {} ranks{} via {:?} ({:?}), run dir {}",
         cli.ranks,
-        cli.virtual_nodes.map(|v| format!(" on {v} virtual nodes")).unwrap_or_default(),
+        cli.virtual_nodes
+            .map(|v| format!(" on {v} virtual nodes"))
+            .unwrap_or_default(),
         launcher,
         mpi,
         run_dir.display()
@@ -163,7 +188,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         println!("{cmd:?}");
         return Ok(ExitCode::SUCCESS);
     }
-    let status = cmd.status().map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
     match status.code() {
         Some(0) => Ok(ExitCode::SUCCESS),
         Some(c) => {
@@ -182,10 +209,18 @@ fn resolve_program(p: &str) -> Result<PathBuf, String> {
     let not_found = || format!("program {p:?} not found: give a path or a command on PATH");
     if p.contains('/') {
         let path = PathBuf::from(p);
-        return if path.is_file() { Ok(path) } else { Err(not_found()) };
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(not_found())
+        };
     }
     std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(p)).find(|c| c.is_file()))
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(p))
+                .find(|c| c.is_file())
+        })
         .ok_or_else(not_found)
 }
 

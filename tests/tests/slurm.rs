@@ -9,14 +9,18 @@ use psls_tests::{Launch, Launcher, Scratch};
 fn enabled() -> bool {
     let on = std::env::var("PSLS_TEST_SLURM").as_deref() == Ok("1");
     if !on {
-        eprintln!("not run: set PSLS_TEST_SLURM=1 with the emulated cluster up (scripts/test.sh does)");
+        eprintln!(
+            "not run: set PSLS_TEST_SLURM=1 with the emulated cluster up (scripts/test.sh does)"
+        );
     }
     on
 }
 
 fn srun(case: &str, ranks: usize, nodes: usize) -> Launch {
     // Each Slurm node gets its own roots; the job id comes from SLURM_JOB_ID.
-    Launch::case(case, ranks).launcher(Launcher::Srun).nodes(nodes)
+    Launch::case(case, ranks)
+        .launcher(Launcher::Srun)
+        .nodes(nodes)
 }
 
 #[test]
@@ -36,7 +40,11 @@ fn srun_init_and_finalize_on_1_2_and_4_nodes() {
             .collect();
         names.sort();
         let want: Vec<String> = (1..=n).map(|k| format!("n{k}")).collect();
-        assert_eq!(names, want, "each rank runs on its own Slurm node:\n{}", out.stdout);
+        assert_eq!(
+            names, want,
+            "each rank runs on its own Slurm node:\n{}",
+            out.stdout
+        );
         out.assert_output_contains("(Slurm)");
     }
 }
@@ -47,7 +55,10 @@ fn srun_node_map_and_buddy_ring_on_4_nodes() {
         return;
     }
     let (m, d) = (Scratch::shm("srun-mem"), Scratch::new("srun-disk"));
-    let out = srun("nodemap", 4, 4).roots(&m, &d).env("PSLS_EXPECT_NODES", "4").run();
+    let out = srun("nodemap", 4, 4)
+        .roots(&m, &d)
+        .env("PSLS_EXPECT_NODES", "4")
+        .run();
     out.assert_success();
     out.assert_lines("PASS", 4);
     out.assert_output_contains("buddy ring: n1 -> n2 -> n3 -> n4 -> n1");
@@ -61,7 +72,12 @@ fn srun_rma_across_nodes() {
     }
     // Open MPI needs the cluster script's environment here (TCP on loopback between the
     // emulated nodes; see docs/design.md); MPICH works over PMI-2 as it is.
-    for (case, ranks, nodes) in [("stamp", 4, 4), ("cas_counter", 4, 4), ("stamp", 4, 2), ("rma_errors", 2, 2)] {
+    for (case, ranks, nodes) in [
+        ("stamp", 4, 4),
+        ("cas_counter", 4, 4),
+        ("stamp", 4, 2),
+        ("rma_errors", 2, 2),
+    ] {
         let (m, d) = (Scratch::shm("srun-mem"), Scratch::new("srun-disk"));
         let out = srun(case, ranks, nodes).roots(&m, &d).run();
         out.assert_success();

@@ -40,8 +40,15 @@ fn run() -> psls::Result<()> {
     let epoch = win.lock_all()?;
     let me = psls.rank();
     if me == 0 {
-        println!("rma_bench: {}, {} ranks (transport as chosen by the launcher options)", psls.mpi_library(), psls.size());
-        println!("{:<4} {:>8} {:>7} {:>10} {:>10} {:>7} {:>10} {:>10}", "op", "bytes", "iters", "safe_us", "raw_us", "ratio", "safe_MiB/s", "raw_MiB/s");
+        println!(
+            "rma_bench: {}, {} ranks (transport as chosen by the launcher options)",
+            psls.mpi_library(),
+            psls.size()
+        );
+        println!(
+            "{:<4} {:>8} {:>7} {:>10} {:>10} {:>7} {:>10} {:>10}",
+            "op", "bytes", "iters", "safe_us", "raw_us", "ratio", "safe_MiB/s", "raw_MiB/s"
+        );
     }
     let mut worst: f64 = 0.0;
     let mut buf = vec![0x5au8; max];
@@ -53,7 +60,11 @@ fn run() -> psls::Result<()> {
                 let b = &mut buf[..size];
                 // Aim for about 30 ms per round on whatever transport this is.
                 let (one, _) = measure(&epoch, op, b, 8, 1)?;
-                let iters = if smoke() { 3 } else { ((0.03 / (one / 8.0)) as usize).clamp(16, 20_000) };
+                let iters = if smoke() {
+                    3
+                } else {
+                    ((0.03 / (one / 8.0)) as usize).clamp(16, 20_000)
+                };
                 let (safe, raw) = measure(&epoch, op, b, iters, rounds)?;
                 let (su, ru) = (safe / iters as f64 * 1e6, raw / iters as f64 * 1e6);
                 let ratio = safe / raw;
@@ -75,7 +86,13 @@ fn run() -> psls::Result<()> {
 }
 
 /// Times `iters` operations through the safe layer and through raw MPI, interleaved.
-fn measure(epoch: &Epoch<'_, '_>, op: &str, buf: &mut [u8], iters: usize, rounds: usize) -> psls::Result<(f64, f64)> {
+fn measure(
+    epoch: &Epoch<'_, '_>,
+    op: &str,
+    buf: &mut [u8],
+    iters: usize,
+    rounds: usize,
+) -> psls::Result<(f64, f64)> {
     let raw_win = epoch.window().as_raw();
     let len = buf.len() as i32;
     let ptr = buf.as_mut_ptr();
@@ -89,7 +106,11 @@ fn measure(epoch: &Epoch<'_, '_>, op: &str, buf: &mut [u8], iters: usize, rounds
                     // function for the whole measurement; each operation completes before the
                     // next starts.
                     let b = unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) };
-                    let r = if op == "get" { epoch.get(1, 0, b) } else { epoch.put(1, 0, b) };
+                    let r = if op == "get" {
+                        epoch.get(1, 0, b)
+                    } else {
+                        epoch.put(1, 0, b)
+                    };
                     if let Err(e) = r {
                         err = Some(e);
                         return;
@@ -106,9 +127,27 @@ fn measure(epoch: &Epoch<'_, '_>, op: &str, buf: &mut [u8], iters: usize, rounds
                     // purpose: this is the raw baseline, and the safe side checks them.
                     unsafe {
                         if op == "get" {
-                            ffi::MPI_Get(ptr.cast::<c_void>(), len, ffi::RSMPI_UINT8_T, 1, 0, len, ffi::RSMPI_UINT8_T, raw_win);
+                            ffi::MPI_Get(
+                                ptr.cast::<c_void>(),
+                                len,
+                                ffi::RSMPI_UINT8_T,
+                                1,
+                                0,
+                                len,
+                                ffi::RSMPI_UINT8_T,
+                                raw_win,
+                            );
                         } else {
-                            ffi::MPI_Put(ptr.cast::<c_void>(), len, ffi::RSMPI_UINT8_T, 1, 0, len, ffi::RSMPI_UINT8_T, raw_win);
+                            ffi::MPI_Put(
+                                ptr.cast::<c_void>(),
+                                len,
+                                ffi::RSMPI_UINT8_T,
+                                1,
+                                0,
+                                len,
+                                ffi::RSMPI_UINT8_T,
+                                raw_win,
+                            );
                         }
                         ffi::MPI_Win_flush(1, raw_win);
                     }

@@ -376,7 +376,9 @@ impl<'w, 'm> Epoch<'w, 'm> {
     #[inline]
     fn flush_raw(&self, t: c_int) -> Result<()> {
         // SAFETY: the window is valid and locked by this epoch; t is a checked rank.
-        check("MPI_Win_flush", unsafe { ffi::MPI_Win_flush(t, self.win.raw) })
+        check("MPI_Win_flush", unsafe {
+            ffi::MPI_Win_flush(t, self.win.raw)
+        })
     }
 
     /// Completes every transfer issued so far (`MPI_Win_flush_all`).
@@ -451,7 +453,13 @@ impl<'w, 'm> Epoch<'w, 'm> {
     /// `data` must be valid for reads of `len` bytes until the target is flushed, and nothing may
     /// write it until then.
     #[inline]
-    unsafe fn raw_put(&self, target: c_int, offset: usize, data: *const u8, len: usize) -> Result<()> {
+    unsafe fn raw_put(
+        &self,
+        target: c_int,
+        offset: usize,
+        data: *const u8,
+        len: usize,
+    ) -> Result<()> {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(MAX_COUNT) as c_int;
