@@ -40,6 +40,10 @@ pub struct Config {
     pub page_size: usize,
     /// Rank binding.
     pub bind: Binding,
+    /// Start of the global address range, the same on every rank.
+    pub svm_base: usize,
+    /// Length of the global address range in bytes.
+    pub svm_size: usize,
     /// `tracing` filter for the runtime's logs.
     pub log: String,
     /// Whether a program started without an MPI launcher may run as one rank.
@@ -58,6 +62,8 @@ impl Default for Config {
             require_tmpfs: true,
             page_size: 4096,
             bind: Binding::None,
+            svm_base: 0x2000_0000_0000,
+            svm_size: 16 << 30,
             log: "info".into(),
             allow_singleton: false,
         }
@@ -157,6 +163,33 @@ pub const KEYS: &[Key] = &[
                 _ => return Err(()),
             };
             Ok(())
+        },
+    },
+    Key {
+        name: "svm_base",
+        env: "PSLS_SVM_BASE",
+        allowed:
+            "a hexadecimal address (0x...), a multiple of 1 GiB, from 0x100000000 to 0x7f0000000000",
+        set: |c, v| {
+            let hex = v
+                .strip_prefix("0x")
+                .or_else(|| v.strip_prefix("0X"))
+                .ok_or(())?;
+            let a = usize::from_str_radix(&hex.replace('_', ""), 16).map_err(|_| ())?;
+            (a % (1 << 30) == 0 && (1usize << 32..=0x7f00_0000_0000).contains(&a))
+                .then(|| c.svm_base = a)
+                .ok_or(())
+        },
+    },
+    Key {
+        name: "svm_size",
+        env: "PSLS_SVM_SIZE",
+        allowed: "a size from 64M to 1024G, a multiple of 1M (64M, 16G)",
+        set: |c, v| {
+            let n = parse_size(v).ok_or(())?;
+            (n % (1 << 20) == 0 && ((64 << 20)..=(1 << 40)).contains(&n))
+                .then(|| c.svm_size = n)
+                .ok_or(())
         },
     },
     Key {
@@ -338,6 +371,9 @@ mod tests {
             ("PSLS_MEMORY_BASE", "/no/such/dir", "existing directory"),
             ("PSLS_REQUIRE_TMPFS", "maybe", "true or false"),
             ("PSLS_LOG", "psls=[[", "tracing filter"),
+            ("PSLS_SVM_BASE", "12345", "hexadecimal"),
+            ("PSLS_SVM_BASE", "0x1234", "multiple of 1 GiB"),
+            ("PSLS_SVM_SIZE", "1K", "64M to 1024G"),
         ] {
             let e = Config::from_vars(vars(&[(k, v)])).unwrap_err().to_string();
             assert!(e.contains(k), "{e}");

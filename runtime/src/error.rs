@@ -131,6 +131,45 @@ pub enum Error {
     #[error("node map: {0}")]
     NodeMap(String),
 
+    /// The global address range is (partly) taken in this process.
+    #[error(
+        "the global address range {base:#x}..{end:#x} is already in use in this process; set PSLS_SVM_BASE \
+         to another multiple of 1 GiB (e.g. 0x300000000000) or lower PSLS_SVM_SIZE",
+        end = base + len
+    )]
+    AddressTaken {
+        /// Start of the range.
+        base: usize,
+        /// Its length.
+        len: usize,
+    },
+
+    /// A global allocation does not fit in the global range.
+    #[error("cannot allocate {requested} bytes of global memory: the global range of {size} bytes has no free run that large; raise PSLS_SVM_SIZE or free global arrays")]
+    OutOfRange {
+        /// Bytes asked for.
+        requested: usize,
+        /// Size of the global range.
+        size: usize,
+    },
+
+    /// `mprotect` hit the kernel's limit on memory mappings.
+    #[error(
+        "the process has reached vm.max_map_count ({limit}) memory mappings: every run of global pages \
+         with one protection is a mapping. Use larger pages (PSLS_PAGE_SIZE, now {page_size}, e.g. 64K), \
+         or raise the limit: sysctl -w vm.max_map_count=1048576"
+    )]
+    MapCount {
+        /// The current limit.
+        limit: String,
+        /// The page size in use.
+        page_size: usize,
+    },
+
+    /// The coherence protocol met a state it cannot handle, or the application broke a rule.
+    #[error("shared virtual memory: {0}")]
+    Protocol(String),
+
     /// hwloc could not describe the node.
     #[error("hwloc: {0}")]
     Hwloc(String),

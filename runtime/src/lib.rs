@@ -16,8 +16,11 @@ pub mod config;
 pub mod error;
 mod log;
 pub mod rma;
+mod svm;
 mod sys;
 
-pub use api::{init, init_with, Psls};
+pub use api::{init, init_with, GlobalMutex, MutexGuard, Psls};
 pub use config::Config;
 pub use error::{Error, Result};
+pub use svm::SvmStats;
+pub use sys::global::{GlobalArray, Pod};

@@ -226,6 +226,63 @@ impl Comm {
     }
 }
 
+/// Words in a control message (see [`Comm::send_words`]).
+pub const MSG_WORDS: usize = 4;
+
+impl Comm {
+    /// Sends a control message of [`MSG_WORDS`] 64-bit words to `dest` with `tag`.
+    ///
+    /// Control messages are 32 bytes, far below every MPI's eager limit, so `MPI_Send` returns
+    /// without waiting for the receiver.
+    pub fn send_words(&self, dest: usize, tag: i32, words: &[u64; MSG_WORDS]) -> Result<()> {
+        let d = self.check_rank(dest)?;
+        // SAFETY: words is MSG_WORDS valid u64s, matching the count and MPI_UINT64_T; the call
+        // returns only when the buffer may be reused.
+        check("MPI_Send", unsafe {
+            ffi::MPI_Send(
+                words.as_ptr().cast::<c_void>(),
+                MSG_WORDS as c_int,
+                handle!(psls_mpi_uint64),
+                d,
+                tag,
+                self.raw,
+            )
+        })
+    }
+
+    /// Receives one pending control message with `tag` from any rank, if one has arrived.
+    /// Never blocks; each call also drives MPI's progress engine.
+    pub fn try_recv_words(&self, tag: i32) -> Result<Option<(usize, [u64; MSG_WORDS])>> {
+        let mut flag: c_int = 0;
+        // SAFETY: MPI_Status is a plain C struct; all-zero is a valid value to be overwritten.
+        let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+        // SAFETY: self.raw is valid; flag and status are valid out-pointers.
+        check("MPI_Iprobe", unsafe {
+            ffi::MPI_Iprobe(ffi::RSMPI_ANY_SOURCE, tag, self.raw, &mut flag, &mut status)
+        })?;
+        if flag == 0 {
+            return Ok(None);
+        }
+        let source = status.MPI_SOURCE;
+        let mut words = [0u64; MSG_WORDS];
+        // SAFETY: words has room for MSG_WORDS u64s; the message was probed from `source` with
+        // `tag`, and only this thread receives with this tag on this communicator, so the
+        // receive matches it without blocking.
+        check("MPI_Recv", unsafe {
+            ffi::MPI_Recv(
+                words.as_mut_ptr().cast::<c_void>(),
+                MSG_WORDS as c_int,
+                handle!(psls_mpi_uint64),
+                source,
+                tag,
+                self.raw,
+                ffi::RSMPI_STATUS_IGNORE,
+            )
+        })?;
+        Ok(Some((source as usize, words)))
+    }
+}
+
 impl Drop for Comm {
     fn drop(&mut self) {
         if super::is_finalized() {

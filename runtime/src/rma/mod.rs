@@ -12,8 +12,8 @@
 mod comm;
 mod window;
 
-pub use comm::{Comm, ReduceOp};
-pub use window::{AtomicOp, Batch, Epoch, Window};
+pub use comm::{Comm, ReduceOp, MSG_WORDS};
+pub use window::{AtomicOp, Batch, Epoch, LockedWindow, Window};
 
 use crate::error::{Error, Result};
 use mpi::ffi;

@@ -60,6 +60,9 @@ pub struct Window<'m> {
     /// `MPI_BYTE` and `MPI_UINT64_T`, fetched once: they are link-time constants of the shim.
     byte: ffi::MPI_Datatype,
     uint64: ffi::MPI_Datatype,
+    /// A mapping the window owns (see [`Window::over_mapping`]); unmapped after `MPI_Win_free`,
+    /// because `Drop::drop` runs before the fields are dropped.
+    owned: Option<memmap2::MmapMut>,
     _mem: PhantomData<&'m mut [u8]>,
 }
 
@@ -100,6 +103,7 @@ impl<'m> Window<'m> {
             locked: AtomicBool::new(false),
             byte: handle!(psls_mpi_byte),
             uint64: handle!(psls_mpi_uint64),
+            owned: None,
             _mem: PhantomData,
         };
         // SAFETY: win.raw is the valid window just created.
@@ -116,6 +120,28 @@ impl<'m> Window<'m> {
 }
 
 impl Window<'static> {
+    /// Exposes a memory mapping that the window takes over (collective). The mapping stays
+    /// mapped until the window is freed.
+    pub fn over_mapping(comm: &Comm, mut map: memmap2::MmapMut) -> Result<Window<'static>> {
+        let (ptr, len) = (map.as_mut_ptr(), map.len());
+        let mut raw = handle!(psls_mpi_win_null);
+        // SAFETY: ptr..ptr+len is the mapping, which the returned window owns and unmaps only
+        // after MPI_Win_free; comm is valid; raw is a valid out-pointer.
+        check("MPI_Win_create", unsafe {
+            ffi::MPI_Win_create(
+                ptr.cast::<c_void>(),
+                len as ffi::MPI_Aint,
+                1,
+                handle!(psls_mpi_info_null),
+                comm.raw(),
+                &mut raw,
+            )
+        })?;
+        let mut win = Self::finish(comm, raw, ptr, len)?;
+        win.owned = Some(map);
+        Ok(win)
+    }
+
     /// Allocates `len` zeroed bytes with `MPI_Win_allocate` and exposes them (collective).
     pub fn allocate(comm: &Comm, len: usize) -> Result<Window<'static>> {
         let mut raw = handle!(psls_mpi_win_null);
@@ -190,27 +216,26 @@ impl<'m> Window<'m> {
 
     /// Copies `dst.len()` bytes of this rank's own window memory from `offset`.
     ///
-    /// Remote ranks may write the same bytes at the same time; the copy is volatile so that it is
-    /// never torn by the compiler, but it is not atomic. Synchronize (a barrier, or a flag read
-    /// with [`Epoch::fetch_and_op`]) before relying on what it returns.
+    /// The caller must make sure no remote access writes these bytes meanwhile (a barrier, a
+    /// flag read with [`Epoch::fetch_and_op`], or a protocol that excludes it, as the SVM's
+    /// directory lock does); then call [`Epoch::sync`] if the epoch is open.
     pub fn local_read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         self.check_local("local_read", offset, dst.len())?;
-        for (i, d) in dst.iter_mut().enumerate() {
-            // SAFETY: offset + i < self.len (checked above) and the window memory stays valid
-            // while self lives; volatile because MPI or peers may write it concurrently.
-            *d = unsafe { std::ptr::read_volatile(self.base.add(offset + i)) };
-        }
+        // SAFETY: offset..offset+len lies inside this rank's window memory (checked above), which
+        // stays valid while self lives; dst is a distinct Rust buffer, so they do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.add(offset), dst.as_mut_ptr(), dst.len())
+        };
         Ok(())
     }
 
-    /// Copies `src` into this rank's own window memory at `offset` (see [`Window::local_read`]).
+    /// Copies `src` into this rank's own window memory at `offset` (same rules as
+    /// [`Window::local_read`]).
     pub fn local_write(&self, offset: usize, src: &[u8]) -> Result<()> {
         self.check_local("local_write", offset, src.len())?;
-        for (i, s) in src.iter().enumerate() {
-            // SAFETY: offset + i < self.len (checked above) and the window memory stays valid
-            // and exclusively reserved for the window while self lives.
-            unsafe { std::ptr::write_volatile(self.base.add(offset + i), *s) };
-        }
+        // SAFETY: offset..offset+len lies inside this rank's window memory (checked above), which
+        // is reserved for the window while self lives; src is a distinct Rust buffer.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(offset), src.len()) };
         Ok(())
     }
 
@@ -255,6 +280,51 @@ impl Drop for Window<'_> {
         let rc = unsafe { ffi::MPI_Win_free(&mut self.raw) };
         if let Err(e) = check("MPI_Win_free", rc) {
             tracing::warn!(target: "psls::rma", "{e}");
+        }
+    }
+}
+
+/// A window that stays in its `lock_all` epoch for its whole life: for runtime structures that
+/// live as long as the job. Unlocks, then frees, on drop.
+#[derive(Debug)]
+pub struct LockedWindow<'m> {
+    win: Window<'m>,
+}
+
+impl<'m> LockedWindow<'m> {
+    /// Opens the epoch on `win` and keeps it open.
+    pub fn new(win: Window<'m>) -> Result<LockedWindow<'m>> {
+        let epoch = win.lock_all()?;
+        // The lock now belongs to the LockedWindow, which unlocks in its Drop.
+        std::mem::forget(epoch);
+        Ok(LockedWindow { win })
+    }
+
+    /// The open epoch (dropping it does not unlock).
+    pub fn epoch(&self) -> Epoch<'_, 'm> {
+        Epoch {
+            win: &self.win,
+            open: false,
+        }
+    }
+
+    /// The window.
+    pub fn window(&self) -> &Window<'m> {
+        &self.win
+    }
+}
+
+impl Drop for LockedWindow<'_> {
+    fn drop(&mut self) {
+        if super::is_finalized() {
+            return;
+        }
+        let mut e = Epoch {
+            win: &self.win,
+            open: true,
+        };
+        if let Err(err) = e.close() {
+            tracing::warn!(target: "psls::rma", "{err}");
         }
     }
 }

@@ -2,6 +2,10 @@
 //!
 //! Every function here is safe to call; each unsafe block says why it is sound.
 
+pub(crate) mod fault;
+pub mod global;
+pub(crate) mod vm;
+
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;

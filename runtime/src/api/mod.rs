@@ -1,6 +1,10 @@
 //! `api`: the public surface. [`init`] starts the runtime on every rank, [`Psls`] answers
 //! questions about the job, and [`Psls::finalize`] stops everything `init` started.
 
+mod memory;
+
+pub use memory::{GlobalMutex, MutexGuard};
+
 use crate::cluster::{self, BuddyRing, NodeMap, NodeResources, NodeSource, RootKind};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -36,6 +40,8 @@ pub struct Psls {
     resources: Vec<NodeResources>,
     binding: Option<String>,
     mpi_library: String,
+    svm: crate::svm::Svm,
+    locks: memory::Locks,
     // Declared last: dropped after every field above, so the runtime's communicator is freed
     // before MPI is finalized.
     comm: Comm,
@@ -125,6 +131,8 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
         cluster::bind_rank(cfg.bind, node_map.local_index(rank)),
     )?;
     let ring = BuddyRing::new((0..node_map.num_nodes()).collect());
+    let svm = crate::svm::Svm::new(&cfg, &comm, &memory_root)?;
+    let locks = memory::Locks::new(&comm)?;
 
     let psls = Psls {
         rank,
@@ -137,6 +145,8 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
         resources,
         binding,
         mpi_library: rma::library_version(),
+        svm,
+        locks,
         node_map,
         comm,
         mpi,
@@ -187,7 +197,7 @@ fn job_id(cfg: &Config, comm: &Comm) -> Result<String> {
 
 /// Makes a local result collective: if any rank failed, every rank fails. The failing rank
 /// returns its own error; the others return an error that quotes it.
-fn agree<T>(comm: &Comm, local: Result<T>) -> Result<T> {
+pub(crate) fn agree<T>(comm: &Comm, local: Result<T>) -> Result<T> {
     let message = match &local {
         Ok(_) => String::new(),
         Err(e) => e.to_string(),
@@ -325,9 +335,24 @@ impl Psls {
     /// Stops the runtime (collective): a final barrier, then everything `init` started is
     /// released, and MPI is finalized if `init` initialized it.
     pub fn finalize(self) -> Result<()> {
+        // After this barrier no rank touches global memory, so no fault needs serving.
         self.comm.barrier()?;
-        tracing::debug!(target: "psls::api", "rank {} finalizing", self.rank);
-        let Psls { comm, mpi, .. } = self;
+        let s = self.svm.stats();
+        tracing::info!(
+            target: "psls::svm",
+            "rank {}: {} read faults, {} write faults, {} fetches ({} bytes), {} invalidations sent, {} received, {} downgrades",
+            self.rank, s.read_faults, s.write_faults, s.fetches, s.bytes_moved, s.invalidations_sent, s.invalidations_received, s.downgrades
+        );
+        let Psls {
+            mut svm,
+            locks,
+            comm,
+            mpi,
+            ..
+        } = self;
+        svm.shutdown();
+        drop(locks);
+        drop(svm);
         drop(comm);
         drop(mpi);
         Ok(())

@@ -1,0 +1,302 @@
+//! `svm_bench`: the shared virtual memory's fault latencies and scan bandwidth, each against a
+//! baseline measured in the same run.
+//!
+//! ```sh
+//! mpirun -n 4 target/release/svm_bench      # 2 ranks suffice for all but the 3-copy figure
+//! ```
+//!
+//! 1. Remote read fault (the owner holds the page writable, so it is downgraded, then fetched)
+//!    against a floor: a local SIGSEGV + `mprotect` round trip, plus a raw 4 KiB `MPI_Get` +
+//!    flush. Target ≤ 3× the floor.
+//! 2. Write fault that invalidates 1 copy, and 3 copies (with 4 ranks).
+//! 3. Sequential scan of a remote array against raw `MPI_Get` + flush of the same pages.
+
+use mpi::ffi;
+use psls::rma::{LockedWindow, Window};
+use psls::{GlobalArray, Psls};
+use psls_bench::smoke;
+use std::ffi::c_void;
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("svm_bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> psls::Result<()> {
+    let p = psls::init()?;
+    if p.size() < 2 {
+        eprintln!("svm_bench: needs at least 2 ranks");
+        return p.finalize();
+    }
+    let ps = p.page_size();
+    let pages = if smoke() { 8 } else { 2000 };
+    let me = p.rank();
+    if me == 0 {
+        println!(
+            "svm_bench: {}, {} ranks, page {} bytes, {} pages per figure",
+            p.mpi_library(),
+            p.size(),
+            ps,
+            pages
+        );
+    }
+
+    // Floor: local fault round trip + raw 4 KiB get.
+    let local_us = if me == 0 {
+        local_fault_us(ps, pages)
+    } else {
+        0.0
+    };
+    let get_us = raw_get_us(&p, ps, pages)?;
+    let floor = local_us + get_us;
+
+    // 1. Remote read faults: rank 1 writes every page (it owns them writable), rank 0 reads.
+    let a: GlobalArray<u64> = p.alloc(pages * ps / 8)?;
+    let w = ps / 8;
+    if me == 1 {
+        for k in 0..pages {
+            a.set(k * w, k as u64 + 1);
+        }
+    }
+    p.barrier()?;
+    let read_us = if me == 0 {
+        let t = Instant::now();
+        let mut sum = 0u64;
+        for k in 0..pages {
+            sum = sum.wrapping_add(a.get(k * w));
+        }
+        let bad: Vec<usize> = (0..pages)
+            .filter(|&k| a.get(k * w) != k as u64 + 1)
+            .take(5)
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "read faults returned wrong data at pages {bad:?} (sum {sum})"
+        );
+        t.elapsed().as_secs_f64() * 1e6 / pages as f64
+    } else {
+        0.0
+    };
+    p.barrier()?;
+    // 2a. Write faults invalidating one copy: rank 0 holds read copies, rank 1 writes again.
+    let write1_us = if me == 1 {
+        let t = Instant::now();
+        for k in 0..pages {
+            a.set(k * w, 0);
+        }
+        t.elapsed().as_secs_f64() * 1e6 / pages as f64
+    } else {
+        0.0
+    };
+    p.barrier()?;
+    let write1_us = share_max(&p, write1_us)?;
+    // 2b. Three copies: ranks 1..=3 read, rank 0 writes.
+    let mut write3_us = f64::NAN;
+    if p.size() >= 4 {
+        if (1..=3).contains(&me) {
+            for k in 0..pages {
+                let _ = a.get(k * w);
+            }
+        }
+        p.barrier()?;
+        if me == 0 {
+            let t = Instant::now();
+            for k in 0..pages {
+                a.set(k * w, 1);
+            }
+            write3_us = t.elapsed().as_secs_f64() * 1e6 / pages as f64;
+        }
+        p.barrier()?;
+    }
+    p.free(a)?;
+
+    // 3. Sequential scan of a remote array, every word read, against raw gets of the pages.
+    let scan_pages = if smoke() { 8 } else { 4096 };
+    let b: GlobalArray<u64> = p.alloc(scan_pages * w)?;
+    if me == 1 {
+        for i in (0..scan_pages * w).step_by(w) {
+            b.set(i, i as u64);
+        }
+    }
+    p.barrier()?;
+    let scan_s = if me == 0 {
+        let t = Instant::now();
+        let mut sum = 0u64;
+        for i in 0..scan_pages * w {
+            sum = sum.wrapping_add(b.get(i));
+        }
+        std::hint::black_box(sum);
+        t.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
+    p.barrier()?;
+    let raw_scan_s = raw_scan_s(&p, ps, scan_pages)?;
+    p.barrier()?;
+    if me == 0 {
+        let mib = (scan_pages * ps) as f64 / (1 << 20) as f64;
+        println!("floor: local SIGSEGV+mprotect {local_us:.2} us + raw 4 KiB MPI_Get {get_us:.2} us = {floor:.2} us");
+        println!(
+            "remote read fault:            {read_us:8.2} us  = {:5.2}x floor (target <= 3)",
+            read_us / floor
+        );
+        println!(
+            "write fault, 1 copy:          {write1_us:8.2} us  = {:5.2}x floor",
+            write1_us / floor
+        );
+        if p.size() >= 4 {
+            println!(
+                "write fault, 3 copies:        {write3_us:8.2} us  = {:5.2}x floor",
+                write3_us / floor
+            );
+        }
+        println!(
+            "sequential scan:              {:8.1} MiB/s vs raw MPI_Get {:8.1} MiB/s = {:5.2}x raw",
+            mib / scan_s,
+            mib / raw_scan_s,
+            raw_scan_s / scan_s
+        );
+    }
+    p.free(b)?;
+    p.finalize()
+}
+
+extern "C" fn floor_handler(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SIGSEGV; si_addr is the faulting address.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let page = addr & !4095;
+    // SAFETY: the page belongs to the floor measurement's own mapping (only it faults here);
+    // mprotect is async-signal-safe.
+    unsafe {
+        libc::mprotect(
+            page as *mut c_void,
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    };
+}
+
+/// The largest of every rank's `v` (non-negative), on every rank.
+fn share_max(p: &Psls, v: f64) -> psls::Result<f64> {
+    let comm = p.dup_comm()?;
+    // Non-negative doubles order like their bit patterns.
+    let bits = comm.allreduce_u64(v.max(0.0).to_bits(), psls::rma::ReduceOp::Max)?;
+    Ok(f64::from_bits(bits))
+}
+
+/// Installs the floor's handler in front of every other, and returns the action it replaced.
+fn install_floor_handler() -> libc::sigaction {
+    // SAFETY: sigaction is plain data; zeroed is a valid initial value.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = floor_handler as *const () as usize;
+    sa.sa_flags = libc::SA_SIGINFO;
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: installs a handler that only calls mprotect on the faulting page. While it is in
+    // place this thread touches no global memory, and the service thread never faults.
+    unsafe { libc::sigaction(libc::SIGSEGV, &sa, &mut old) };
+    old
+}
+
+/// A read fault on a PROT_NONE page outside the global range, served by mprotect in the handler.
+fn local_fault_us(ps: usize, pages: usize) -> f64 {
+    let len = pages * 4096;
+    // SAFETY: a fresh anonymous private mapping, used only here.
+    let m = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(m, libc::MAP_FAILED);
+    let _ = ps;
+    let old = install_floor_handler();
+    let t = Instant::now();
+    for k in 0..pages {
+        // SAFETY: inside the mapping; the fault is served by floor_handler.
+        unsafe { std::ptr::read_volatile((m as usize + k * 4096) as *const u8) };
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / pages as f64;
+    // SAFETY: puts PSLS's handler (the action the floor's replaced) back.
+    unsafe { libc::sigaction(libc::SIGSEGV, &old, std::ptr::null_mut()) };
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(m, len) };
+    us
+}
+
+/// Raw `MPI_Get` + flush of one page from rank 1, on a window of the same kind as the frames'.
+fn raw_get_us(p: &Psls, ps: usize, pages: usize) -> psls::Result<f64> {
+    let comm = p.dup_comm()?;
+    let map = memmap2::MmapMut::map_anon(ps * 4).map_err(|e| psls::Error::io("bench window", e))?;
+    let win = LockedWindow::new(Window::over_mapping(&comm, map)?)?;
+    let raw = win.window().as_raw();
+    let mut buf = vec![0u8; ps];
+    let mut us = 0.0;
+    if p.rank() == 0 {
+        let t = Instant::now();
+        for _ in 0..pages {
+            // SAFETY: the window is locked for its life; buf holds ps bytes; rank 1 exposes 4 pages.
+            unsafe {
+                ffi::MPI_Get(
+                    buf.as_mut_ptr().cast(),
+                    ps as i32,
+                    ffi::RSMPI_UINT8_T,
+                    1,
+                    0,
+                    ps as i32,
+                    ffi::RSMPI_UINT8_T,
+                    raw,
+                );
+                ffi::MPI_Win_flush(1, raw);
+            }
+        }
+        us = t.elapsed().as_secs_f64() * 1e6 / pages as f64;
+    }
+    comm.barrier()?;
+    Ok(us)
+}
+
+/// Raw `MPI_Get` + flush of `pages` consecutive pages from rank 1.
+fn raw_scan_s(p: &Psls, ps: usize, pages: usize) -> psls::Result<f64> {
+    let comm = p.dup_comm()?;
+    let map =
+        memmap2::MmapMut::map_anon(ps * pages).map_err(|e| psls::Error::io("bench window", e))?;
+    let win = LockedWindow::new(Window::over_mapping(&comm, map)?)?;
+    let raw = win.window().as_raw();
+    let mut buf = vec![0u8; ps];
+    let mut s = 0.0;
+    if p.rank() == 0 {
+        let t = Instant::now();
+        for k in 0..pages {
+            // SAFETY: as in raw_get_us; page k lies inside rank 1's window.
+            unsafe {
+                ffi::MPI_Get(
+                    buf.as_mut_ptr().cast(),
+                    ps as i32,
+                    ffi::RSMPI_UINT8_T,
+                    1,
+                    (k * ps) as isize,
+                    ps as i32,
+                    ffi::RSMPI_UINT8_T,
+                    raw,
+                );
+                ffi::MPI_Win_flush(1, raw);
+            }
+            std::hint::black_box(&buf);
+        }
+        s = t.elapsed().as_secs_f64();
+    }
+    comm.barrier()?;
+    Ok(s)
+}

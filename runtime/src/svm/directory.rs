@@ -1,0 +1,158 @@
+//! The page directory: one entry per page, kept by the page's home rank in an RMA window, and
+//! read and written only under the entry's lock word (taken with compare-and-swap).
+//!
+//! Entry layout (4 words of 8 bytes):
+//! - `lock`: 0 when free, else the holder's rank + 1;
+//! - `owner`: the owner's rank + 1 (0: the page was never touched and reads as zeros); bit 63
+//!   set when the owner holds write access;
+//! - `copyset`: bit r set when rank r holds a copy (the owner included);
+//! - `version`: incremented at every change of owner.
+
+use crate::error::Result;
+use crate::rma::{AtomicOp, Comm, LockedWindow, Window};
+
+pub(crate) const ENTRY_BYTES: usize = 32;
+const WRITABLE: u64 = 1 << 63;
+
+/// A decoded directory entry (without its lock word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Entry {
+    pub owner: Option<usize>,
+    pub writable: bool,
+    pub copyset: u64,
+    pub version: u64,
+}
+
+impl Entry {
+    fn encode(&self) -> [u8; 24] {
+        let owner =
+            self.owner.map_or(0, |o| o as u64 + 1) | if self.writable { WRITABLE } else { 0 };
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&owner.to_le_bytes());
+        b[8..16].copy_from_slice(&self.copyset.to_le_bytes());
+        b[16..].copy_from_slice(&self.version.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8; 24]) -> Entry {
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let owner = w(0);
+        Entry {
+            owner: match owner & !WRITABLE {
+                0 => None,
+                o => Some((o - 1) as usize),
+            },
+            writable: owner & WRITABLE != 0,
+            copyset: w(1),
+            version: w(2),
+        }
+    }
+
+    /// The ranks in the copyset, ascending.
+    pub fn holders(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..64).filter(move |r| self.copyset & (1u64 << r) != 0)
+    }
+}
+
+/// The directory of every page, distributed over the ranks: page p's home is rank p mod size.
+#[derive(Debug)]
+pub(crate) struct Directory {
+    win: LockedWindow<'static>,
+    size: usize,
+}
+
+impl Directory {
+    /// Creates the directory for `npages` pages (collective). Memory is reserved lazily: an
+    /// entry costs memory only once its page is used.
+    pub fn new(comm: &Comm, npages: usize) -> Result<Directory> {
+        let per_rank = npages.div_ceil(comm.size());
+        let map = memmap2::MmapOptions::new()
+            .len((per_rank * ENTRY_BYTES).max(ENTRY_BYTES))
+            .map_anon()
+            .map_err(|e| crate::Error::io("reserving the page directory", e))?;
+        let win = LockedWindow::new(Window::over_mapping(comm, map)?)?;
+        Ok(Directory {
+            win,
+            size: comm.size(),
+        })
+    }
+
+    /// The home rank of `page` and the byte offset of its entry there.
+    pub fn home(&self, page: usize) -> (usize, usize) {
+        (page % self.size, (page / self.size) * ENTRY_BYTES)
+    }
+
+    /// Tries once to take the entry's lock for `me`.
+    pub fn try_lock(&self, page: usize, me: usize) -> Result<bool> {
+        let (h, off) = self.home(page);
+        let old = self
+            .win
+            .epoch()
+            .compare_and_swap(h, off, 0, me as u64 + 1)?;
+        Ok(old == 0)
+    }
+
+    /// Releases the entry's lock.
+    pub fn unlock(&self, page: usize) -> Result<()> {
+        let (h, off) = self.home(page);
+        self.win
+            .epoch()
+            .fetch_and_op(h, off, AtomicOp::Replace, 0)?;
+        Ok(())
+    }
+
+    /// Reads the entry (the caller holds its lock).
+    pub fn read(&self, page: usize) -> Result<Entry> {
+        let (h, off) = self.home(page);
+        let mut b = [0u8; 24];
+        self.win.epoch().get(h, off + 8, &mut b)?;
+        Ok(Entry::decode(&b))
+    }
+
+    /// Writes the entry (the caller holds its lock).
+    pub fn write(&self, page: usize, e: &Entry) -> Result<()> {
+        let (h, off) = self.home(page);
+        self.win.epoch().put(h, off + 8, &e.encode())
+    }
+
+    /// Clears the entries of `pages` that this rank homes (when their memory is freed; every
+    /// rank does it between two barriers).
+    pub fn clear_local(&self, rank: usize, pages: std::ops::Range<usize>) -> Result<()> {
+        let zero = [0u8; ENTRY_BYTES];
+        for p in pages.filter(|p| p % self.size == rank) {
+            self.win.window().local_write(self.home(p).1, &zero)?;
+        }
+        self.win.epoch().sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        for e in [
+            Entry::default(),
+            Entry {
+                owner: Some(0),
+                writable: true,
+                copyset: 1,
+                version: 7,
+            },
+            Entry {
+                owner: Some(63),
+                writable: false,
+                copyset: u64::MAX,
+                version: u64::MAX,
+            },
+        ] {
+            assert_eq!(Entry::decode(&e.encode()), e);
+        }
+        let e = Entry {
+            copyset: 0b1010_0001,
+            ..Entry::default()
+        };
+        assert_eq!(e.holders().collect::<Vec<_>>(), vec![0, 5, 7]);
+    }
+}

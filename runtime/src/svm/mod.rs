@@ -1,0 +1,291 @@
+//! `svm`: the shared virtual memory. One global address range at the same base on every rank;
+//! pages fetched and invalidated underneath by a write-invalidate protocol over MPI RMA, so that
+//! memory is sequentially consistent for every program (see `service.rs` for the protocol).
+//!
+//! Frames live in a sparse tmpfs file per rank on the node's memory root, at the page's offset in
+//! the range, mapped twice (`sys::vm`): the protected application view at the global base, and a
+//! read-write alias exposed in an RMA window, through which other ranks fetch pages. The
+//! directory (`directory.rs`) is distributed over the ranks: page p's home is rank p mod size.
+
+mod directory;
+mod service;
+
+use crate::error::{Error, Result};
+use crate::rma::{Comm, LockedWindow, ReduceOp, Window};
+use crate::sys::fault::FaultHandler;
+use crate::sys::vm::{Access, FrameFile, VmError};
+use directory::Directory;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// The most ranks the directory's copyset bitmask can name.
+pub const MAX_RANKS: usize = 64;
+
+/// Counters of the SVM on one rank.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub read_faults: AtomicU64,
+    pub write_faults: AtomicU64,
+    pub fetches: AtomicU64,
+    pub bytes_fetched: AtomicU64,
+    pub invalidations_sent: AtomicU64,
+    pub invalidations_received: AtomicU64,
+    pub downgrades: AtomicU64,
+}
+
+/// A snapshot of one rank's SVM counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SvmStats {
+    /// Read faults served.
+    pub read_faults: u64,
+    /// Write faults served.
+    pub write_faults: u64,
+    /// Pages fetched from another rank.
+    pub fetches: u64,
+    /// Bytes fetched from other ranks.
+    pub bytes_moved: u64,
+    /// Invalidations this rank sent.
+    pub invalidations_sent: u64,
+    /// Invalidations this rank received.
+    pub invalidations_received: u64,
+    /// Downgrades (write to read) this rank received.
+    pub downgrades: u64,
+}
+
+/// State shared by the application threads and the service thread.
+pub(crate) struct Core {
+    rank: usize,
+    page_size: usize,
+    base: usize,
+    npages: usize,
+    table: Vec<AtomicU8>,
+    allocated: Vec<AtomicBool>,
+    counters: Counters,
+    seq: AtomicU64,
+    stop: AtomicBool,
+    faults: FaultHandler,
+    // Dropped in this order: windows (collective frees), then the service communicator, then the
+    // view and the frame file.
+    dir: Directory,
+    frames_win: LockedWindow<'static>,
+    comm: Comm,
+    view: crate::sys::vm::AppView,
+    frames: FrameFile,
+}
+
+/// The SVM of this rank.
+pub(crate) struct Svm {
+    core: Arc<Core>,
+    service: Option<JoinHandle<()>>,
+    free: Mutex<Vec<(usize, usize)>>,
+}
+
+impl std::fmt::Debug for Svm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Svm {{ base: {:#x}, pages: {} }}",
+            self.core.base, self.core.npages
+        )
+    }
+}
+
+impl Svm {
+    /// Sets up the global range on this rank (collective over `comm`'s ranks, which must all
+    /// pass the same base, size and page size).
+    pub fn new(cfg: &crate::Config, comm: &Comm, memory_root: &Path) -> Result<Svm> {
+        let (rank, size) = (comm.rank(), comm.size());
+        if size > MAX_RANKS {
+            return Err(Error::Protocol(format!(
+                "this version of PSLS supports at most {MAX_RANKS} ranks (the directory's copyset is a 64-bit mask); the job has {size}"
+            )));
+        }
+        let page_size = cfg.page_size;
+        if page_size % crate::sys::vm::page_size() != 0 {
+            return Err(Error::Config {
+                key: "PSLS_PAGE_SIZE".into(),
+                value: page_size.to_string(),
+                source_name: "configuration".into(),
+                allowed: format!(
+                    "a multiple of the system page size ({})",
+                    crate::sys::vm::page_size()
+                ),
+            });
+        }
+        let len = cfg.svm_size - cfg.svm_size % page_size;
+        let npages = len / page_size;
+        let frames_path = memory_root.join(format!("frames.rank{rank}"));
+        let frames = FrameFile::create(&frames_path, len).map_err(|e| {
+            Error::io(
+                format!("creating the frame file {}", frames_path.display()),
+                e,
+            )
+        })?;
+        let view = frames.map_view(cfg.svm_base).map_err(|e| match e {
+            VmError::Taken => Error::AddressTaken {
+                base: cfg.svm_base,
+                len,
+            },
+            VmError::Os(e) => Error::io(
+                format!("mapping the global range at {:#x}", cfg.svm_base),
+                e,
+            ),
+        });
+        let view = crate::api::agree(comm, view)?;
+        let alias = frames
+            .map_alias()
+            .map_err(|e| Error::io(format!("mapping the alias of {}", frames_path.display()), e))?;
+        let svc_comm = comm.dup()?;
+        let frames_win = LockedWindow::new(Window::over_mapping(&svc_comm, alias)?)?;
+        let dir = Directory::new(&svc_comm, npages)?;
+        let faults = crate::api::agree(
+            comm,
+            FaultHandler::install(cfg.svm_base, len)
+                .map_err(|e| Error::io("installing the SIGSEGV handler", e)),
+        )?;
+        let core = Arc::new(Core {
+            rank,
+            page_size,
+            base: cfg.svm_base,
+            npages,
+            table: (0..npages).map(|_| AtomicU8::new(0)).collect(),
+            allocated: (0..npages).map(|_| AtomicBool::new(false)).collect(),
+            counters: Counters::default(),
+            seq: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            faults,
+            dir,
+            frames_win,
+            comm: svc_comm,
+            view,
+            frames,
+        });
+        let svc = Arc::clone(&core);
+        let service = std::thread::Builder::new()
+            .name(format!("psls-service-{rank}"))
+            .spawn(move || svc.service_loop())
+            .map_err(|e| Error::io("starting the service thread", e))?;
+        tracing::debug!(target: "psls::svm", "global range {:#x}+{:#x}, {} pages of {} bytes", cfg.svm_base, len, npages, page_size);
+        Ok(Svm {
+            core,
+            service: Some(service),
+            free: Mutex::new(vec![(0, npages)]),
+        })
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> usize {
+        self.core.page_size
+    }
+
+    /// The home rank of the page holding `addr`, if `addr` is in the global range.
+    pub fn home_of(&self, addr: usize) -> Option<usize> {
+        let c = &self.core;
+        (addr >= c.base && addr < c.base + c.npages * c.page_size)
+            .then(|| self.core.dir.home((addr - c.base) / c.page_size).0)
+    }
+
+    /// Allocates `bytes` of global memory (collective over `comm`): every rank gets the same
+    /// address. Pages read as zeros until written.
+    pub fn alloc(&self, comm: &Comm, bytes: usize) -> Result<usize> {
+        let pages = bytes.div_ceil(self.core.page_size).max(1);
+        let found = {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = free.iter().position(|&(_, n)| n >= pages);
+            slot.map(|i| {
+                let (start, n) = free[i];
+                if n == pages {
+                    free.remove(i);
+                } else {
+                    free[i] = (start + pages, n - pages);
+                }
+                start
+            })
+        };
+        let mine = found.map_or(u64::MAX, |s| s as u64);
+        let lo = comm.allreduce_u64(mine, ReduceOp::Min)?;
+        let hi = comm.allreduce_u64(mine, ReduceOp::Max)?;
+        let Some(start) = found else {
+            return Err(Error::OutOfRange {
+                requested: bytes,
+                size: self.core.npages * self.core.page_size,
+            });
+        };
+        if lo != hi {
+            return Err(Error::Protocol(
+                "global allocation is collective: every rank must allocate the same sizes in the same order".into(),
+            ));
+        }
+        for p in start..start + pages {
+            self.core.allocated[p].store(true, Ordering::Release);
+        }
+        Ok(self.core.base + start * self.core.page_size)
+    }
+
+    /// Frees global memory allocated by [`Svm::alloc`] (collective).
+    pub fn free(&self, comm: &Comm, addr: usize, bytes: usize) -> Result<()> {
+        let c = &self.core;
+        let start = (addr - c.base) / c.page_size;
+        let pages = bytes.div_ceil(c.page_size).max(1);
+        // Nobody may still be using the memory, and the service threads must be quiet on it.
+        comm.barrier()?;
+        for p in start..start + pages {
+            c.allocated[p].store(false, Ordering::Release);
+            if c.access(p) != Access::None {
+                c.set_access(p, Access::None)?;
+            }
+        }
+        c.frames
+            .punch_hole(start * c.page_size, pages * c.page_size)
+            .map_err(|e| Error::io("freeing frames", e))?;
+        c.dir.clear_local(c.rank, start..start + pages)?;
+        comm.barrier()?;
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.push((start, pages));
+        free.sort_unstable();
+        // Merge neighbours so that large allocations fit again.
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(free.len());
+        for &(s, n) in free.iter() {
+            match merged.last_mut() {
+                Some((ls, ln)) if *ls + *ln == s => *ln += n,
+                _ => merged.push((s, n)),
+            }
+        }
+        *free = merged;
+        Ok(())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SvmStats {
+        let c = &self.core.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SvmStats {
+            read_faults: l(&c.read_faults),
+            write_faults: l(&c.write_faults),
+            fetches: l(&c.fetches),
+            bytes_moved: l(&c.bytes_fetched),
+            invalidations_sent: l(&c.invalidations_sent),
+            invalidations_received: l(&c.invalidations_received),
+            downgrades: l(&c.downgrades),
+        }
+    }
+
+    /// Stops the service thread. Every rank must have stopped touching global memory (the
+    /// caller passes a barrier first), since nobody would serve a fault afterwards.
+    pub fn shutdown(&mut self) {
+        self.core.stop.store(true, Ordering::Release);
+        if let Some(h) = self.service.take() {
+            if h.join().is_err() {
+                tracing::error!(target: "psls::svm", "the service thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Svm {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,306 @@
+//! The service thread and the coherence protocol it runs.
+//!
+//! One service thread per rank owns the SVM's MPI traffic, on its own duplicated communicator.
+//! It serves two kinds of work, in one loop:
+//!
+//! - **local faults**, posted by the SIGSEGV handler: a read fault fetches the page from its
+//!   owner with `MPI_Get` and joins the copyset; a write fault invalidates every other copy and
+//!   makes this rank the single owner. Each runs under the page's directory lock, so operations
+//!   on one page are serialized across the job.
+//! - **requests from other ranks**: `DOWNGRADE` (revoke write access, keep a read copy) and
+//!   `INVALIDATE` (revoke all access and free the frame). Both revoke the application's access
+//!   with `mprotect` *before* anyone copies the page, so no store can slip in after the copy.
+//!
+//! Whenever the thread waits (for a directory lock, for acknowledgements), it keeps serving
+//! requests, so two ranks that wait on each other never deadlock. Its polling also drives MPI's
+//! passive-target progress.
+//!
+//! Polling policy: after doing any work the loop polls again at once; after
+//! [`SPIN_POLLS`] empty polls it sleeps, starting at 20 µs and doubling up to
+//! [`MAX_SLEEP`] (1 ms). A local fault ends the sleep at once (the handler rings the doorbell the
+//! thread sleeps on), so only remote requests to an idle rank wait, for at most 1 ms. An idle
+//! rank therefore costs about a thousand wake-ups a second, not a core.
+
+use super::Core;
+use crate::error::{Error, Result};
+use crate::sys::fault::Fault;
+use crate::sys::vm::Access;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Empty polls before the loop starts sleeping.
+pub(crate) const SPIN_POLLS: u32 = 200;
+/// Longest sleep of an idle service thread.
+pub(crate) const MAX_SLEEP: Duration = Duration::from_millis(1);
+
+const TAG_REQ: i32 = 101;
+const TAG_ACK: i32 = 102;
+const DOWNGRADE: u64 = 1;
+const INVALIDATE: u64 = 2;
+
+impl Core {
+    /// The service thread's body: runs until `stop` is set and no fault is pending.
+    pub(crate) fn service_loop(&self) {
+        self.faults.register_service_thread();
+        let mut taken: Vec<Fault> = Vec::new();
+        let mut idle: u32 = 0;
+        let mut sleep = Duration::from_micros(20);
+        loop {
+            let seen = self.faults.doorbell();
+            let mut worked = match self.serve_requests() {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::error!(target: "psls::svm", "serving a request: {e}");
+                    false
+                }
+            };
+            taken.clear();
+            self.faults.take(&mut taken);
+            for f in taken.drain(..) {
+                worked = true;
+                match self.handle_fault(&f) {
+                    Ok(()) => self.faults.retry(f),
+                    Err(e) => {
+                        let msg = format!(
+                            "PSLS: rank {}: cannot serve the fault at {:#x}: {e}\n",
+                            self.rank, f.addr
+                        );
+                        tracing::error!(target: "psls::svm", "{}", msg.trim_end());
+                        self.faults.fail(f, &msg);
+                    }
+                }
+            }
+            if worked {
+                idle = 0;
+                sleep = Duration::from_micros(20);
+                continue;
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            idle = idle.saturating_add(1);
+            if idle < SPIN_POLLS {
+                std::hint::spin_loop();
+                std::thread::yield_now();
+            } else {
+                self.faults.wait_doorbell(seen, sleep);
+                sleep = (sleep * 2).min(MAX_SLEEP);
+            }
+        }
+    }
+
+    /// Serves every request that has arrived; returns how many.
+    fn serve_requests(&self) -> Result<usize> {
+        let mut n = 0;
+        while let Some((src, msg)) = self.comm.try_recv_words(TAG_REQ)? {
+            let [kind, page, seq, _] = msg;
+            let page = page as usize;
+            match kind {
+                DOWNGRADE => self.downgrade_local(page)?,
+                INVALIDATE => self.invalidate_local(page)?,
+                other => {
+                    tracing::error!(target: "psls::svm", "unknown request {other} from rank {src}");
+                }
+            }
+            self.comm
+                .send_words(src, TAG_ACK, &[kind, page as u64, seq, 0])?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Revokes write access to `page` here, keeping a read copy.
+    fn downgrade_local(&self, page: usize) -> Result<()> {
+        if self.access(page) == Access::Write {
+            self.set_access(page, Access::Read)?;
+        }
+        self.counters.downgrades.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Revokes all access to `page` here and frees its frame.
+    fn invalidate_local(&self, page: usize) -> Result<()> {
+        if self.access(page) != Access::None {
+            self.set_access(page, Access::None)?;
+        }
+        self.frames
+            .punch_hole(page * self.page_size, self.page_size)
+            .map_err(|e| Error::io(format!("freeing the frame of page {page}"), e))?;
+        self.counters
+            .invalidations_received
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends `kind` for `page` to every rank in `targets` (never this one) and waits for all
+    /// acknowledgements, serving requests meanwhile.
+    fn request_all(&self, kind: u64, page: usize, targets: &[usize]) -> Result<()> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        for &t in targets {
+            self.comm
+                .send_words(t, TAG_REQ, &[kind, page as u64, seq, 0])?;
+        }
+        let mut missing = targets.len();
+        while missing > 0 {
+            match self.comm.try_recv_words(TAG_ACK)? {
+                Some((_, [k, p, s, _])) if k == kind && p == page as u64 && s == seq => {
+                    missing -= 1
+                }
+                Some((src, msg)) => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected acknowledgement {msg:?} from rank {src}"
+                    )));
+                }
+                None => {
+                    self.serve_requests()?;
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `page`'s directory lock, serving requests while another rank holds it.
+    fn lock_page(&self, page: usize) -> Result<()> {
+        let mut tries: u32 = 0;
+        while !self.dir.try_lock(page, self.rank)? {
+            self.serve_requests()?;
+            tries = tries.saturating_add(1);
+            if tries > 64 {
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_fault(&self, f: &Fault) -> Result<()> {
+        if f.addr < self.base || f.addr >= self.base + self.npages * self.page_size {
+            return Err(Error::Protocol(format!(
+                "fault at {:#x} outside the global range",
+                f.addr
+            )));
+        }
+        let page = (f.addr - self.base) / self.page_size;
+        let have = self.access(page);
+        // Another thread's fault on the same page may have been served already.
+        if have == Access::Write || (!f.write && have == Access::Read) {
+            return Ok(());
+        }
+        if !self.allocated(page) {
+            return Err(Error::Protocol(format!(
+                "address {:#x} is in the global range but not in any global array or mapped file (use after free?)",
+                f.addr
+            )));
+        }
+        self.lock_page(page)?;
+        let result = if f.write {
+            self.write_fault(page, have)
+        } else {
+            self.read_fault(page)
+        };
+        let unlocked = self.dir.unlock(page);
+        result?;
+        unlocked
+    }
+
+    fn read_fault(&self, page: usize) -> Result<()> {
+        self.counters.read_faults.fetch_add(1, Ordering::Relaxed);
+        let mut e = self.dir.read(page)?;
+        match e.owner {
+            None => {
+                // Never touched: the frame is a hole and reads as zeros.
+                e.owner = Some(self.rank);
+                e.writable = false;
+            }
+            Some(o) if o == self.rank => {}
+            Some(o) => {
+                if e.writable {
+                    self.request_all(DOWNGRADE, page, &[o])?;
+                    e.writable = false;
+                }
+                self.fetch(page, o)?;
+            }
+        }
+        e.copyset |= 1 << self.rank;
+        self.dir.write(page, &e)?;
+        self.set_access(page, Access::Read)
+    }
+
+    fn write_fault(&self, page: usize, have: Access) -> Result<()> {
+        self.counters.write_faults.fetch_add(1, Ordering::Relaxed);
+        let mut e = self.dir.read(page)?;
+        let i_hold_copy = have == Access::Read && e.copyset & (1 << self.rank) != 0;
+        if let Some(o) = e.owner {
+            if o != self.rank && !i_hold_copy {
+                if e.writable {
+                    self.request_all(DOWNGRADE, page, &[o])?;
+                }
+                self.fetch(page, o)?;
+            }
+        }
+        let others: Vec<usize> = e.holders().filter(|&r| r != self.rank).collect();
+        self.request_all(INVALIDATE, page, &others)?;
+        self.counters
+            .invalidations_sent
+            .fetch_add(others.len() as u64, Ordering::Relaxed);
+        e.owner = Some(self.rank);
+        e.writable = true;
+        e.copyset = 1 << self.rank;
+        e.version += 1;
+        self.dir.write(page, &e)?;
+        self.set_access(page, Access::Write)
+    }
+
+    /// Copies `page` from `owner`'s frame into this rank's frame.
+    fn fetch(&self, page: usize, owner: usize) -> Result<()> {
+        let mut buf = vec![0u8; self.page_size];
+        let off = page * self.page_size;
+        self.frames_win.epoch().get(owner, off, &mut buf)?;
+        self.frames_win.window().local_write(off, &buf)?;
+        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_fetched
+            .fetch_add(self.page_size as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn access(&self, page: usize) -> Access {
+        match self.table[page].load(Ordering::Acquire) {
+            1 => Access::Read,
+            2 => Access::Write,
+            _ => Access::None,
+        }
+    }
+
+    pub(crate) fn set_access(&self, page: usize, a: Access) -> Result<()> {
+        self.view
+            .protect(page * self.page_size, self.page_size, a)
+            .map_err(|e| self.protect_error(e))?;
+        let v = match a {
+            Access::None => 0,
+            Access::Read => 1,
+            Access::Write => 2,
+        };
+        self.table[page].store(v, Ordering::Release);
+        Ok(())
+    }
+
+    fn protect_error(&self, e: std::io::Error) -> Error {
+        if e.raw_os_error() == Some(libc::ENOMEM) {
+            let limit = crate::sys::vm::max_map_count().map_or("?".to_string(), |m| m.to_string());
+            Error::MapCount {
+                limit,
+                page_size: self.page_size,
+            }
+        } else {
+            Error::io("mprotect on the global range", e)
+        }
+    }
+
+    fn allocated(&self, page: usize) -> bool {
+        self.allocated[page].load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,246 @@
+//! Address space and frames: the fixed global range, the frame file behind it, and its two
+//! mappings.
+//!
+//! The global range is reserved at the same address on every rank. Page frames live in one sparse
+//! tmpfs file per rank under the node's memory root, at the page's offset in the range, so a
+//! page's frame needs no lookup and a page never touched costs no memory. The file is mapped
+//! twice: over the reserved range as the application's view, whose protections the fault path
+//! changes page by page, and once more read-write as the alias that the runtime and MPI use. MPI
+//! never touches a protected address.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The access the application has to a page of its view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No access: the next load or store faults.
+    None,
+    /// Loads only.
+    Read,
+    /// Loads and stores.
+    Write,
+}
+
+impl Access {
+    fn prot(self) -> libc::c_int {
+        match self {
+            Access::None => libc::PROT_NONE,
+            Access::Read => libc::PROT_READ,
+            Access::Write => libc::PROT_READ | libc::PROT_WRITE,
+        }
+    }
+}
+
+/// Why the global range could not be set up.
+#[derive(Debug)]
+pub enum VmError {
+    /// Something is already mapped inside the requested range.
+    Taken,
+    /// Any other failure of the system call.
+    Os(io::Error),
+}
+
+/// The application view: the frame file mapped `MAP_SHARED | MAP_FIXED` at `base`, initially
+/// with no access. Unmapped on drop.
+#[derive(Debug)]
+pub struct AppView {
+    base: usize,
+    len: usize,
+}
+
+/// One rank's sparse frame file on the memory root.
+#[derive(Debug)]
+pub struct FrameFile {
+    file: File,
+    len: usize,
+}
+
+impl FrameFile {
+    /// Creates (or truncates) the frame file `path` with `len` bytes, all holes.
+    pub fn create(path: &Path, len: usize) -> io::Result<FrameFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_len(len as u64)?;
+        Ok(FrameFile { file, len })
+    }
+
+    /// Maps the whole file over `[base, base + len)`, with no access, failing with
+    /// [`VmError::Taken`] if anything is mapped there already. Every rank calls this with the
+    /// same base, so global pointers mean the same on every rank.
+    pub fn map_view(&self, base: usize) -> Result<AppView, VmError> {
+        if base % page_size() != 0 {
+            return Err(VmError::Os(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "base is not page aligned",
+            )));
+        }
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it fails with EEXIST
+        // instead, so no memory the process uses can be unmapped here. The fd is open for the
+        // call's duration.
+        let p = unsafe {
+            libc::mmap(
+                base as *mut libc::c_void,
+                self.len,
+                libc::PROT_NONE,
+                libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE | libc::MAP_NORESERVE,
+                self.file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EEXIST) {
+                VmError::Taken
+            } else {
+                VmError::Os(e)
+            });
+        }
+        if p as usize != base {
+            // Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and treat the address as a hint.
+            // SAFETY: p..p+len is the mapping just created, used by nobody else.
+            unsafe { libc::munmap(p, self.len) };
+            return Err(VmError::Taken);
+        }
+        Ok(AppView {
+            base,
+            len: self.len,
+        })
+    }
+
+    /// Maps the whole file read-write at an address the kernel picks: the alias that the runtime
+    /// and MPI use.
+    pub fn map_alias(&self) -> io::Result<memmap2::MmapMut> {
+        // SAFETY: the file is ours (created and truncated by this value) and only the runtime
+        // writes it through this alias; the application's view of it is a separate mapping whose
+        // accesses the coherence protocol orders with the runtime's.
+        unsafe {
+            memmap2::MmapOptions::new()
+                .len(self.len)
+                .map_mut(&self.file)
+        }
+    }
+
+    /// Frees the memory of `len` bytes at `offset` (both page aligned): the next read of them
+    /// through either mapping returns zeros.
+    pub fn punch_hole(&self, offset: usize, len: usize) -> io::Result<()> {
+        // SAFETY: fallocate only changes the file's blocks; the fd is valid.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Bytes of memory the file holds now.
+    #[cfg(test)]
+    pub fn resident_bytes(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.file.metadata()?.blocks() * 512)
+    }
+}
+
+impl AppView {
+    /// Sets the application's access to `len` bytes at `offset` in the range (page aligned).
+    ///
+    /// Fails with `ENOMEM` when the process would exceed `vm.max_map_count` mappings (each run
+    /// of pages with one protection is a mapping); the caller turns that into an error naming
+    /// the fix.
+    pub fn protect(&self, offset: usize, len: usize, access: Access) -> io::Result<()> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "protect outside the global range",
+            ));
+        }
+        // SAFETY: the range lies inside this view (checked above), which only the application's
+        // global data lives in; changing its protection cannot affect any other memory.
+        let rc = unsafe {
+            libc::mprotect(
+                (self.base + offset) as *mut libc::c_void,
+                len,
+                access.prot(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AppView {
+    fn drop(&mut self) {
+        // SAFETY: base..base+len is the mapping this value created; after this nobody may touch
+        // global addresses, which the runtime guarantees by dropping the view at finalize only.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p <= 0 {
+        4096
+    } else {
+        p as usize
+    }
+}
+
+/// The current `vm.max_map_count`.
+pub fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_and_alias_share_frames_and_holes_read_zero() {
+        let dir = std::env::temp_dir().join(format!("psls-vm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = 16 * 4096;
+        let ff = FrameFile::create(&dir.join("frames"), len).unwrap();
+        let base = 0x3e00_0000_0000usize + (std::process::id() as usize % 1024) * (1 << 30);
+        let view = ff.map_view(base).unwrap();
+        // The same base cannot be taken twice.
+        assert!(matches!(ff.map_view(base), Err(VmError::Taken)));
+        let mut alias = ff.map_alias().unwrap();
+        alias[4096 * 3 + 5] = 42;
+        view.protect(4096 * 3, 4096, Access::Read).unwrap();
+        // SAFETY: page 3 of the view was just made readable.
+        let v = unsafe { std::ptr::read_volatile((base + 4096 * 3 + 5) as *const u8) };
+        assert_eq!(v, 42);
+        view.protect(4096 * 3, 4096, Access::Write).unwrap();
+        // SAFETY: page 3 is now writable.
+        unsafe { std::ptr::write_volatile((base + 4096 * 3 + 6) as *mut u8, 7) };
+        assert_eq!(alias[4096 * 3 + 6], 7);
+        assert!(ff.resident_bytes().unwrap() >= 4096);
+        ff.punch_hole(4096 * 3, 4096).unwrap();
+        assert_eq!(alias[4096 * 3 + 5], 0);
+        assert!(view.protect(len, 4096, Access::Read).is_err());
+        drop(view);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,430 @@
+//! Shared-virtual-memory test cases, run under `mpirun` by `tests/tests/svm.rs`.
+//!
+//! `svm_cases CASE`: like `psls-testcase`, each case prints `CHECK` lines and `PASS rank=R`, or
+//! `FAIL` and exits 1; a runtime error exits 2.
+
+use psls::{GlobalArray, Psls, Result};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering::SeqCst;
+
+macro_rules! check {
+    ($p:expr, $cond:expr, $($fmt:tt)*) => {{
+        if $cond {
+            println!("CHECK rank={} {}", $p.rank(), format!($($fmt)*));
+        } else {
+            println!("FAIL rank={} {} ({})", $p.rank(), format!($($fmt)*), stringify!($cond));
+            return Ok(false);
+        }
+    }};
+}
+
+type Case = fn(&Psls) -> Result<bool>;
+
+fn main() -> ExitCode {
+    let case = std::env::args().nth(1).unwrap_or_default();
+    let cases: &[(&str, Case)] = &[
+        ("stripes", stripes),
+        ("mutex_counter", mutex_counter),
+        ("message_passing", message_passing),
+        ("peterson", peterson),
+        ("atomics", atomics),
+        ("false_sharing", false_sharing),
+        ("random", random),
+        ("threads", threads),
+        ("blocked", blocked),
+        ("alloc_free", alloc_free),
+    ];
+    let Some((_, f)) = cases.iter().find(|(n, _)| *n == case) else {
+        let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
+        eprintln!(
+            "usage: svm_cases CASE, where CASE is one of: {}",
+            names.join(", ")
+        );
+        return ExitCode::from(64);
+    };
+    let psls = match psls::init() {
+        Ok(p) => p,
+        Err(e) => {
+            println!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rank = psls.rank();
+    let result = f(&psls);
+    let stats = psls.stats();
+    println!(
+        "STATS rank={rank} read_faults={} write_faults={} fetches={} invalidations_sent={} invalidations_received={} downgrades={}",
+        stats.read_faults, stats.write_faults, stats.fetches, stats.invalidations_sent, stats.invalidations_received, stats.downgrades
+    );
+    let fin = psls.finalize();
+    match (result, fin) {
+        (Ok(true), Ok(())) => {
+            println!("PASS rank={rank}");
+            ExitCode::SUCCESS
+        }
+        (Ok(false), _) => ExitCode::from(1),
+        (Err(e), _) | (_, Err(e)) => {
+            println!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Each rank writes its own stripe; after a barrier every rank reads and checks everything.
+fn stripes(p: &Psls) -> Result<bool> {
+    let n = 3 * 512 * p.size() + 17; // several pages per rank, not page aligned
+    let a: GlobalArray<u64> = p.alloc(n)?;
+    let mine = p.local_range(n);
+    for i in mine.clone() {
+        a.set(i, (i as u64) * 7 + 1);
+    }
+    p.barrier()?;
+    let bad = (0..n).filter(|&i| a.get(i) != (i as u64) * 7 + 1).count();
+    check!(
+        p,
+        bad == 0,
+        "all {n} elements right after the barrier ({bad} wrong)"
+    );
+    check!(
+        p,
+        p.size() == 1 || p.stats().fetches > 0,
+        "fetched {} pages from other ranks",
+        p.stats().fetches
+    );
+    p.barrier()?;
+    p.free(a)?;
+    Ok(true)
+}
+
+/// A counter in one page, protected by a global mutex, incremented 1000 times per rank.
+fn mutex_counter(p: &Psls) -> Result<bool> {
+    let a: GlobalArray<u64> = p.alloc(4)?;
+    let m = p.mutex()?;
+    p.barrier()?;
+    for _ in 0..1000 {
+        let _g = m.lock()?;
+        let v = a.get(0);
+        a.set(0, v + 1);
+    }
+    p.barrier()?;
+    let v = a.get(0);
+    check!(
+        p,
+        v == 1000 * p.size() as u64,
+        "mutex counter {v} == {}",
+        1000 * p.size()
+    );
+    Ok(true)
+}
+
+/// The writer writes data, then a flag; readers spin on the flag with no barrier and must then
+/// see the data. The writer changes every round.
+fn message_passing(p: &Psls) -> Result<bool> {
+    let words = 3 * p.page_size() / 8; // data over 3 pages
+    let data: GlobalArray<u64> = p.alloc(words)?;
+    let ctl: GlobalArray<u64> = p.alloc(p.page_size() / 8 * 2)?; // flag and acks in two pages
+    let flag = ctl.atomic_u64(0);
+    let acks = ctl.atomic_u64(p.page_size() / 8);
+    p.barrier()?;
+    let rounds = 30u64;
+    for r in 1..=rounds {
+        let writer = (r as usize) % p.size();
+        if p.rank() == writer {
+            for i in 0..words {
+                data.set(i, r * 1_000_000 + i as u64);
+            }
+            flag.store(r, SeqCst);
+            while acks.load(SeqCst) < r * (p.size() as u64 - 1) {
+                std::thread::yield_now();
+            }
+        } else {
+            while flag.load(SeqCst) < r {
+                std::thread::yield_now();
+            }
+            let bad = (0..words)
+                .filter(|&i| data.get(i) != r * 1_000_000 + i as u64)
+                .count();
+            check!(
+                p,
+                bad == 0,
+                "round {r}: data from rank {writer} complete once the flag was seen ({bad} stale)"
+            );
+            acks.fetch_add(1, SeqCst);
+        }
+    }
+    p.barrier()?;
+    Ok(true)
+}
+
+/// Peterson's mutual exclusion on global memory, with no runtime lock, between ranks 0 and 1.
+/// Under sequential consistency two ranks are never inside together.
+fn peterson(p: &Psls) -> Result<bool> {
+    let w = p.page_size() / 8;
+    // flag[0], flag[1], turn, and the critical-section state, each in its own page.
+    let g: GlobalArray<u64> = p.alloc(5 * w)?;
+    let (flag0, flag1, turn, inside, count) = (
+        g.atomic_u64(0),
+        g.atomic_u64(w),
+        g.atomic_u64(2 * w),
+        g.atomic_u64(3 * w),
+        4 * w,
+    );
+    p.barrier()?;
+    let iters = 300;
+    let me = p.rank();
+    let mut violations = 0;
+    if me < 2 {
+        let (mine, other) = if me == 0 {
+            (flag0, flag1)
+        } else {
+            (flag1, flag0)
+        };
+        let them = 1 - me as u64;
+        for _ in 0..iters {
+            mine.store(1, SeqCst);
+            turn.store(them, SeqCst);
+            while other.load(SeqCst) == 1 && turn.load(SeqCst) == them {
+                std::thread::yield_now();
+            }
+            // Critical section: a plain read-modify-write that only mutual exclusion keeps exact.
+            if inside.swap(me as u64 + 1, SeqCst) != 0 {
+                violations += 1;
+            }
+            g.set(count, g.get(count) + 1);
+            if inside.swap(0, SeqCst) != me as u64 + 1 {
+                violations += 1;
+            }
+            mine.store(0, SeqCst);
+        }
+    }
+    p.barrier()?;
+    check!(
+        p,
+        violations == 0,
+        "no two ranks inside the critical section together ({violations} violations)"
+    );
+    let total = g.get(count);
+    let want = iters * p.size().min(2) as u64;
+    check!(
+        p,
+        total == want,
+        "critical-section counter {total} == {want}"
+    );
+    Ok(true)
+}
+
+/// `fetch_add` on one global AtomicU64 from every rank, 1000 times each, with no lock.
+fn atomics(p: &Psls) -> Result<bool> {
+    let a: GlobalArray<u64> = p.alloc(1)?;
+    p.barrier()?;
+    let c = a.atomic_u64(0);
+    for _ in 0..1000 {
+        c.fetch_add(1, SeqCst);
+    }
+    p.barrier()?;
+    let v = c.load(SeqCst);
+    check!(
+        p,
+        v == 1000 * p.size() as u64,
+        "racing fetch_add counter {v} == {}",
+        1000 * p.size()
+    );
+    Ok(true)
+}
+
+/// Ranks alternately write adjacent words of one page; results are exact and the page
+/// ping-pongs (invalidations).
+fn false_sharing(p: &Psls) -> Result<bool> {
+    let a: GlobalArray<u64> = p.alloc(64)?;
+    let turn = p.alloc::<u64>(1)?;
+    let t = turn.atomic_u64(0);
+    p.barrier()?;
+    let rounds = 50u64;
+    for r in 0..rounds {
+        for k in 0..p.size() as u64 {
+            if k == p.rank() as u64 {
+                while t.load(SeqCst) != r * p.size() as u64 + k {
+                    std::thread::yield_now();
+                }
+                a.set(p.rank(), a.get(p.rank()) + r + 1);
+                t.fetch_add(1, SeqCst);
+            }
+        }
+    }
+    p.barrier()?;
+    let want = rounds * (rounds + 1) / 2;
+    for r in 0..p.size() {
+        check!(
+            p,
+            a.get(r) == want,
+            "word of rank {r} is {} == {want}",
+            a.get(r)
+        );
+    }
+    let inv = p.stats().invalidations_received;
+    check!(
+        p,
+        p.size() == 1 || inv >= rounds / 2,
+        "page ping-pong: {inv} invalidations received here"
+    );
+    Ok(true)
+}
+
+/// Random reads and writes of version-stamped words on random pages; a rank never sees
+/// another rank's stamps in one word go backwards.
+fn random(p: &Psls) -> Result<bool> {
+    let words_per_page = p.page_size() / 8;
+    let pages = 16;
+    let a: GlobalArray<u64> = p.alloc(pages * words_per_page)?;
+    p.barrier()?;
+    let me = p.rank() as u64;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (me + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let slots = 64; // words in play: 4 per page
+    let word = |k: usize| (k % pages) * words_per_page + (k / pages) * 8;
+    let mut seen = vec![[0u64; 64]; slots]; // seen[k][writer] = last counter seen
+    let mut stamp = 0u64;
+    let mut backwards = 0;
+    for _ in 0..1500 {
+        let k = (next() % slots as u64) as usize;
+        if next() % 3 == 0 {
+            stamp += 1;
+            a.set(word(k), (me << 32) | stamp);
+            seen[k][me as usize] = stamp;
+        } else {
+            let v = a.get(word(k));
+            let (w, c) = ((v >> 32) as usize, v & 0xffff_ffff);
+            if v != 0 {
+                if w >= p.size() || c < seen[k][w] {
+                    backwards += 1;
+                }
+                seen[k][w] = seen[k][w].max(c);
+            }
+        }
+    }
+    p.barrier()?;
+    check!(
+        p,
+        backwards == 0,
+        "stamps never went backwards ({backwards} times they did)"
+    );
+    Ok(true)
+}
+
+/// 4 threads per rank write disjoint words of shared pages and bump a shared atomic.
+fn threads(p: &Psls) -> Result<bool> {
+    const T: usize = 4;
+    const PER: usize = 600;
+    let n = p.size() * T * PER;
+    let a: GlobalArray<u64> = p.alloc(n)?;
+    let c: GlobalArray<u64> = p.alloc(1)?;
+    p.barrier()?;
+    std::thread::scope(|s| {
+        for t in 0..T {
+            let (a, c) = (&a, &c);
+            let me = p.rank();
+            let size = p.size();
+            s.spawn(move || {
+                // Interleaved words: every page is shared by every thread of every rank.
+                for j in 0..PER {
+                    let i = j * size * T + me * T + t;
+                    a.set(i, (i as u64) ^ 0xabcd);
+                    c.atomic_u64(0).fetch_add(1, SeqCst);
+                }
+            });
+        }
+    });
+    p.barrier()?;
+    let bad = (0..n).filter(|&i| a.get(i) != (i as u64) ^ 0xabcd).count();
+    check!(
+        p,
+        bad == 0,
+        "all {n} words written by {} threads are exact ({bad} wrong)",
+        T * p.size()
+    );
+    let v = c.atomic_u64(0).load(SeqCst);
+    check!(p, v == n as u64, "shared counter {v} == {n}");
+    Ok(true)
+}
+
+/// Rank 0 owns a page and blocks in MPI_Recv; rank 1 reads and writes that page, then sends.
+/// The service thread of rank 0 serves rank 1 while rank 0's application thread is blocked.
+fn blocked(p: &Psls) -> Result<bool> {
+    use mpi::ffi;
+    let a: GlobalArray<u64> = p.alloc(8)?;
+    if p.rank() == 0 {
+        a.set(0, 42);
+    }
+    p.barrier()?;
+    let mut buf: u64 = 0;
+    if p.rank() == 0 {
+        // SAFETY: buf is one valid u64 for MPI_UINT64_T; world is valid while PSLS runs.
+        let rc = unsafe {
+            ffi::MPI_Recv(
+                (&mut buf as *mut u64).cast(),
+                1,
+                ffi::RSMPI_UINT64_T,
+                1,
+                7,
+                ffi::RSMPI_COMM_WORLD,
+                ffi::RSMPI_STATUS_IGNORE,
+            )
+        };
+        check!(p, rc == 0, "MPI_Recv returned {rc}");
+        check!(
+            p,
+            buf == 43 && a.get(0) == 43,
+            "rank 1 read 42 and wrote 43 while rank 0 was blocked (got {buf}, page {})",
+            a.get(0)
+        );
+    } else if p.rank() == 1 {
+        let v = a.get(0);
+        a.set(0, v + 1);
+        buf = a.get(0);
+        // SAFETY: as above, for the send.
+        let rc = unsafe {
+            ffi::MPI_Send(
+                (&buf as *const u64).cast(),
+                1,
+                ffi::RSMPI_UINT64_T,
+                0,
+                7,
+                ffi::RSMPI_COMM_WORLD,
+            )
+        };
+        check!(
+            p,
+            rc == 0 && v == 42,
+            "read {v} from rank 0's page while it was blocked"
+        );
+    }
+    p.barrier()?;
+    Ok(true)
+}
+
+/// Freed memory comes back zeroed at the same address, and allocation is the same everywhere.
+fn alloc_free(p: &Psls) -> Result<bool> {
+    let a: GlobalArray<u32> = p.alloc(10_000)?;
+    let addr = a.as_ptr() as usize;
+    a.set(p.rank(), 5);
+    p.barrier()?;
+    p.free(a)?;
+    let b: GlobalArray<u32> = p.alloc(10_000)?;
+    check!(
+        p,
+        b.as_ptr() as usize == addr,
+        "reallocated at the same address"
+    );
+    let nonzero = (0..10_000).filter(|&i| b.get(i) != 0).count();
+    check!(
+        p,
+        nonzero == 0,
+        "reallocated memory reads as zeros ({nonzero} not)"
+    );
+    Ok(true)
+}

@@ -1,0 +1,84 @@
+//! Shared virtual memory: one global address space, sequentially consistent, write-invalidate.
+//! Each case runs on several ranks over several virtual nodes under `mpirun`.
+
+use psls_tests::{sibling_binary, Launch, Scratch};
+
+fn svm(case: &str, ranks: usize, nodes: usize) -> psls_tests::Outcome {
+    let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
+    let out = Launch::program(sibling_binary("svm_cases"), ranks)
+        .arg(case)
+        .nodes(nodes)
+        .roots(&m, &d)
+        .run();
+    out.assert_success();
+    out.assert_lines("PASS", ranks);
+    out
+}
+
+/// Sums one `key=value` field of the `STATS` lines over the ranks.
+fn stat(out: &psls_tests::Outcome, key: &str) -> u64 {
+    out.lines_with("STATS")
+        .iter()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        })
+        .map(|v| v.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn stripes_are_visible_to_every_rank() {
+    for (ranks, nodes) in [(2, 2), (4, 4), (4, 2)] {
+        let out = svm("stripes", ranks, nodes);
+        assert!(stat(&out, "fetches") > 0);
+    }
+}
+
+#[test]
+fn mutex_protected_counter_is_exact() {
+    svm("mutex_counter", 4, 2);
+}
+
+#[test]
+fn message_passing_without_barrier() {
+    svm("message_passing", 3, 3);
+}
+
+#[test]
+fn peterson_mutual_exclusion_holds() {
+    svm("peterson", 2, 2);
+    svm("peterson", 3, 3);
+}
+
+#[test]
+fn racing_atomics_are_exact() {
+    svm("atomics", 4, 4);
+}
+
+#[test]
+fn false_sharing_is_exact_and_ping_pongs() {
+    let out = svm("false_sharing", 3, 3);
+    assert!(stat(&out, "invalidations_received") >= 50, "{}", out.stdout);
+}
+
+#[test]
+fn random_stress_never_goes_backwards() {
+    svm("random", 4, 2);
+}
+
+#[test]
+fn threads_in_every_rank() {
+    svm("threads", 2, 2);
+    svm("threads", 3, 3);
+}
+
+#[test]
+fn service_thread_serves_while_application_blocks_in_mpi() {
+    svm("blocked", 2, 2);
+}
+
+#[test]
+fn freed_memory_is_reused_zeroed() {
+    svm("alloc_free", 2, 2);
+}
