@@ -25,6 +25,7 @@ run() {
 if [[ ${PSLS_BENCH_SMOKE:-0} == 1 ]]; then
   $CARGO build --quiet -p psls-bench
   run "rma_bench (smoke)" mpirun.openmpi -n 2 target/debug/rma_bench
+  PSLS_VIRTUAL_NODES=4 run "svm_bench (smoke)" mpirun.openmpi -n 4 target/debug/svm_bench
   exit 0
 fi
 
@@ -34,6 +35,15 @@ run "rma_bench: Open MPI, shared memory (osc/sm)" \
 run "rma_bench: Open MPI, TCP (btl tcp, osc/ucx over UCX's tcp transport)" \
   mpirun.openmpi -n 2 --mca btl self,tcp --mca osc ^sm -x UCX_TLS=tcp,self target/release/rma_bench
 
+export PSLS_VIRTUAL_NODES=4
+run "svm_bench: Open MPI, 4 ranks on 4 virtual nodes (osc/ucx over shared memory)" \
+  mpirun.openmpi -n 4 target/release/svm_bench
+run "svm_bench: Open MPI, TCP (btl tcp, osc/ucx over UCX's tcp transport)" \
+  mpirun.openmpi -n 4 --mca btl self,tcp --mca osc ^sm -x UCX_TLS=tcp,self target/release/svm_bench
+unset PSLS_VIRTUAL_NODES
+
 MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich $CARGO build --quiet --release -p psls-bench
 run "rma_bench: MPICH, one host (ch4, shared memory)" \
   mpirun.mpich -n 2 target/mpich/release/rma_bench
+PSLS_VIRTUAL_NODES=4 run "svm_bench: MPICH, 4 ranks on 4 virtual nodes" \
+  mpirun.mpich -n 4 target/mpich/release/svm_bench

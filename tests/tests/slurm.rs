@@ -84,3 +84,27 @@ fn srun_rma_across_nodes() {
         out.assert_lines("PASS", ranks);
     }
 }
+
+#[test]
+fn srun_shared_virtual_memory_across_nodes() {
+    if !enabled() {
+        return;
+    }
+    let svm = psls_tests::sibling_binary("svm_cases");
+    for (case, ranks, nodes) in [
+        ("stripes", 4, 4),
+        ("atomics", 4, 2),
+        ("message_passing", 3, 3),
+        ("blocked", 2, 2),
+    ] {
+        let (m, d) = (Scratch::shm("srun-mem"), Scratch::new("srun-disk"));
+        let out = Launch::program(&svm, ranks)
+            .arg(case)
+            .launcher(Launcher::Srun)
+            .nodes(nodes)
+            .roots(&m, &d)
+            .run();
+        out.assert_success();
+        out.assert_lines("PASS", ranks);
+    }
+}

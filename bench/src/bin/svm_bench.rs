@@ -286,7 +286,7 @@ fn raw_scan_s(p: &Psls, ps: usize, pages: usize) -> psls::Result<f64> {
                     ps as i32,
                     ffi::RSMPI_UINT8_T,
                     1,
-                    (k * ps) as isize,
+                    (k * ps) as ffi::MPI_Aint,
                     ps as i32,
                     ffi::RSMPI_UINT8_T,
                     raw,
