@@ -15,7 +15,9 @@ macro_rules! check {
             println!("CHECK rank={} {}", $p.rank(), format!($($fmt)*));
         } else {
             println!("FAIL rank={} {} ({})", $p.rank(), format!($($fmt)*), stringify!($cond));
-            return Ok(false);
+            // Exit at once, so the launcher ends the job instead of the other ranks waiting
+            // for this one in a collective.
+            std::process::exit(1);
         }
     }};
 }

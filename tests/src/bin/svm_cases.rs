@@ -13,7 +13,9 @@ macro_rules! check {
             println!("CHECK rank={} {}", $p.rank(), format!($($fmt)*));
         } else {
             println!("FAIL rank={} {} ({})", $p.rank(), format!($($fmt)*), stringify!($cond));
-            return Ok(false);
+            // Exit at once, so the launcher ends the job instead of the other ranks waiting
+            // for this one in a collective.
+            std::process::exit(1);
         }
     }};
 }
@@ -127,27 +129,35 @@ fn message_passing(p: &Psls) -> Result<bool> {
     let acks = ctl.atomic_u64(p.page_size() / 8);
     p.barrier()?;
     let rounds = 30u64;
+    let readers = p.size() as u64 - 1;
     for r in 1..=rounds {
         let writer = (r as usize) % p.size();
         if p.rank() == writer {
+            // Every reader of the previous round must be done reading before the data changes.
+            while acks.load(SeqCst) < (r - 1) * readers {
+                std::thread::yield_now();
+            }
             for i in 0..words {
                 data.set(i, r * 1_000_000 + i as u64);
             }
             flag.store(r, SeqCst);
-            while acks.load(SeqCst) < r * (p.size() as u64 - 1) {
+            while acks.load(SeqCst) < r * readers {
                 std::thread::yield_now();
             }
         } else {
             while flag.load(SeqCst) < r {
                 std::thread::yield_now();
             }
-            let bad = (0..words)
+            let stale: Vec<usize> = (0..words)
                 .filter(|&i| data.get(i) != r * 1_000_000 + i as u64)
-                .count();
+                .collect();
             check!(
                 p,
-                bad == 0,
-                "round {r}: data from rank {writer} complete once the flag was seen ({bad} stale)"
+                stale.is_empty(),
+                "round {r}: data from rank {writer} complete once the flag was seen ({} stale, first: word {:?} = {:?})",
+                stale.len(),
+                stale.first(),
+                stale.first().map(|&i| data.get(i))
             );
             acks.fetch_add(1, SeqCst);
         }
