@@ -44,6 +44,8 @@ pub struct Config {
     pub svm_base: usize,
     /// Length of the global address range in bytes.
     pub svm_size: usize,
+    /// Longest sleep of an idle service thread between two polls.
+    pub service_max_sleep: std::time::Duration,
     /// `tracing` filter for the runtime's logs.
     pub log: String,
     /// Whether a program started without an MPI launcher may run as one rank.
@@ -64,6 +66,7 @@ impl Default for Config {
             bind: Binding::None,
             svm_base: 0x2000_0000_0000,
             svm_size: 16 << 30,
+            service_max_sleep: std::time::Duration::from_micros(200),
             log: "info".into(),
             allow_singleton: false,
         }
@@ -189,6 +192,30 @@ pub const KEYS: &[Key] = &[
             let n = parse_size(v).ok_or(())?;
             (n % (1 << 20) == 0 && ((64 << 20)..=(1 << 40)).contains(&n))
                 .then(|| c.svm_size = n)
+                .ok_or(())
+        },
+    },
+    Key {
+        name: "service_max_sleep",
+        env: "PSLS_SERVICE_MAX_SLEEP",
+        allowed: "a duration from 0us to 100ms, with a unit: 0us, 50us, 200us, 1ms",
+        set: |c, v| {
+            let v = v.trim();
+            let (num, unit) = if let Some(n) = v.strip_suffix("us") {
+                (n, 1u64)
+            } else if let Some(n) = v.strip_suffix("ms") {
+                (n, 1000)
+            } else {
+                return Err(());
+            };
+            let us = num
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| ())?
+                .checked_mul(unit)
+                .ok_or(())?;
+            (us <= 100_000)
+                .then(|| c.service_max_sleep = std::time::Duration::from_micros(us))
                 .ok_or(())
         },
     },
@@ -374,6 +401,9 @@ mod tests {
             ("PSLS_SVM_BASE", "12345", "hexadecimal"),
             ("PSLS_SVM_BASE", "0x1234", "multiple of 1 GiB"),
             ("PSLS_SVM_SIZE", "1K", "64M to 1024G"),
+            ("PSLS_SERVICE_MAX_SLEEP", "5", "with a unit"),
+            ("PSLS_SERVICE_MAX_SLEEP", "1s", "with a unit"),
+            ("PSLS_SERVICE_MAX_SLEEP", "200ms", "0us to 100ms"),
         ] {
             let e = Config::from_vars(vars(&[(k, v)])).unwrap_err().to_string();
             assert!(e.contains(k), "{e}");

@@ -65,6 +65,7 @@ pub(crate) struct Core {
     counters: Counters,
     seq: AtomicU64,
     stop: AtomicBool,
+    max_sleep: std::time::Duration,
     faults: FaultHandler,
     // Dropped in this order: windows (collective frees), then the service communicator, then the
     // view and the frame file.
@@ -155,6 +156,7 @@ impl Svm {
             counters: Counters::default(),
             seq: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            max_sleep: cfg.service_max_sleep,
             faults,
             dir,
             frames_win,

@@ -16,10 +16,11 @@
 //! passive-target progress.
 //!
 //! Polling policy: after doing any work the loop polls again at once; after
-//! [`SPIN_POLLS`] empty polls it sleeps, starting at 20 µs and doubling up to
-//! [`MAX_SLEEP`] (1 ms). A local fault ends the sleep at once (the handler rings the doorbell the
-//! thread sleeps on), so only remote requests to an idle rank wait, for at most 1 ms. An idle
-//! rank therefore costs about a thousand wake-ups a second, not a core.
+//! [`SPIN_POLLS`] empty polls (each with a `sched_yield`) it sleeps, starting at 5 µs and
+//! doubling up to `service_max_sleep` (`PSLS_SERVICE_MAX_SLEEP`, 200 µs by default). A local
+//! fault ends the sleep at once (the handler rings the doorbell the thread sleeps on), so only
+//! remote requests to an idle rank wait, for at most that long. An idle rank costs about 5000
+//! short wake-ups a second at the default, not a core.
 
 use super::Core;
 use crate::error::{Error, Result};
@@ -30,8 +31,8 @@ use std::time::Duration;
 
 /// Empty polls before the loop starts sleeping.
 pub(crate) const SPIN_POLLS: u32 = 200;
-/// Longest sleep of an idle service thread.
-pub(crate) const MAX_SLEEP: Duration = Duration::from_millis(1);
+/// First sleep of a service thread that found nothing to do.
+const FIRST_SLEEP: Duration = Duration::from_micros(5);
 
 const TAG_REQ: i32 = 101;
 const TAG_ACK: i32 = 102;
@@ -44,7 +45,7 @@ impl Core {
         self.faults.register_service_thread();
         let mut taken: Vec<Fault> = Vec::new();
         let mut idle: u32 = 0;
-        let mut sleep = Duration::from_micros(20);
+        let mut sleep = FIRST_SLEEP;
         loop {
             let seen = self.faults.doorbell();
             let mut worked = match self.serve_requests() {
@@ -72,7 +73,7 @@ impl Core {
             }
             if worked {
                 idle = 0;
-                sleep = Duration::from_micros(20);
+                sleep = FIRST_SLEEP;
                 continue;
             }
             if self.stop.load(Ordering::Acquire) {
@@ -84,7 +85,7 @@ impl Core {
                 std::thread::yield_now();
             } else {
                 self.faults.wait_doorbell(seen, sleep);
-                sleep = (sleep * 2).min(MAX_SLEEP);
+                sleep = (sleep * 2).min(self.max_sleep);
             }
         }
     }
