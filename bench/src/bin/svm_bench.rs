@@ -198,7 +198,13 @@ extern "C" fn floor_handler(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx:
     let page = addr & !4095;
     // SAFETY: the page belongs to the floor measurement's own mapping (only it faults while this
     // handler is installed); mprotect is async-signal-safe.
-    unsafe { libc::mprotect(page as *mut c_void, 4096, libc::PROT_READ | libc::PROT_WRITE) };
+    unsafe {
+        libc::mprotect(
+            page as *mut c_void,
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    };
 }
 
 /// The largest of every rank's `v` (non-negative), on every rank.
