@@ -12,6 +12,8 @@
 //! - `PSLS_TEST_LAUNCHER`: `mpirun` (default) or `srun`.
 //! - `PSLS_TEST_TIMEOUT`: seconds per run (default 120).
 
+pub mod cases;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};

@@ -307,3 +307,19 @@ fn rank_binding_is_available() {
     let binds = out.assert_lines("BIND", 2);
     assert!(binds.iter().any(|l| l.contains("Core #0")), "{binds:?}");
 }
+
+#[test]
+fn a_failed_check_fails_the_job_quickly() {
+    // The harness itself must be able to fail: a wrong expectation ends the whole job at once.
+    let (m, d) = roots();
+    let start = std::time::Instant::now();
+    let out = Launch::case("nodemap", 4)
+        .nodes(2)
+        .roots(&m, &d)
+        .env("PSLS_EXPECT_NODES", "3")
+        .run();
+    out.assert_failure();
+    out.assert_output_contains("FAIL rank=");
+    out.assert_output_contains("2 nodes, expected 3");
+    assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
+}

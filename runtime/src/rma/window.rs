@@ -495,26 +495,8 @@ impl<'w, 'm> Epoch<'w, 'm> {
     /// else may access it until then.
     #[inline]
     unsafe fn raw_get(&self, target: c_int, offset: usize, buf: *mut u8, len: usize) -> Result<()> {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(MAX_COUNT) as c_int;
-            // SAFETY: the caller guarantees buf..buf+len stays valid until the flush; this chunk
-            // lies inside it and inside the target window (bounds checked by the caller).
-            check("MPI_Get", unsafe {
-                ffi::MPI_Get(
-                    buf.add(done).cast::<c_void>(),
-                    n,
-                    self.win.byte,
-                    target,
-                    (offset + done) as ffi::MPI_Aint,
-                    n,
-                    self.win.byte,
-                    self.win.raw,
-                )
-            })?;
-            done += n as usize;
-        }
-        Ok(())
+        // SAFETY: the caller's contract is transfer's, for a get.
+        unsafe { self.transfer(Transfer::Get, target, offset, buf, len) }
     }
 
     /// Starts an `MPI_Put` without completing it.
@@ -530,25 +512,60 @@ impl<'w, 'm> Epoch<'w, 'm> {
         data: *const u8,
         len: usize,
     ) -> Result<()> {
+        // SAFETY: the caller's contract is transfer's, for a put, which only reads the buffer.
+        unsafe { self.transfer(Transfer::Put, target, offset, data.cast_mut(), len) }
+    }
+
+    /// Issues `MPI_Get` or `MPI_Put` for `len` bytes, in pieces of at most [`MAX_COUNT`].
+    ///
+    /// # Safety
+    /// `buf..buf+len` must stay valid (for writes on a get, for reads on a put) and untouched by
+    /// anything else until the target is flushed; the target range must have been bounds-checked.
+    #[inline]
+    unsafe fn transfer(
+        &self,
+        dir: Transfer,
+        target: c_int,
+        offset: usize,
+        buf: *mut u8,
+        len: usize,
+    ) -> Result<()> {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(MAX_COUNT) as c_int;
-            // SAFETY: as for raw_get, for reads.
-            check("MPI_Put", unsafe {
-                ffi::MPI_Put(
-                    data.add(done).cast::<c_void>(),
-                    n,
-                    self.win.byte,
-                    target,
-                    (offset + done) as ffi::MPI_Aint,
-                    n,
-                    self.win.byte,
-                    self.win.raw,
-                )
-            })?;
+            let (local, disp) = (
+                buf.wrapping_add(done).cast::<c_void>(),
+                (offset + done) as ffi::MPI_Aint,
+            );
+            let (w, byte) = (self.win.raw, self.win.byte);
+            // SAFETY: this chunk lies inside the caller's buffer, valid until the flush, and
+            // inside the target window (checked by the caller).
+            let rc = unsafe {
+                match dir {
+                    Transfer::Get => ffi::MPI_Get(local, n, byte, target, disp, n, byte, w),
+                    Transfer::Put => ffi::MPI_Put(local, n, byte, target, disp, n, byte, w),
+                }
+            };
+            check(dir.call(), rc)?;
             done += n as usize;
         }
         Ok(())
+    }
+}
+
+/// The direction of a transfer.
+#[derive(Debug, Clone, Copy)]
+enum Transfer {
+    Get,
+    Put,
+}
+
+impl Transfer {
+    fn call(self) -> &'static str {
+        match self {
+            Transfer::Get => "MPI_Get",
+            Transfer::Put => "MPI_Put",
+        }
     }
 }
 

@@ -9,24 +9,10 @@ use psls::{Psls, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
 
-macro_rules! check {
-    ($p:expr, $cond:expr, $($fmt:tt)*) => {{
-        if $cond {
-            println!("CHECK rank={} {}", $p.rank(), format!($($fmt)*));
-        } else {
-            println!("FAIL rank={} {} ({})", $p.rank(), format!($($fmt)*), stringify!($cond));
-            // Exit at once, so the launcher ends the job instead of the other ranks waiting
-            // for this one in a collective.
-            std::process::exit(1);
-        }
-    }};
-}
-
-/// A test case: `Ok(true)` when every check passed.
-type Case = fn(&Psls) -> Result<bool>;
+use psls_tests::cases::Case;
+use psls_tests::check;
 
 fn main() -> ExitCode {
-    let case = std::env::args().nth(1).unwrap_or_default();
     let cases: &[(&str, Case)] = &[
         ("init", init),
         ("nodemap", nodemap),
@@ -34,41 +20,11 @@ fn main() -> ExitCode {
         ("cas_counter", cas_counter),
         ("rma_errors", rma_errors),
     ];
-    let Some((_, f)) = cases.iter().find(|(n, _)| *n == case) else {
-        let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
-        eprintln!(
-            "usage: psls-testcase CASE, where CASE is one of: {}",
-            names.join(", ")
-        );
-        return ExitCode::from(64);
-    };
-    let psls = match psls::init() {
-        Ok(p) => p,
-        Err(e) => {
-            println!("error: {e}");
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rank = psls.rank();
-    let result = f(&psls);
-    let fin = psls.finalize();
-    match (result, fin) {
-        (Ok(true), Ok(())) => {
-            println!("PASS rank={rank}");
-            ExitCode::SUCCESS
-        }
-        (Ok(false), _) => ExitCode::from(1),
-        (Err(e), _) | (_, Err(e)) => {
-            println!("error: {e}");
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    psls_tests::cases::run("psls-testcase", cases, |_| {})
 }
 
 /// Starts and stops; rank 0 prints the node map.
-fn init(p: &Psls) -> Result<bool> {
+fn init(p: &Psls) -> Result<()> {
     check!(p, p.rank() < p.size(), "rank {} of {}", p.rank(), p.size());
     check!(
         p,
@@ -87,11 +43,11 @@ fn init(p: &Psls) -> Result<bool> {
     if p.rank() == 0 {
         println!("{}", p.describe());
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The node map and buddy ring match `PSLS_EXPECT_NODES`, and the roots are private.
-fn nodemap(p: &Psls) -> Result<bool> {
+fn nodemap(p: &Psls) -> Result<()> {
     let m = p.node_map();
     let want: usize = std::env::var("PSLS_EXPECT_NODES")
         .ok()
@@ -174,7 +130,7 @@ fn nodemap(p: &Psls) -> Result<bool> {
     if p.rank() == 0 {
         println!("{}", p.describe());
     }
-    Ok(true)
+    Ok(())
 }
 
 fn stamp_of(rank: usize) -> u64 {
@@ -183,7 +139,7 @@ fn stamp_of(rank: usize) -> u64 {
 
 /// Every rank puts a stamp into its successor's window; the successor reads it back, locally and
 /// through RMA; then every rank gets all stamps in one batch.
-fn stamp(p: &Psls) -> Result<bool> {
+fn stamp(p: &Psls) -> Result<()> {
     let comm = p.dup_comm()?;
     let (rank, size) = (p.rank(), p.size());
     let mut mem = vec![0u8; 64];
@@ -236,12 +192,12 @@ fn stamp(p: &Psls) -> Result<bool> {
         u64::from_le_bytes(mem[8..16].try_into().unwrap()) == stamp_of((rank + size - 1) % size),
         "stamp in memory after free"
     );
-    Ok(true)
+    Ok(())
 }
 
 /// A compare-and-swap counter incremented 1000 times by every rank reaches 1000 × size, and so
 /// does a fetch-and-add counter beside it.
-fn cas_counter(p: &Psls) -> Result<bool> {
+fn cas_counter(p: &Psls) -> Result<()> {
     const N: u64 = 1000;
     let comm = p.dup_comm()?;
     let win = Window::allocate(&comm, if p.rank() == 0 { 16 } else { 0 })?;
@@ -271,11 +227,11 @@ fn cas_counter(p: &Psls) -> Result<bool> {
     check!(p, added == want, "fetch_and_op counter {added} == {want}");
     comm.barrier()?;
     epoch.unlock()?;
-    Ok(true)
+    Ok(())
 }
 
 /// Bad RMA calls return typed errors instead of aborting the job.
-fn rma_errors(p: &Psls) -> Result<bool> {
+fn rma_errors(p: &Psls) -> Result<()> {
     let comm = p.dup_comm()?;
     let win = Window::allocate(&comm, 32)?;
     let epoch = win.lock_all()?;
@@ -300,5 +256,5 @@ fn rma_errors(p: &Psls) -> Result<bool> {
     check!(p, buf == [0u8; 16], "allocated window reads as zeros");
     comm.barrier()?;
     epoch.unlock()?;
-    Ok(true)
+    Ok(())
 }

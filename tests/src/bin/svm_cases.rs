@@ -7,23 +7,10 @@ use psls::{GlobalArray, Psls, Result};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::SeqCst;
 
-macro_rules! check {
-    ($p:expr, $cond:expr, $($fmt:tt)*) => {{
-        if $cond {
-            println!("CHECK rank={} {}", $p.rank(), format!($($fmt)*));
-        } else {
-            println!("FAIL rank={} {} ({})", $p.rank(), format!($($fmt)*), stringify!($cond));
-            // Exit at once, so the launcher ends the job instead of the other ranks waiting
-            // for this one in a collective.
-            std::process::exit(1);
-        }
-    }};
-}
-
-type Case = fn(&Psls) -> Result<bool>;
+use psls_tests::cases::Case;
+use psls_tests::check;
 
 fn main() -> ExitCode {
-    let case = std::env::args().nth(1).unwrap_or_default();
     let cases: &[(&str, Case)] = &[
         ("stripes", stripes),
         ("mutex_counter", mutex_counter),
@@ -36,44 +23,20 @@ fn main() -> ExitCode {
         ("blocked", blocked),
         ("alloc_free", alloc_free),
     ];
-    let Some((_, f)) = cases.iter().find(|(n, _)| *n == case) else {
-        let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
-        eprintln!(
-            "usage: svm_cases CASE, where CASE is one of: {}",
-            names.join(", ")
-        );
-        return ExitCode::from(64);
-    };
-    let psls = match psls::init() {
-        Ok(p) => p,
-        Err(e) => {
-            println!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rank = psls.rank();
-    let result = f(&psls);
-    let stats = psls.stats();
+    psls_tests::cases::run("svm_cases", cases, report)
+}
+
+/// Prints this rank's SVM counters, which the tests sum over the ranks.
+fn report(p: &Psls) {
+    let s = p.stats();
     println!(
-        "STATS rank={rank} read_faults={} write_faults={} fetches={} invalidations_sent={} invalidations_received={} downgrades={}",
-        stats.read_faults, stats.write_faults, stats.fetches, stats.invalidations_sent, stats.invalidations_received, stats.downgrades
+        "STATS rank={} read_faults={} write_faults={} fetches={} invalidations_sent={} invalidations_received={} downgrades={}",
+        p.rank(), s.read_faults, s.write_faults, s.fetches, s.invalidations_sent, s.invalidations_received, s.downgrades
     );
-    let fin = psls.finalize();
-    match (result, fin) {
-        (Ok(true), Ok(())) => {
-            println!("PASS rank={rank}");
-            ExitCode::SUCCESS
-        }
-        (Ok(false), _) => ExitCode::from(1),
-        (Err(e), _) | (_, Err(e)) => {
-            println!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 /// Each rank writes its own stripe; after a barrier every rank reads and checks everything.
-fn stripes(p: &Psls) -> Result<bool> {
+fn stripes(p: &Psls) -> Result<()> {
     let n = 3 * 512 * p.size() + 17; // several pages per rank, not page aligned
     let a: GlobalArray<u64> = p.alloc(n)?;
     let mine = p.local_range(n);
@@ -95,11 +58,11 @@ fn stripes(p: &Psls) -> Result<bool> {
     );
     p.barrier()?;
     p.free(a)?;
-    Ok(true)
+    Ok(())
 }
 
 /// A counter in one page, protected by a global mutex, incremented 1000 times per rank.
-fn mutex_counter(p: &Psls) -> Result<bool> {
+fn mutex_counter(p: &Psls) -> Result<()> {
     let a: GlobalArray<u64> = p.alloc(4)?;
     let m = p.mutex()?;
     p.barrier()?;
@@ -116,12 +79,12 @@ fn mutex_counter(p: &Psls) -> Result<bool> {
         "mutex counter {v} == {}",
         1000 * p.size()
     );
-    Ok(true)
+    Ok(())
 }
 
 /// The writer writes data, then a flag; readers spin on the flag with no barrier and must then
 /// see the data. The writer changes every round.
-fn message_passing(p: &Psls) -> Result<bool> {
+fn message_passing(p: &Psls) -> Result<()> {
     let words = 3 * p.page_size() / 8; // data over 3 pages
     let data: GlobalArray<u64> = p.alloc(words)?;
     let ctl: GlobalArray<u64> = p.alloc(p.page_size() / 8 * 2)?; // flag and acks in two pages
@@ -163,12 +126,12 @@ fn message_passing(p: &Psls) -> Result<bool> {
         }
     }
     p.barrier()?;
-    Ok(true)
+    Ok(())
 }
 
 /// Peterson's mutual exclusion on global memory, with no runtime lock, between ranks 0 and 1.
 /// Under sequential consistency two ranks are never inside together.
-fn peterson(p: &Psls) -> Result<bool> {
+fn peterson(p: &Psls) -> Result<()> {
     let w = p.page_size() / 8;
     // flag[0], flag[1], turn, and the critical-section state, each in its own page.
     let g: GlobalArray<u64> = p.alloc(5 * w)?;
@@ -220,11 +183,11 @@ fn peterson(p: &Psls) -> Result<bool> {
         total == want,
         "critical-section counter {total} == {want}"
     );
-    Ok(true)
+    Ok(())
 }
 
 /// `fetch_add` on one global AtomicU64 from every rank, 1000 times each, with no lock.
-fn atomics(p: &Psls) -> Result<bool> {
+fn atomics(p: &Psls) -> Result<()> {
     let a: GlobalArray<u64> = p.alloc(1)?;
     p.barrier()?;
     let c = a.atomic_u64(0);
@@ -239,12 +202,12 @@ fn atomics(p: &Psls) -> Result<bool> {
         "racing fetch_add counter {v} == {}",
         1000 * p.size()
     );
-    Ok(true)
+    Ok(())
 }
 
 /// Ranks alternately write adjacent words of one page; results are exact and the page
 /// ping-pongs (invalidations).
-fn false_sharing(p: &Psls) -> Result<bool> {
+fn false_sharing(p: &Psls) -> Result<()> {
     let a: GlobalArray<u64> = p.alloc(64)?;
     let turn = p.alloc::<u64>(1)?;
     let t = turn.atomic_u64(0);
@@ -277,12 +240,12 @@ fn false_sharing(p: &Psls) -> Result<bool> {
         p.size() == 1 || inv >= rounds / 2,
         "page ping-pong: {inv} invalidations received here"
     );
-    Ok(true)
+    Ok(())
 }
 
 /// Random reads and writes of version-stamped words on random pages; a rank never sees
 /// another rank's stamps in one word go backwards.
-fn random(p: &Psls) -> Result<bool> {
+fn random(p: &Psls) -> Result<()> {
     let words_per_page = p.page_size() / 8;
     let pages = 16;
     let a: GlobalArray<u64> = p.alloc(pages * words_per_page)?;
@@ -323,11 +286,11 @@ fn random(p: &Psls) -> Result<bool> {
         backwards == 0,
         "stamps never went backwards ({backwards} times they did)"
     );
-    Ok(true)
+    Ok(())
 }
 
 /// 4 threads per rank write disjoint words of shared pages and bump a shared atomic.
-fn threads(p: &Psls) -> Result<bool> {
+fn threads(p: &Psls) -> Result<()> {
     const T: usize = 4;
     const PER: usize = 600;
     let n = p.size() * T * PER;
@@ -359,12 +322,12 @@ fn threads(p: &Psls) -> Result<bool> {
     );
     let v = c.atomic_u64(0).load(SeqCst);
     check!(p, v == n as u64, "shared counter {v} == {n}");
-    Ok(true)
+    Ok(())
 }
 
 /// Rank 0 owns a page and blocks in MPI_Recv; rank 1 reads and writes that page, then sends.
 /// The service thread of rank 0 serves rank 1 while rank 0's application thread is blocked.
-fn blocked(p: &Psls) -> Result<bool> {
+fn blocked(p: &Psls) -> Result<()> {
     use mpi::ffi;
     let a: GlobalArray<u64> = p.alloc(8)?;
     if p.rank() == 0 {
@@ -414,11 +377,11 @@ fn blocked(p: &Psls) -> Result<bool> {
         );
     }
     p.barrier()?;
-    Ok(true)
+    Ok(())
 }
 
 /// Freed memory comes back zeroed at the same address, and allocation is the same everywhere.
-fn alloc_free(p: &Psls) -> Result<bool> {
+fn alloc_free(p: &Psls) -> Result<()> {
     let a: GlobalArray<u32> = p.alloc(10_000)?;
     let addr = a.as_ptr() as usize;
     a.set(p.rank(), 5);
@@ -436,5 +399,5 @@ fn alloc_free(p: &Psls) -> Result<bool> {
         nonzero == 0,
         "reallocated memory reads as zeros ({nonzero} not)"
     );
-    Ok(true)
+    Ok(())
 }
