@@ -82,3 +82,18 @@ fn service_thread_serves_while_application_blocks_in_mpi() {
 fn freed_memory_is_reused_zeroed() {
     svm("alloc_free", 2, 2);
 }
+
+#[test]
+fn an_ordinary_segfault_still_kills_the_process() {
+    // The fault path serves the global range and passes every other fault on, so a store to
+    // 0x10 dies of SIGSEGV as it would without PSLS (and does not hang in the handler).
+    let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
+    let out = Launch::program(sibling_binary("svm_cases"), 1)
+        .arg("segv_outside")
+        .roots(&m, &d)
+        .run();
+    out.assert_failure();
+    out.assert_output_contains("global store served");
+    out.assert_output_contains("Segmentation fault");
+    assert!(!out.stdout.contains("did not fault"), "{}", out.stdout);
+}

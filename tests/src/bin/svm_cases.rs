@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         ("threads", threads),
         ("blocked", blocked),
         ("alloc_free", alloc_free),
+        ("segv_outside", segv_outside),
     ];
     psls_tests::cases::run("svm_cases", cases, report)
 }
@@ -400,4 +401,19 @@ fn alloc_free(p: &Psls) -> Result<()> {
         "reallocated memory reads as zeros ({nonzero} not)"
     );
     Ok(())
+}
+
+/// After init, a store to an address outside the global range is an ordinary segfault: the
+/// process dies of it (the test asserts how), rather than hanging in the fault path.
+fn segv_outside(p: &Psls) -> Result<()> {
+    let a: GlobalArray<u64> = p.alloc(8)?;
+    a.set(0, 1); // the fault path works...
+    println!(
+        "CHECK rank={} global store served; now storing to 0x10",
+        p.rank()
+    );
+    // SAFETY: deliberately invalid: this case exists to die of SIGSEGV.
+    unsafe { std::ptr::write_volatile(0x10 as *mut u64, 1) };
+    println!("FAIL rank={} the store to 0x10 did not fault", p.rank());
+    std::process::exit(1);
 }
