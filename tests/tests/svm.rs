@@ -97,3 +97,25 @@ fn an_ordinary_segfault_still_kills_the_process() {
     out.assert_output_contains("Segmentation fault");
     assert!(!out.stdout.contains("did not fault"), "{}", out.stdout);
 }
+
+#[test]
+fn hitting_max_map_count_names_the_fix() {
+    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65530);
+    if limit > 300_000 {
+        eprintln!("not run: vm.max_map_count is {limit}; reaching it would take too long");
+        return;
+    }
+    let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
+    let out = Launch::program(sibling_binary("svm_cases"), 1)
+        .arg("map_count")
+        .roots(&m, &d)
+        .run();
+    out.assert_failure();
+    out.assert_output_contains(&format!("reached vm.max_map_count ({limit})"));
+    out.assert_output_contains("PSLS_PAGE_SIZE");
+    out.assert_output_contains("sysctl -w vm.max_map_count=");
+    assert!(!out.stdout.contains("without reaching"), "{}", out.stdout);
+}

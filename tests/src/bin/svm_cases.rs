@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         ("blocked", blocked),
         ("alloc_free", alloc_free),
         ("segv_outside", segv_outside),
+        ("map_count", map_count),
     ];
     psls_tests::cases::run("svm_cases", cases, report)
 }
@@ -415,5 +416,30 @@ fn segv_outside(p: &Psls) -> Result<()> {
     // SAFETY: deliberately invalid: this case exists to die of SIGSEGV.
     unsafe { std::ptr::write_volatile(0x10 as *mut u64, 1) };
     println!("FAIL rank={} the store to 0x10 did not fault", p.rank());
+    std::process::exit(1);
+}
+
+/// Reads every other page of a large array, so that every read page becomes a separate kernel
+/// mapping, until `vm.max_map_count` is hit: the rank must stop with the error that names the
+/// fix, not crash silently or hang.
+fn map_count(p: &Psls) -> Result<()> {
+    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65530);
+    let pages = limit + 4096; // every other page: more mappings than the limit allows
+    let w = p.page_size() / 8;
+    let a: GlobalArray<u64> = p.alloc(pages * w)?;
+    println!(
+        "CHECK rank={} reading every other page of {pages} (limit {limit})",
+        p.rank()
+    );
+    for k in (0..pages).step_by(2) {
+        std::hint::black_box(a.get(k * w));
+    }
+    println!(
+        "FAIL rank={} read {pages} pages without reaching vm.max_map_count",
+        p.rank()
+    );
     std::process::exit(1);
 }
