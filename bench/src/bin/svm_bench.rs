@@ -267,53 +267,39 @@ fn raw_window(p: &Psls, len: usize) -> psls::Result<LockedWindow<'static>> {
 
 /// Raw `MPI_Get` + flush of one page from rank 1, `n` times, in microseconds per get.
 fn raw_get_us(p: &Psls, win: &LockedWindow<'static>, ps: usize, n: usize) -> psls::Result<f64> {
-    let raw = win.window().as_raw();
-    let mut buf = vec![0u8; ps];
-    let mut us = 0.0;
-    if p.rank() == 0 {
-        let t = Instant::now();
-        for _ in 0..n {
-            // SAFETY: the window is locked for its life; buf holds ps bytes; rank 1 exposes 4 pages.
-            unsafe {
-                ffi::MPI_Get(
-                    buf.as_mut_ptr().cast(),
-                    ps as i32,
-                    ffi::RSMPI_UINT8_T,
-                    1,
-                    0,
-                    ps as i32,
-                    ffi::RSMPI_UINT8_T,
-                    raw,
-                );
-                ffi::MPI_Win_flush(1, raw);
-            }
-        }
-        us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    }
-    p.barrier()?;
-    Ok(us)
+    Ok(raw_gets_s(p, win, ps, n, |_| 0)? * 1e6 / n as f64)
 }
 
-/// Raw `MPI_Get` + flush of `pages` consecutive pages from rank 1.
+/// Raw `MPI_Get` + flush of `pages` consecutive pages from rank 1, in seconds.
 fn raw_scan_s(p: &Psls, ps: usize, pages: usize) -> psls::Result<f64> {
-    let comm = p.dup_comm()?;
-    let map =
-        memmap2::MmapMut::map_anon(ps * pages).map_err(|e| psls::Error::io("bench window", e))?;
-    let win = LockedWindow::new(Window::over_mapping(&comm, map)?)?;
+    let win = raw_window(p, ps * pages)?;
+    raw_gets_s(p, &win, ps, pages, |k| k * ps)
+}
+
+/// Seconds rank 0 takes for `n` raw `MPI_Get` + flush of one page each from rank 1, the k-th
+/// at byte offset `disp(k)` of rank 1's window (0 on other ranks). Ends with a barrier.
+fn raw_gets_s(
+    p: &Psls,
+    win: &LockedWindow<'static>,
+    ps: usize,
+    n: usize,
+    disp: impl Fn(usize) -> usize,
+) -> psls::Result<f64> {
     let raw = win.window().as_raw();
     let mut buf = vec![0u8; ps];
     let mut s = 0.0;
     if p.rank() == 0 {
         let t = Instant::now();
-        for k in 0..pages {
-            // SAFETY: as in raw_get_us; page k lies inside rank 1's window.
+        for k in 0..n {
+            // SAFETY: the window is locked for its life; buf holds ps bytes; the callers keep
+            // disp(k) + ps inside rank 1's window.
             unsafe {
                 ffi::MPI_Get(
                     buf.as_mut_ptr().cast(),
                     ps as i32,
                     ffi::RSMPI_UINT8_T,
                     1,
-                    (k * ps) as ffi::MPI_Aint,
+                    disp(k) as ffi::MPI_Aint,
                     ps as i32,
                     ffi::RSMPI_UINT8_T,
                     raw,
@@ -324,6 +310,6 @@ fn raw_scan_s(p: &Psls, ps: usize, pages: usize) -> psls::Result<f64> {
         }
         s = t.elapsed().as_secs_f64();
     }
-    comm.barrier()?;
+    p.barrier()?;
     Ok(s)
 }
