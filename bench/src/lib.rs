@@ -1,7 +1,19 @@
 //! Shared helpers for the benchmarks: timing with interleaved repetitions and medians, and
 //! environment knobs.
 
+use std::process::ExitCode;
 use std::time::Instant;
+
+/// A benchmark's exit: status 0, or its error on standard error and status 2.
+pub fn exit(name: &str, result: psls::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
 
 /// Whether `PSLS_BENCH_SMOKE=1`: tiny sizes and few iterations, to check the benchmark runs.
 pub fn smoke() -> bool {

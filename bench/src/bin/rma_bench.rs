@@ -14,13 +14,7 @@ use std::ffi::c_void;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rma_bench: {e}");
-            ExitCode::from(2)
-        }
-    }
+    psls_bench::exit("rma_bench", run())
 }
 
 fn run() -> psls::Result<()> {

@@ -21,13 +21,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("svm_bench: {e}");
-            ExitCode::from(2)
-        }
-    }
+    psls_bench::exit("svm_bench", run())
 }
 
 fn run() -> psls::Result<()> {
