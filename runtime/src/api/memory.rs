@@ -50,7 +50,9 @@ pub struct MutexGuard<'m, 'p> {
 }
 
 impl<'p> GlobalMutex<'p> {
-    /// Waits until this rank holds the mutex.
+    /// Waits until the calling thread holds the mutex. Threads of one rank exclude each other as
+    /// ranks do; like `std::sync::Mutex`, locking it again from the thread that holds it waits
+    /// forever.
     pub fn lock(&self) -> Result<MutexGuard<'_, 'p>> {
         let locks = &self.psls.locks;
         let (home, off) = locks.place(self.id);
@@ -60,12 +62,6 @@ impl<'p> GlobalMutex<'p> {
             let old = locks.win.epoch().compare_and_swap(home, off, 0, me)?;
             if old == 0 {
                 return Ok(MutexGuard { mutex: self });
-            }
-            if old == me {
-                return Err(Error::Protocol(format!(
-                    "global mutex {} is already held by this rank",
-                    self.id
-                )));
             }
             spins = spins.saturating_add(1);
             if spins > 16 {

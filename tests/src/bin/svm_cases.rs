@@ -68,17 +68,31 @@ fn mutex_counter(p: &Psls) -> Result<()> {
     let a: GlobalArray<u64> = p.alloc(4)?;
     let m = p.mutex()?;
     p.barrier()?;
-    for _ in 0..1000 {
-        let _g = m.lock()?;
-        let v = a.get(0);
-        a.set(0, v + 1);
-    }
+    // Two threads per rank: the mutex must also exclude threads of one rank from each other.
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    for _ in 0..500 {
+                        let _g = m.lock()?;
+                        let v = a.get(0);
+                        a.set(0, v + 1);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker thread panicked")?;
+        }
+        Ok(())
+    })?;
     p.barrier()?;
     let v = a.get(0);
     check!(
         p,
         v == 1000 * p.size() as u64,
-        "mutex counter {v} == {}",
+        "mutex counter {v} == {} (2 threads per rank)",
         1000 * p.size()
     );
     Ok(())
