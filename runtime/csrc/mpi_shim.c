@@ -16,6 +16,7 @@ MPI_Comm psls_mpi_comm_world(void) { return MPI_COMM_WORLD; }
 MPI_Comm psls_mpi_comm_null(void) { return MPI_COMM_NULL; }
 MPI_Win psls_mpi_win_null(void) { return MPI_WIN_NULL; }
 MPI_Info psls_mpi_info_null(void) { return MPI_INFO_NULL; }
+MPI_Request psls_mpi_request_null(void) { return MPI_REQUEST_NULL; }
 MPI_Errhandler psls_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 int psls_mpi_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
 int psls_mpi_thread_serialized(void) { return MPI_THREAD_SERIALIZED; }

@@ -285,9 +285,16 @@ impl Psls {
         self.comm.dup()
     }
 
-    /// A barrier over every rank, on the runtime's communicator.
+    /// A barrier over every rank, on the runtime's communicator. It waits politely (yields,
+    /// then short sleeps of at most `service_max_sleep` capped at 50 µs) instead of busy-polling
+    /// like `MPI_Barrier`, so that on an oversubscribed node the ranks still working get the
+    /// CPU for their page faults.
     pub fn barrier(&self) -> Result<()> {
-        self.comm.barrier()
+        let cap = self
+            .cfg
+            .service_max_sleep
+            .min(std::time::Duration::from_micros(50));
+        self.comm.polite_barrier(cap)
     }
 
     /// A human-readable description of the node map and the buddy ring.
@@ -340,8 +347,8 @@ impl Psls {
         let s = self.svm.stats();
         tracing::info!(
             target: "psls::svm",
-            "rank {}: {} read faults, {} write faults, {} fetches ({} bytes), {} invalidations sent, {} received, {} downgrades",
-            self.rank, s.read_faults, s.write_faults, s.fetches, s.bytes_moved, s.invalidations_sent, s.invalidations_received, s.downgrades
+            "rank {}: {} read faults, {} write faults, {} fetches ({} prefetched, {} bytes), {} invalidations sent, {} received, {} downgrades",
+            self.rank, s.read_faults, s.write_faults, s.fetches, s.prefetches, s.bytes_moved, s.invalidations_sent, s.invalidations_received, s.downgrades
         );
         let Psls {
             mut svm,

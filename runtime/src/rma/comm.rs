@@ -114,6 +114,41 @@ impl Comm {
         check("MPI_Barrier", unsafe { ffi::MPI_Barrier(self.raw) })
     }
 
+    /// A barrier that waits politely: `MPI_Ibarrier`, then `MPI_Test` with `sched_yield`, then
+    /// sleeps that double from 2 µs to `max_sleep`. MPI's own blocking barrier busy-polls, which
+    /// on an oversubscribed node takes the CPU from the service threads that the ranks still
+    /// inside their work need; this one leaves it to them.
+    pub fn polite_barrier(&self, max_sleep: std::time::Duration) -> Result<()> {
+        let mut req: ffi::MPI_Request = handle!(psls_mpi_request_null);
+        // SAFETY: self.raw is a valid communicator; req is a valid out-pointer.
+        check("MPI_Ibarrier", unsafe {
+            ffi::MPI_Ibarrier(self.raw, &mut req)
+        })?;
+        let mut polls: u32 = 0;
+        let mut sleep = std::time::Duration::from_micros(2);
+        loop {
+            let mut done: c_int = 0;
+            // SAFETY: MPI_Status is plain data that MPI fills in; all-zero is a valid value.
+            let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+            // SAFETY: req is the active request from MPI_Ibarrier (MPI_Test sets it to
+            // MPI_REQUEST_NULL once complete, and we stop then); done and status are valid
+            // out-pointers.
+            check("MPI_Test", unsafe {
+                ffi::MPI_Test(&mut req, &mut done, &mut status)
+            })?;
+            if done != 0 {
+                return Ok(());
+            }
+            polls = polls.saturating_add(1);
+            if polls < 100 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(sleep);
+                sleep = (sleep * 2).min(max_sleep);
+            }
+        }
+    }
+
     /// `MPI_Allreduce` of one 64-bit unsigned integer.
     pub fn allreduce_u64(&self, value: u64, op: ReduceOp) -> Result<u64> {
         let mut out: u64 = 0;

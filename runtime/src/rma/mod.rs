@@ -56,6 +56,7 @@ shim! {
     psls_mpi_comm_null -> ffi::MPI_Comm;
     psls_mpi_win_null -> ffi::MPI_Win;
     psls_mpi_info_null -> ffi::MPI_Info;
+    psls_mpi_request_null -> ffi::MPI_Request;
     psls_mpi_errors_return -> ffi::MPI_Errhandler;
     psls_mpi_thread_multiple -> c_int;
     psls_mpi_thread_serialized -> c_int;
