@@ -46,6 +46,8 @@ pub struct Config {
     pub svm_size: usize,
     /// Longest sleep of an idle service thread between two polls.
     pub service_max_sleep: std::time::Duration,
+    /// Pages after a read miss to fetch along with it (0: no prefetch).
+    pub prefetch: usize,
     /// `tracing` filter for the runtime's logs.
     pub log: String,
     /// Whether a program started without an MPI launcher may run as one rank.
@@ -67,6 +69,7 @@ impl Default for Config {
             svm_base: 0x2000_0000_0000,
             svm_size: 16 << 30,
             service_max_sleep: std::time::Duration::from_micros(200),
+            prefetch: 0,
             log: "info".into(),
             allow_singleton: false,
         }
@@ -217,6 +220,15 @@ pub const KEYS: &[Key] = &[
             (us <= 100_000)
                 .then(|| c.service_max_sleep = std::time::Duration::from_micros(us))
                 .ok_or(())
+        },
+    },
+    Key {
+        name: "prefetch",
+        env: "PSLS_PREFETCH",
+        allowed: "a whole number of pages from 0 (off) to 64",
+        set: |c, v| {
+            let n: usize = v.trim().parse().map_err(|_| ())?;
+            (n <= 64).then(|| c.prefetch = n).ok_or(())
         },
     },
     Key {

@@ -22,5 +22,6 @@ mod sys;
 pub use api::{init, init_with, GlobalMutex, MutexGuard, Psls};
 pub use config::Config;
 pub use error::{Error, Result};
-pub use svm::SvmStats;
+pub use svm::{PageInfo, SvmStats};
 pub use sys::global::{GlobalArray, Pod};
+pub use sys::vm::Access;

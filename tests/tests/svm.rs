@@ -119,3 +119,23 @@ fn hitting_max_map_count_names_the_fix() {
     out.assert_output_contains("sysctl -w vm.max_map_count=");
     assert!(!out.stdout.contains("without reaching"), "{}", out.stdout);
 }
+
+#[test]
+fn page_table_tracks_unique_replicated_owner_and_dirty_epoch() {
+    svm("page_table", 3, 3);
+}
+
+#[test]
+fn sequential_scan_with_and_without_prefetch() {
+    svm("scan", 2, 2);
+    let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
+    let out = Launch::program(sibling_binary("svm_cases"), 3)
+        .arg("scan")
+        .nodes(3)
+        .roots(&m, &d)
+        .env("PSLS_PREFETCH", "8")
+        .run();
+    out.assert_success();
+    out.assert_lines("PASS", 3);
+    assert!(stat(&out, "prefetches") > 0);
+}

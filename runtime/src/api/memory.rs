@@ -4,7 +4,7 @@
 use super::Psls;
 use crate::error::{Error, Result};
 use crate::rma::{AtomicOp, Comm, LockedWindow, Window};
-use crate::svm::SvmStats;
+use crate::svm::{PageInfo, SvmStats};
 use crate::sys::global::{GlobalArray, Pod};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -146,6 +146,21 @@ impl Psls {
     /// This rank's SVM counters: faults, fetches, invalidations, bytes moved.
     pub fn stats(&self) -> SvmStats {
         self.svm.stats()
+    }
+
+    /// Sets, on this rank, how many following pages a read miss fetches along with the page
+    /// (0: off; at most 64). The default comes from `PSLS_PREFETCH`. Useful around a phase
+    /// that scans remote data sequentially.
+    pub fn set_prefetch(&self, pages: usize) {
+        self.svm.set_prefetch(pages.min(64));
+    }
+
+    /// What this rank's page table records for the page holding element `i` of `a`: access,
+    /// unique or replicated, owner as last seen, and the epoch since which this rank's copy is
+    /// dirty.
+    pub fn page_info<T: Pod>(&self, a: &GlobalArray<'_, T>, i: usize) -> Option<PageInfo> {
+        let addr = a.as_ptr() as usize + i * std::mem::size_of::<T>();
+        self.svm.page_info(addr)
     }
 }
 

@@ -9,6 +9,9 @@
 
 mod directory;
 mod service;
+mod table;
+
+pub use table::PageInfo;
 
 use crate::error::{Error, Result};
 use crate::rma::{Comm, LockedWindow, ReduceOp, Window};
@@ -16,9 +19,10 @@ use crate::sys::fault::FaultHandler;
 use crate::sys::vm::{Access, FrameFile, VmError};
 use directory::Directory;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use table::PageTable;
 
 /// The most ranks the directory's copyset bitmask can name.
 pub const MAX_RANKS: usize = 64;
@@ -29,6 +33,7 @@ pub(crate) struct Counters {
     pub read_faults: AtomicU64,
     pub write_faults: AtomicU64,
     pub fetches: AtomicU64,
+    pub prefetches: AtomicU64,
     pub bytes_fetched: AtomicU64,
     pub invalidations_sent: AtomicU64,
     pub invalidations_received: AtomicU64,
@@ -42,8 +47,10 @@ pub struct SvmStats {
     pub read_faults: u64,
     /// Write faults served.
     pub write_faults: u64,
-    /// Pages fetched from another rank.
+    /// Pages fetched from another rank (prefetched ones included).
     pub fetches: u64,
+    /// Pages fetched ahead of a fault (`PSLS_PREFETCH`).
+    pub prefetches: u64,
     /// Bytes fetched from other ranks.
     pub bytes_moved: u64,
     /// Invalidations this rank sent.
@@ -60,7 +67,11 @@ pub(crate) struct Core {
     page_size: usize,
     base: usize,
     npages: usize,
-    table: Vec<AtomicU8>,
+    table: PageTable,
+    /// The current epoch: pages written now are dirty since it (the checkpoint advances it).
+    epoch: AtomicU32,
+    /// Adjacent pages fetched along with a read miss (`PSLS_PREFETCH`).
+    prefetch: std::sync::atomic::AtomicUsize,
     allocated: Vec<AtomicBool>,
     counters: Counters,
     seq: AtomicU64,
@@ -151,7 +162,9 @@ impl Svm {
             page_size,
             base: cfg.svm_base,
             npages,
-            table: (0..npages).map(|_| AtomicU8::new(0)).collect(),
+            table: PageTable::new(npages),
+            epoch: AtomicU32::new(1),
+            prefetch: std::sync::atomic::AtomicUsize::new(cfg.prefetch),
             allocated: (0..npages).map(|_| AtomicBool::new(false)).collect(),
             counters: Counters::default(),
             seq: AtomicU64::new(0),
@@ -238,6 +251,7 @@ impl Svm {
             if c.access(p) != Access::None {
                 c.set_access(p, Access::None)?;
             }
+            c.table.set(p, PageInfo::default());
         }
         c.frames
             .punch_hole(start * c.page_size, pages * c.page_size)
@@ -259,6 +273,19 @@ impl Svm {
         Ok(())
     }
 
+    /// What this rank's page table says of the page holding `addr`, if `addr` is in the global
+    /// range.
+    pub fn page_info(&self, addr: usize) -> Option<PageInfo> {
+        let c = &self.core;
+        (addr >= c.base && addr < c.base + c.npages * c.page_size)
+            .then(|| c.table.get((addr - c.base) / c.page_size))
+    }
+
+    /// Sets how many pages to prefetch after a read miss (0: off).
+    pub fn set_prefetch(&self, pages: usize) {
+        self.core.prefetch.store(pages, Ordering::Relaxed);
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> SvmStats {
         let c = &self.core.counters;
@@ -267,6 +294,7 @@ impl Svm {
             read_faults: l(&c.read_faults),
             write_faults: l(&c.write_faults),
             fetches: l(&c.fetches),
+            prefetches: l(&c.prefetches),
             bytes_moved: l(&c.bytes_fetched),
             invalidations_sent: l(&c.invalidations_sent),
             invalidations_received: l(&c.invalidations_received),

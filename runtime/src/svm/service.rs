@@ -22,7 +22,7 @@
 //! remote requests to an idle rank wait, for at most that long. An idle rank costs about 5000
 //! short wake-ups a second at the default, not a core.
 
-use super::Core;
+use super::{Core, PageInfo};
 use crate::error::{Error, Result};
 use crate::sys::fault::Fault;
 use crate::sys::vm::Access;
@@ -60,7 +60,16 @@ impl Core {
             for f in taken.drain(..) {
                 worked = true;
                 match self.handle_fault(&f) {
-                    Ok(()) => self.faults.retry(f),
+                    Ok(missed) => {
+                        let page = (f.addr - self.base) / self.page_size;
+                        self.faults.retry(f);
+                        // The faulting thread runs on while the following pages come in.
+                        if missed && self.prefetch.load(Ordering::Relaxed) > 0 {
+                            if let Err(e) = self.prefetch_after(page) {
+                                tracing::error!(target: "psls::svm", "prefetching after page {page}: {e}");
+                            }
+                        }
+                    }
                     Err(e) => {
                         let msg = format!(
                             "PSLS: rank {}: cannot serve the fault at {:#x}: {e}\n",
@@ -115,6 +124,8 @@ impl Core {
         if self.access(page) == Access::Write {
             self.set_access(page, Access::Read)?;
         }
+        // A reader is joining: this copy is no longer unique.
+        self.table.update(page, |i| i.replicated = true);
         self.counters.downgrades.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -124,6 +135,7 @@ impl Core {
         if self.access(page) != Access::None {
             self.set_access(page, Access::None)?;
         }
+        self.table.set(page, PageInfo::default());
         self.frames
             .punch_hole(page * self.page_size, self.page_size)
             .map_err(|e| Error::io(format!("freeing the frame of page {page}"), e))?;
@@ -136,18 +148,27 @@ impl Core {
     /// Sends `kind` for `page` to every rank in `targets` (never this one) and waits for all
     /// acknowledgements, serving requests meanwhile.
     fn request_all(&self, kind: u64, page: usize, targets: &[usize]) -> Result<()> {
-        if targets.is_empty() {
+        let each: Vec<(usize, usize)> = targets.iter().map(|&t| (t, page)).collect();
+        self.request_each(kind, &each)
+    }
+
+    /// Sends `kind` for each `(target, page)` pair (never to this rank) and waits for all
+    /// acknowledgements, serving requests meanwhile.
+    fn request_each(&self, kind: u64, each: &[(usize, usize)]) -> Result<()> {
+        if each.is_empty() {
             return Ok(());
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        for &t in targets {
+        for &(t, page) in each {
             self.comm
                 .send_words(t, TAG_REQ, &[kind, page as u64, seq, 0])?;
         }
-        let mut missing = targets.len();
+        let mut missing = each.len();
         while missing > 0 {
             match self.comm.try_recv_words(TAG_ACK)? {
-                Some((_, [k, p, s, _])) if k == kind && p == page as u64 && s == seq => {
+                Some((src, [k, p, s, _]))
+                    if k == kind && s == seq && each.contains(&(src, p as usize)) =>
+                {
                     missing -= 1
                 }
                 Some((src, msg)) => {
@@ -177,7 +198,9 @@ impl Core {
         Ok(())
     }
 
-    fn handle_fault(&self, f: &Fault) -> Result<()> {
+    /// Serves one local fault. Returns whether a page was fetched from another rank (a read
+    /// miss, after which the loop may prefetch).
+    fn handle_fault(&self, f: &Fault) -> Result<bool> {
         if f.addr < self.base || f.addr >= self.base + self.npages * self.page_size {
             return Err(Error::Protocol(format!(
                 "fault at {:#x} outside the global range",
@@ -188,7 +211,7 @@ impl Core {
         let have = self.access(page);
         // Another thread's fault on the same page may have been served already.
         if have == Access::Write || (!f.write && have == Access::Read) {
-            return Ok(());
+            return Ok(false);
         }
         if !self.allocated(page) {
             return Err(Error::Protocol(format!(
@@ -198,18 +221,22 @@ impl Core {
         }
         self.lock_page(page)?;
         let result = if f.write {
-            self.write_fault(page, have)
+            self.write_fault(page, have).map(|()| false)
         } else {
             self.read_fault(page)
         };
         let unlocked = self.dir.unlock(page);
-        result?;
-        unlocked
+        let missed = result?;
+        unlocked?;
+        Ok(missed)
     }
 
-    fn read_fault(&self, page: usize) -> Result<()> {
+    /// Serves a read fault (the caller holds the page's lock). Returns whether the page was
+    /// fetched from another rank.
+    fn read_fault(&self, page: usize) -> Result<bool> {
         self.counters.read_faults.fetch_add(1, Ordering::Relaxed);
         let mut e = self.dir.read(page)?;
+        let mut fetched = false;
         match e.owner {
             None => {
                 // Never touched: the frame is a hole and reads as zeros.
@@ -223,11 +250,98 @@ impl Core {
                     e.writable = false;
                 }
                 self.fetch(page, o)?;
+                fetched = true;
             }
         }
         e.copyset |= 1 << self.rank;
         self.dir.write(page, &e)?;
-        self.set_access(page, Access::Read)
+        self.set_access(page, Access::Read)?;
+        self.table.update(page, |i| {
+            i.owner = e.owner;
+            i.replicated = e.copyset.count_ones() > 1;
+        });
+        Ok(fetched)
+    }
+
+    /// After a read miss on `page`, fetches up to `prefetch` following pages in one batch: the
+    /// run stops at the first page that is unallocated, already accessible here, has no remote
+    /// owner, or whose directory lock is busy (prefetch never waits for a lock).
+    fn prefetch_after(&self, page: usize) -> Result<()> {
+        let last = (page + self.prefetch.load(Ordering::Relaxed)).min(self.npages - 1);
+        let mut run: Vec<(usize, super::directory::Entry)> = Vec::new();
+        for q in page + 1..=last {
+            if !self.allocated(q) || self.access(q) != Access::None {
+                break;
+            }
+            if !self.dir.try_lock(q, self.rank)? {
+                break;
+            }
+            let e = match self.dir.read(q) {
+                Ok(e) => e,
+                Err(err) => {
+                    self.dir.unlock(q)?;
+                    return Err(err);
+                }
+            };
+            match e.owner {
+                Some(o) if o != self.rank => run.push((q, e)),
+                _ => {
+                    self.dir.unlock(q)?;
+                    break;
+                }
+            }
+        }
+        if run.is_empty() {
+            return Ok(());
+        }
+        let result = self.prefetch_run(&mut run);
+        // Every lock taken above is released, whatever happened.
+        let mut unlocked = Ok(());
+        for &(q, _) in &run {
+            if let Err(e) = self.dir.unlock(q) {
+                unlocked = Err(e);
+            }
+        }
+        result?;
+        unlocked
+    }
+
+    fn prefetch_run(&self, run: &mut [(usize, super::directory::Entry)]) -> Result<()> {
+        let ps = self.page_size;
+        let downgrades: Vec<(usize, usize)> = run
+            .iter()
+            .filter(|(_, e)| e.writable)
+            .filter_map(|(q, e)| e.owner.map(|o| (o, *q)))
+            .collect();
+        self.request_each(DOWNGRADE, &downgrades)?;
+        let mut buf = vec![0u8; run.len() * ps];
+        self.frames_win.epoch().batch(|b| {
+            for ((q, e), chunk) in run.iter().zip(buf.chunks_mut(ps)) {
+                if let Some(o) = e.owner {
+                    b.get(o, q * ps, chunk)?;
+                }
+            }
+            Ok::<(), Error>(())
+        })??;
+        for ((q, e), chunk) in run.iter_mut().zip(buf.chunks(ps)) {
+            self.frames_win.window().local_write(*q * ps, chunk)?;
+            e.writable = false;
+            e.copyset |= 1 << self.rank;
+            self.dir.write(*q, e)?;
+            self.set_access(*q, Access::Read)?;
+            let (owner, replicated) = (e.owner, e.copyset.count_ones() > 1);
+            self.table.update(*q, |i| {
+                i.owner = owner;
+                i.replicated = replicated;
+            });
+        }
+        let n = run.len() as u64;
+        self.counters.fetches.fetch_add(n, Ordering::Relaxed);
+        self.counters.prefetches.fetch_add(n, Ordering::Relaxed);
+        self.counters
+            .bytes_fetched
+            .fetch_add(n * ps as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn write_fault(&self, page: usize, have: Access) -> Result<()> {
@@ -252,7 +366,18 @@ impl Core {
         e.copyset = 1 << self.rank;
         e.version += 1;
         self.dir.write(page, &e)?;
-        self.set_access(page, Access::Write)
+        self.set_access(page, Access::Write)?;
+        let epoch = self.epoch.load(Ordering::Acquire);
+        self.table.set(
+            page,
+            PageInfo {
+                access: Access::Write,
+                replicated: false,
+                owner: Some(self.rank),
+                written_epoch: Some(epoch),
+            },
+        );
+        Ok(())
     }
 
     /// Copies `page` from `owner`'s frame into this rank's frame.
@@ -269,23 +394,14 @@ impl Core {
     }
 
     pub(crate) fn access(&self, page: usize) -> Access {
-        match self.table[page].load(Ordering::Acquire) {
-            1 => Access::Read,
-            2 => Access::Write,
-            _ => Access::None,
-        }
+        self.table.get(page).access
     }
 
     pub(crate) fn set_access(&self, page: usize, a: Access) -> Result<()> {
         self.view
             .protect(page * self.page_size, self.page_size, a)
             .map_err(|e| self.protect_error(e))?;
-        let v = match a {
-            Access::None => 0,
-            Access::Read => 1,
-            Access::Write => 2,
-        };
-        self.table[page].store(v, Ordering::Release);
+        self.table.update(page, |i| i.access = a);
         Ok(())
     }
 

@@ -15,9 +15,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// The access the application has to a page of its view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Access {
     /// No access: the next load or store faults.
+    #[default]
     None,
     /// Loads only.
     Read,

@@ -24,6 +24,8 @@ fn main() -> ExitCode {
         ("alloc_free", alloc_free),
         ("segv_outside", segv_outside),
         ("map_count", map_count),
+        ("page_table", page_table),
+        ("scan", scan),
     ];
     psls_tests::cases::run("svm_cases", cases, report)
 }
@@ -32,8 +34,8 @@ fn main() -> ExitCode {
 fn report(p: &Psls) {
     let s = p.stats();
     println!(
-        "STATS rank={} read_faults={} write_faults={} fetches={} invalidations_sent={} invalidations_received={} downgrades={}",
-        p.rank(), s.read_faults, s.write_faults, s.fetches, s.invalidations_sent, s.invalidations_received, s.downgrades
+        "STATS rank={} read_faults={} write_faults={} fetches={} prefetches={} invalidations_sent={} invalidations_received={} downgrades={}",
+        p.rank(), s.read_faults, s.write_faults, s.fetches, s.prefetches, s.invalidations_sent, s.invalidations_received, s.downgrades
     );
 }
 
@@ -456,4 +458,129 @@ fn map_count(p: &Psls) -> Result<()> {
         p.rank()
     );
     std::process::exit(1);
+}
+
+/// The page table records unique or replicated, the owner, and the epoch since which a copy is
+/// dirty, as pages move: rank 0 writes a page (unique, owned, dirty), every other rank reads it
+/// (each holds a replicated copy owned by rank 0, and rank 0's copy is replicated too), then the
+/// last rank writes it (its copy is unique; rank 0's is gone).
+fn page_table(p: &Psls) -> Result<()> {
+    use psls::Access;
+    let a: GlobalArray<u64> = p.alloc(p.page_size() / 8)?;
+    let last = p.size() - 1;
+    if p.rank() == 0 {
+        a.set(0, 42);
+        let i = p.page_info(&a, 0).expect("in range");
+        check!(
+            p,
+            i.access == Access::Write
+                && !i.replicated
+                && i.owner == Some(0)
+                && i.written_epoch == Some(1),
+            "after its write, rank 0 holds the page unique, owned and dirty since epoch 1: {i:?}"
+        );
+    }
+    p.barrier()?;
+    if p.rank() != 0 {
+        check!(p, a.get(0) == 42, "rank {} reads the value", p.rank());
+        let i = p.page_info(&a, 0).expect("in range");
+        check!(
+            p,
+            i.access == Access::Read
+                && i.replicated
+                && i.owner == Some(0)
+                && i.written_epoch.is_none(),
+            "a reader holds a clean replicated copy owned by rank 0: {i:?}"
+        );
+    }
+    p.barrier()?;
+    if p.rank() == 0 {
+        let i = p.page_info(&a, 0).expect("in range");
+        check!(
+            p,
+            i.access == Access::Read && i.replicated && i.owner == Some(0),
+            "rank 0's copy was downgraded and is replicated: {i:?}"
+        );
+    }
+    p.barrier()?;
+    if p.rank() == last {
+        a.set(1, 7);
+        let i = p.page_info(&a, 0).expect("in range");
+        check!(
+            p,
+            i.access == Access::Write && !i.replicated && i.owner == Some(last),
+            "the last writer holds the only copy: {i:?}"
+        );
+    }
+    p.barrier()?;
+    if p.rank() != last {
+        let i = p.page_info(&a, 0).expect("in range");
+        check!(
+            p,
+            i.access == Access::None && i.owner.is_none() && i.written_epoch.is_none(),
+            "rank {}'s copy was invalidated: {i:?}",
+            p.rank()
+        );
+    }
+    p.barrier()?;
+    p.free(a)?;
+    Ok(())
+}
+
+/// Rank 1 writes a remote array, rank 0 scans it word by word: every value is right, and with
+/// `PSLS_PREFETCH` set, pages arrive ahead of the faults (rank 0 faults on fewer pages than it
+/// reads).
+fn scan(p: &Psls) -> Result<()> {
+    let pages = 64;
+    let w = p.page_size() / 8;
+    let a: GlobalArray<u64> = p.alloc(pages * w)?;
+    if p.rank() == 1 {
+        for i in 0..pages * w {
+            a.set(i, i as u64 ^ 0x5a5a);
+        }
+    }
+    p.barrier()?;
+    if p.rank() == 0 {
+        let bad = (0..pages * w)
+            .filter(|&i| a.get(i) != i as u64 ^ 0x5a5a)
+            .count();
+        check!(p, bad == 0, "scanned {} words ({bad} wrong)", pages * w);
+        let s = p.stats();
+        let prefetch = p.config().prefetch;
+        if prefetch > 0 {
+            check!(
+                p,
+                s.prefetches > 0 && s.read_faults < pages as u64,
+                "with PSLS_PREFETCH={prefetch}: {} read faults for {pages} pages, {} prefetched",
+                s.read_faults,
+                s.prefetches
+            );
+        } else {
+            check!(
+                p,
+                s.prefetches == 0 && s.read_faults >= pages as u64,
+                "without prefetch: {} read faults for {pages} pages",
+                s.read_faults
+            );
+        }
+    }
+    p.barrier()?;
+    // Rank 1 writes again: the prefetched copies must be invalidated like any other.
+    if p.rank() == 1 {
+        for i in 0..pages * w {
+            a.set(i, i as u64);
+        }
+    }
+    p.barrier()?;
+    if p.rank() == 0 {
+        let bad = (0..pages * w).filter(|&i| a.get(i) != i as u64).count();
+        check!(
+            p,
+            bad == 0,
+            "after rank 1 rewrote the array, rank 0 reads the new values ({bad} stale)"
+        );
+    }
+    p.barrier()?;
+    p.free(a)?;
+    Ok(())
 }

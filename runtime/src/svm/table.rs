@@ -1,0 +1,137 @@
+//! The page table of one rank: what this rank knows of each page of the global range.
+//!
+//! One 64-bit word per page, read and written atomically, so the fault path, the service thread
+//! and (later) the checkpoint can read it without a lock:
+//!
+//! | bits | field |
+//! | --- | --- |
+//! | 0–1 | access of the application view: 0 none, 1 read, 2 write |
+//! | 2 | replicated: other ranks may hold copies too (else this copy is unique) |
+//! | 8–15 | owner + 1 as last seen by this rank (0: unknown) |
+//! | 32–63 | the epoch in which this rank last got write access (0: never written here) |
+//!
+//! Only the service thread changes a page's word, except when memory is freed, which is
+//! collective and happens while the service threads are quiet on those pages.
+
+use crate::sys::vm::Access;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const ACCESS_MASK: u64 = 0b11;
+const REPLICATED: u64 = 1 << 2;
+const OWNER_SHIFT: u32 = 8;
+const OWNER_MASK: u64 = 0xff << OWNER_SHIFT;
+const EPOCH_SHIFT: u32 = 32;
+
+/// What this rank knows of one page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageInfo {
+    /// The application's access to this rank's copy.
+    pub access: Access,
+    /// Other ranks may hold copies (the page is replicated); else this rank's copy is unique.
+    pub replicated: bool,
+    /// The owner as last seen by this rank.
+    pub owner: Option<usize>,
+    /// The epoch in which this rank last got write access, if it ever did and still holds the
+    /// copy: the page is dirty since that epoch.
+    pub written_epoch: Option<u32>,
+}
+
+impl PageInfo {
+    fn encode(&self) -> u64 {
+        let access = match self.access {
+            Access::None => 0,
+            Access::Read => 1,
+            Access::Write => 2,
+        };
+        let owner = self.owner.map_or(0, |o| (o as u64 + 1) & 0xff);
+        access
+            | if self.replicated { REPLICATED } else { 0 }
+            | owner << OWNER_SHIFT
+            | u64::from(self.written_epoch.unwrap_or(0)) << EPOCH_SHIFT
+    }
+
+    fn decode(w: u64) -> PageInfo {
+        PageInfo {
+            access: match w & ACCESS_MASK {
+                1 => Access::Read,
+                2 => Access::Write,
+                _ => Access::None,
+            },
+            replicated: w & REPLICATED != 0,
+            owner: match (w & OWNER_MASK) >> OWNER_SHIFT {
+                0 => None,
+                o => Some(o as usize - 1),
+            },
+            written_epoch: match (w >> EPOCH_SHIFT) as u32 {
+                0 => None,
+                e => Some(e),
+            },
+        }
+    }
+}
+
+/// The page table of one rank.
+#[derive(Debug)]
+pub(crate) struct PageTable {
+    words: Vec<AtomicU64>,
+}
+
+impl PageTable {
+    /// A table of `npages` pages, all without access.
+    pub fn new(npages: usize) -> PageTable {
+        PageTable {
+            words: (0..npages).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The entry of `page`.
+    pub fn get(&self, page: usize) -> PageInfo {
+        PageInfo::decode(self.words[page].load(Ordering::Acquire))
+    }
+
+    /// Replaces the entry of `page`.
+    pub fn set(&self, page: usize, info: PageInfo) {
+        self.words[page].store(info.encode(), Ordering::Release);
+    }
+
+    /// Changes the entry of `page` with `f`.
+    pub fn update(&self, page: usize, f: impl Fn(&mut PageInfo)) {
+        let _ = self.words[page].fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+            let mut info = PageInfo::decode(w);
+            f(&mut info);
+            Some(info.encode())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        let t = PageTable::new(4);
+        assert_eq!(t.get(3), PageInfo::default());
+        for info in [
+            PageInfo {
+                access: Access::Write,
+                replicated: false,
+                owner: Some(0),
+                written_epoch: Some(1),
+            },
+            PageInfo {
+                access: Access::Read,
+                replicated: true,
+                owner: Some(63),
+                written_epoch: Some(u32::MAX),
+            },
+            PageInfo::default(),
+        ] {
+            t.set(2, info);
+            assert_eq!(t.get(2), info);
+        }
+        t.update(2, |i| i.access = Access::Read);
+        assert_eq!(t.get(2).access, Access::Read);
+        assert_eq!(t.get(1), PageInfo::default());
+    }
+}
