@@ -48,6 +48,10 @@ pub struct Config {
     pub service_max_sleep: std::time::Duration,
     /// Pages after a read miss to fetch along with it (0: no prefetch).
     pub prefetch: usize,
+    /// Pages per stripe unit of new PFS files.
+    pub stripe_pages: u32,
+    /// Test-only fault injection (`NAME[:epoch=N][:rank=R][:count=K]`, comma-separated).
+    pub fault: Option<String>,
     /// `tracing` filter for the runtime's logs.
     pub log: String,
     /// Whether a program started without an MPI launcher may run as one rank.
@@ -70,6 +74,8 @@ impl Default for Config {
             svm_size: 16 << 30,
             service_max_sleep: std::time::Duration::from_micros(200),
             prefetch: 0,
+            stripe_pages: 1,
+            fault: None,
             log: "info".into(),
             allow_singleton: false,
         }
@@ -229,6 +235,28 @@ pub const KEYS: &[Key] = &[
         set: |c, v| {
             let n: usize = v.trim().parse().map_err(|_| ())?;
             (n <= 64).then(|| c.prefetch = n).ok_or(())
+        },
+    },
+    Key {
+        name: "stripe_pages",
+        env: "PSLS_STRIPE_PAGES",
+        allowed: "a whole number of pages from 1 to 65536",
+        set: |c, v| {
+            let n: u32 = v.trim().parse().map_err(|_| ())?;
+            (1..=65536)
+                .contains(&n)
+                .then(|| c.stripe_pages = n)
+                .ok_or(())
+        },
+    },
+    Key {
+        name: "fault",
+        env: "PSLS_FAULT",
+        allowed: "test-only fault injection: NAME[:epoch=N][:rank=R][:count=K], comma-separated",
+        set: |c, v| {
+            crate::inject::parse(v).map_err(|_| ())?;
+            c.fault = Some(v.to_string());
+            Ok(())
         },
     },
     Key {

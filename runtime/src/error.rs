@@ -170,6 +170,10 @@ pub enum Error {
     #[error("shared virtual memory: {0}")]
     Protocol(String),
 
+    /// The PFS: a page store, record or file error (the message names the file, page or path).
+    #[error("{0}")]
+    Store(String),
+
     /// hwloc could not describe the node.
     #[error("hwloc: {0}")]
     Hwloc(String),

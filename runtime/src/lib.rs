@@ -14,12 +14,16 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub(crate) mod inject;
 mod log;
+pub(crate) mod pfs;
 pub mod rma;
 mod svm;
 mod sys;
 
-pub use api::{init, init_with, GlobalMutex, MutexGuard, Psls};
+pub use api::{
+    init, init_with, FileInfo, GlobalMutex, MutexGuard, PfsFile, Progress, Psls, VerifyReport,
+};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use svm::{PageInfo, SvmStats};

@@ -382,3 +382,50 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Byte `i` of test content number `seed`: every page and every seed differ.
+pub fn pattern(seed: u64, i: u64) -> u8 {
+    let x = i ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((x ^ (x >> 13)).wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+}
+
+/// Writes `len` bytes of pattern `seed` to `path`, in chunks.
+pub fn write_pattern(path: &std::path::Path, seed: u64, len: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create pattern file"));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        for (k, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern(seed, at + k as u64);
+        }
+        f.write_all(&buf[..n]).expect("write pattern file");
+        at += n as u64;
+    }
+    f.flush().expect("flush pattern file");
+}
+
+/// Whether `path` holds exactly `len` bytes of pattern `seed`; else a description of the first
+/// difference.
+pub fn check_pattern(path: &std::path::Path, seed: u64, len: u64) -> Result<(), String> {
+    let data = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if data.len() as u64 != len {
+        return Err(format!(
+            "{} has {} bytes, not {len}",
+            path.display(),
+            data.len()
+        ));
+    }
+    match data
+        .iter()
+        .enumerate()
+        .find(|&(i, &b)| b != pattern(seed, i as u64))
+    {
+        None => Ok(()),
+        Some((i, _)) => Err(format!(
+            "{} differs from pattern {seed} first at byte {i}",
+            path.display()
+        )),
+    }
+}

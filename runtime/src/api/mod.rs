@@ -1,8 +1,12 @@
 //! `api`: the public surface. [`init`] starts the runtime on every rank, [`Psls`] answers
 //! questions about the job, and [`Psls::finalize`] stops everything `init` started.
 
+mod admin;
+mod files;
 mod memory;
 
+pub use admin::{Progress, VerifyReport};
+pub use files::{FileInfo, PfsFile};
 pub use memory::{GlobalMutex, MutexGuard};
 
 use crate::cluster::{self, BuddyRing, NodeMap, NodeResources, NodeSource, RootKind};
@@ -41,6 +45,7 @@ pub struct Psls {
     binding: Option<String>,
     mpi_library: String,
     svm: crate::svm::Svm,
+    volume: std::sync::Arc<crate::pfs::Volume>,
     locks: memory::Locks,
     // Declared last: dropped after every field above, so the runtime's communicator is freed
     // before MPI is finalized.
@@ -102,6 +107,16 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
         Ok((m, d))
     })();
     let (memory_root, disk_root) = agree(&comm, roots)?;
+    crate::inject::set_rank(rank);
+    agree(
+        &comm,
+        crate::inject::configure(cfg.fault.as_deref()).map_err(|why| Error::Config {
+            key: "PSLS_FAULT".into(),
+            value: cfg.fault.clone().unwrap_or_default(),
+            source_name: "configuration".into(),
+            allowed: why,
+        }),
+    )?;
 
     // The node's leader asks hwloc; everyone learns every node's figures.
     let is_leader = node_map.leader(node) == rank;
@@ -131,7 +146,17 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
         cluster::bind_rank(cfg.bind, node_map.local_index(rank)),
     )?;
     let ring = BuddyRing::new((0..node_map.num_nodes()).collect());
-    let svm = crate::svm::Svm::new(&cfg, &comm, &memory_root)?;
+    // The PFS volume outlives jobs: its roots are keyed by "pfs" instead of the job id.
+    let pfs_root = agree(
+        &comm,
+        cluster::prepare_root(RootKind::Disk, &cfg.disk_base, "pfs", &my_node, false),
+    )?;
+    let volume = std::sync::Arc::new(crate::pfs::Volume::open(
+        &comm,
+        &node_map,
+        &pfs_root.join("store"),
+    )?);
+    let svm = crate::svm::Svm::new(&cfg, &comm, &memory_root, Some(volume.clone()))?;
     let locks = memory::Locks::new(&comm)?;
 
     let psls = Psls {
@@ -146,6 +171,7 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
         binding,
         mpi_library: rma::library_version(),
         svm,
+        volume,
         locks,
         node_map,
         comm,

@@ -8,8 +8,11 @@
 //! directory (`directory.rs`) is distributed over the ranks: page p's home is rank p mod size.
 
 mod directory;
+mod files;
 mod service;
 mod table;
+
+pub(crate) use files::FileMap;
 
 pub use table::PageInfo;
 
@@ -38,6 +41,8 @@ pub(crate) struct Counters {
     pub invalidations_sent: AtomicU64,
     pub invalidations_received: AtomicU64,
     pub downgrades: AtomicU64,
+    pub pages_loaded: AtomicU64,
+    pub pages_flushed: AtomicU64,
 }
 
 /// A snapshot of one rank's SVM counters.
@@ -59,6 +64,10 @@ pub struct SvmStats {
     pub invalidations_received: u64,
     /// Downgrades (write to read) this rank received.
     pub downgrades: u64,
+    /// Pages of mapped files this rank loaded from its node's disk root.
+    pub pages_loaded: u64,
+    /// Dirty pages of mapped files this rank held and flushed.
+    pub pages_flushed: u64,
 }
 
 /// State shared by the application threads and the service thread.
@@ -78,6 +87,10 @@ pub(crate) struct Core {
     stop: AtomicBool,
     max_sleep: std::time::Duration,
     faults: FaultHandler,
+    /// Mapped PFS files.
+    files: std::sync::RwLock<Vec<FileMap>>,
+    /// The PFS volume (absent in unit tests that run the SVM alone).
+    volume: Option<Arc<crate::pfs::Volume>>,
     // Dropped in this order: windows (collective frees), then the service communicator, then the
     // view and the frame file.
     dir: Directory,
@@ -107,7 +120,12 @@ impl std::fmt::Debug for Svm {
 impl Svm {
     /// Sets up the global range on this rank (collective over `comm`'s ranks, which must all
     /// pass the same base, size and page size).
-    pub fn new(cfg: &crate::Config, comm: &Comm, memory_root: &Path) -> Result<Svm> {
+    pub fn new(
+        cfg: &crate::Config,
+        comm: &Comm,
+        memory_root: &Path,
+        volume: Option<Arc<crate::pfs::Volume>>,
+    ) -> Result<Svm> {
         let (rank, size) = (comm.rank(), comm.size());
         if size > MAX_RANKS {
             return Err(Error::Protocol(format!(
@@ -171,6 +189,8 @@ impl Svm {
             stop: AtomicBool::new(false),
             max_sleep: cfg.service_max_sleep,
             faults,
+            files: std::sync::RwLock::new(Vec::new()),
+            volume,
             dir,
             frames_win,
             comm: svc_comm,
@@ -206,6 +226,17 @@ impl Svm {
     /// address. Pages read as zeros until written.
     pub fn alloc(&self, comm: &Comm, bytes: usize) -> Result<usize> {
         let pages = bytes.div_ceil(self.core.page_size).max(1);
+        let start = self.reserve(comm, bytes)?;
+        for p in start..start + pages {
+            self.core.allocated[p].store(true, Ordering::Release);
+        }
+        Ok(self.core.base + start * self.core.page_size)
+    }
+
+    /// Reserves pages for `bytes` of the global range (collective) and returns the first page
+    /// number; the pages are not usable until marked allocated.
+    fn reserve(&self, comm: &Comm, bytes: usize) -> Result<usize> {
+        let pages = bytes.div_ceil(self.core.page_size).max(1);
         let found = {
             let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
             let slot = free.iter().position(|&(_, n)| n >= pages);
@@ -233,10 +264,7 @@ impl Svm {
                 "global allocation is collective: every rank must allocate the same sizes in the same order".into(),
             ));
         }
-        for p in start..start + pages {
-            self.core.allocated[p].store(true, Ordering::Release);
-        }
-        Ok(self.core.base + start * self.core.page_size)
+        Ok(start)
     }
 
     /// Frees global memory allocated by [`Svm::alloc`] (collective).
@@ -299,6 +327,8 @@ impl Svm {
             invalidations_sent: l(&c.invalidations_sent),
             invalidations_received: l(&c.invalidations_received),
             downgrades: l(&c.downgrades),
+            pages_loaded: l(&c.pages_loaded),
+            pages_flushed: l(&c.pages_flushed),
         }
     }
 

@@ -38,6 +38,10 @@ const TAG_REQ: i32 = 101;
 const TAG_ACK: i32 = 102;
 const DOWNGRADE: u64 = 1;
 const INVALIDATE: u64 = 2;
+/// Load a mapped file's page from this node's disk root into this rank's frame.
+pub(super) const LOAD: u64 = 3;
+/// Rewrite this node's disk copy of a file page from another rank's frame.
+pub(super) const REPAIR: u64 = 4;
 
 impl Core {
     /// The service thread's body: runs until `stop` is set and no fault is pending.
@@ -103,17 +107,19 @@ impl Core {
     fn serve_requests(&self) -> Result<usize> {
         let mut n = 0;
         while let Some((src, msg)) = self.comm.try_recv_words(TAG_REQ)? {
-            let [kind, page, seq, _] = msg;
+            let [kind, page, seq, arg] = msg;
             let page = page as usize;
+            let mut status = 0;
             match kind {
                 DOWNGRADE => self.downgrade_local(page)?,
                 INVALIDATE => self.invalidate_local(page)?,
+                LOAD | REPAIR => status = self.serve_file_request(kind, page, arg),
                 other => {
                     tracing::error!(target: "psls::svm", "unknown request {other} from rank {src}");
                 }
             }
             self.comm
-                .send_words(src, TAG_ACK, &[kind, page as u64, seq, 0])?;
+                .send_words(src, TAG_ACK, &[kind, page as u64, seq, status])?;
             n += 1;
         }
         Ok(n)
@@ -155,20 +161,36 @@ impl Core {
     /// Sends `kind` for each `(target, page)` pair (never to this rank) and waits for all
     /// acknowledgements, serving requests meanwhile.
     fn request_each(&self, kind: u64, each: &[(usize, usize)]) -> Result<()> {
+        self.request_each_with(kind, each, 0).map(|_| ())
+    }
+
+    /// [`Core::request_each`] with an argument word; returns each acknowledgement's status
+    /// word, in the order of `each`.
+    pub(super) fn request_each_with(
+        &self,
+        kind: u64,
+        each: &[(usize, usize)],
+        arg: u64,
+    ) -> Result<Vec<u64>> {
+        let mut status = vec![0u64; each.len()];
         if each.is_empty() {
-            return Ok(());
+            return Ok(status);
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         for &(t, page) in each {
             self.comm
-                .send_words(t, TAG_REQ, &[kind, page as u64, seq, 0])?;
+                .send_words(t, TAG_REQ, &[kind, page as u64, seq, arg])?;
         }
         let mut missing = each.len();
         while missing > 0 {
             match self.comm.try_recv_words(TAG_ACK)? {
-                Some((src, [k, p, s, _]))
-                    if k == kind && s == seq && each.contains(&(src, p as usize)) =>
-                {
+                Some((src, [k, p, s, st])) if k == kind && s == seq => {
+                    let Some(i) = each.iter().position(|&x| x == (src, p as usize)) else {
+                        return Err(Error::Protocol(format!(
+                            "acknowledgement for page {p} from rank {src}, which was not asked"
+                        )));
+                    };
+                    status[i] = st;
                     missing -= 1
                 }
                 Some((src, msg)) => {
@@ -182,7 +204,7 @@ impl Core {
                 }
             }
         }
-        Ok(())
+        Ok(status)
     }
 
     /// Takes `page`'s directory lock, serving requests while another rank holds it.
@@ -236,6 +258,7 @@ impl Core {
     fn read_fault(&self, page: usize) -> Result<bool> {
         self.counters.read_faults.fetch_add(1, Ordering::Relaxed);
         let mut e = self.dir.read(page)?;
+        self.load_if_unowned(page, &mut e)?;
         let mut fetched = false;
         match e.owner {
             None => {
@@ -347,6 +370,7 @@ impl Core {
     fn write_fault(&self, page: usize, have: Access) -> Result<()> {
         self.counters.write_faults.fetch_add(1, Ordering::Relaxed);
         let mut e = self.dir.read(page)?;
+        self.load_if_unowned(page, &mut e)?;
         let i_hold_copy = have == Access::Read && e.copyset & (1 << self.rank) != 0;
         if let Some(o) = e.owner {
             if o != self.rank && !i_hold_copy {
@@ -377,6 +401,19 @@ impl Core {
                 written_epoch: Some(epoch),
             },
         );
+        Ok(())
+    }
+
+    /// A page that nobody holds is loaded from the PFS if it belongs to a mapped file: the
+    /// loading rank becomes the owner of a read copy (the caller holds the directory lock).
+    fn load_if_unowned(&self, page: usize, e: &mut super::directory::Entry) -> Result<()> {
+        if e.owner.is_none() {
+            if let Some(holder) = self.load_file_page(page)? {
+                e.owner = Some(holder);
+                e.writable = false;
+                e.copyset = 1 << holder;
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,376 @@
+//! Whole-file PFS operations behind the `psls-pfs` tool: import, export and verify. Each is
+//! collective and streams in chunks, so files larger than memory work: rank 0 reads or writes
+//! the regular file, and each node's leader reads or writes the pages its disk root keeps.
+
+use super::files::FileInfo;
+use super::{agree, Psls};
+use crate::error::{Error, Result};
+use crate::pfs::{FileMeta, PageState};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Pages moved per collective step of import and export.
+const CHUNK_PAGES: usize = 256;
+
+/// What [`Psls::pfs_verify`] found in one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The file.
+    pub name: String,
+    /// Pages in the file.
+    pub pages: u64,
+    /// Pages with a good primary and a good mirror (or never written, on neither).
+    pub redundant: u64,
+    /// Pages with exactly one good copy: `(page, what is wrong with the other)`.
+    pub under_replicated: Vec<(u64, String)>,
+    /// Pages with no good copy but a damaged one: their data is lost.
+    pub lost: Vec<(u64, String)>,
+}
+
+impl VerifyReport {
+    /// Whether every page has both its copies.
+    pub fn is_healthy(&self) -> bool {
+        self.under_replicated.is_empty() && self.lost.is_empty()
+    }
+}
+
+/// Progress of a long operation: bytes done, bytes in all.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+fn state_code(s: &PageState) -> u8 {
+    match s {
+        PageState::Present { .. } => 0,
+        PageState::Absent => 1,
+        PageState::Corrupt { .. } => 2,
+    }
+}
+
+impl Psls {
+    /// Imports the regular file `src` (read by rank 0) as the PFS file `name` (collective).
+    /// The file appears in the catalog, complete, only when every page is on disk on its
+    /// primary and its mirror; an existing file of that name is an error unless `replace`.
+    /// Pages that are all zeros are not stored (they read as zeros).
+    pub fn pfs_import(
+        &self,
+        src: &Path,
+        name: &str,
+        replace: bool,
+        progress: Progress<'_>,
+    ) -> Result<FileInfo> {
+        let opened = if self.rank == 0 {
+            std::fs::File::open(src)
+                .and_then(|f| f.metadata().map(|m| (Some(f), m.len())))
+                .map_err(|e| Error::io(format!("opening {} to import it", src.display()), e))
+        } else {
+            Ok((None, 0))
+        };
+        let (mut file, size) = agree(&self.comm, opened)?;
+        let size = self.comm.allreduce_u64(size, crate::rma::ReduceOp::Max)?;
+        let vol = &self.volume;
+        let st = vol.state();
+        let mut catalog = st.catalog;
+        let made = (|| {
+            if catalog.files.contains_key(name) {
+                if !replace {
+                    return Err(Error::Store(format!(
+                        "a PFS file named {name:?} exists already; remove it first or pass --replace"
+                    )));
+                }
+                catalog.files.remove(name);
+            }
+            let meta = catalog.create(
+                name,
+                self.cfg.page_size as u32,
+                self.cfg.stripe_pages,
+                vol.node_names().to_vec(),
+                st.epoch + 1,
+            )?;
+            Ok(meta.id)
+        })();
+        let id = agree(&self.comm, made)?;
+        let meta = {
+            let m = catalog
+                .files
+                .get_mut(name)
+                .filter(|m| m.id == id)
+                .ok_or_else(|| Error::Protocol("the new file vanished from the catalog".into()))?;
+            m.size = size;
+            m.clone()
+        };
+        let ps = self.cfg.page_size;
+        let npages = size.div_ceil(ps as u64);
+        vol.publish(&self.comm, catalog, |epoch| {
+            let mut page = 0u64;
+            let mut buf = vec![0u8; CHUNK_PAGES * ps];
+            while page < npages {
+                let n = (npages - page).min(CHUNK_PAGES as u64) as usize;
+                // Rank 0 reads the chunk; byte 0 of what it sends says whether that worked.
+                let mut msg = Vec::new();
+                if let Some(f) = file.as_mut() {
+                    let want = ((size - page * ps as u64) as usize).min(n * ps);
+                    buf[..n * ps].fill(0);
+                    match f.read_exact(&mut buf[..want]) {
+                        Ok(()) => {
+                            msg.push(0u8);
+                            msg.extend_from_slice(&buf[..n * ps]);
+                        }
+                        Err(e) => {
+                            msg.push(1u8);
+                            msg.extend_from_slice(
+                                format!("reading {}: {e}", src.display()).as_bytes(),
+                            );
+                        }
+                    }
+                }
+                let got = self.comm.bcast_bytes(0, &msg)?;
+                match got.first() {
+                    Some(0) => {}
+                    _ => {
+                        return Err(Error::Store(format!(
+                            "import of {name:?} stopped: {}",
+                            String::from_utf8_lossy(got.get(1..).unwrap_or_default())
+                        )))
+                    }
+                }
+                if vol.is_leader() {
+                    for (k, data) in got[1..].chunks(ps).enumerate() {
+                        let fpage = page + k as u64;
+                        if data.iter().all(|&b| b == 0) {
+                            continue;
+                        }
+                        if vol.holders(&meta, fpage).contains(&Some(self.rank)) {
+                            vol.write_local(&meta, fpage, epoch, data)?;
+                        }
+                    }
+                }
+                page += n as u64;
+                progress((page * ps as u64).min(size), size);
+            }
+            Ok(())
+        })?;
+        tracing::info!(target: "psls::pfs", "imported {} as {name:?} ({size} bytes)", src.display());
+        Ok(FileInfo::from(&meta))
+    }
+
+    /// Exports the PFS file `name` to the regular file `dst` (written by rank 0), collectively.
+    /// Each page comes from its primary; a missing or corrupt primary is read from the mirror
+    /// (and repaired). A page with no good copy stops the export with an error naming it.
+    pub fn pfs_export(&self, name: &str, dst: &Path, progress: Progress<'_>) -> Result<u64> {
+        let meta = self.pfs_meta(name)?;
+        let ps = meta.page_size as usize;
+        let size = meta.size;
+        let npages = size.div_ceil(ps as u64);
+        let tmp = dst.with_file_name(format!(
+            ".{}.psls-export",
+            dst.file_name()
+                .map_or("out".into(), |n| n.to_string_lossy())
+        ));
+        let created = if self.rank == 0 {
+            std::fs::File::create(&tmp)
+                .map(Some)
+                .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))
+        } else {
+            Ok(None)
+        };
+        let mut out = agree(&self.comm, created)?;
+        let result = (|| {
+            let mut page = 0u64;
+            while page < npages {
+                let n = (npages - page).min(CHUNK_PAGES as u64);
+                let pages = self.read_pages(&meta, page..page + n)?;
+                if let Some(f) = out.as_mut() {
+                    let want = ((size - page * ps as u64) as usize).min(n as usize * ps);
+                    f.write_all(&pages[..want])
+                        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+                }
+                page += n;
+                progress((page * ps as u64).min(size), size);
+            }
+            if let Some(f) = out.take() {
+                f.sync_all()
+                    .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
+                std::fs::rename(&tmp, dst).map_err(|e| {
+                    Error::io(
+                        format!("renaming {} to {}", tmp.display(), dst.display()),
+                        e,
+                    )
+                })?;
+            }
+            Ok(size)
+        })();
+        if result.is_err() && self.rank == 0 {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        agree(&self.comm, result)
+    }
+
+    /// Reads file pages `range` on every rank (collective): primaries first, then the mirror of
+    /// any page whose primary is missing or corrupt (and that primary is repaired).
+    fn read_pages(&self, meta: &FileMeta, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        let vol = &self.volume;
+        let ps = meta.page_size as usize;
+        let n = (range.end - range.start) as usize;
+        let mut data = vec![0u8; n * ps];
+        // state[k][role]: 0 present, 1 absent, 2 corrupt, 3 nobody in this job holds it.
+        let mut state = vec![[3u8; 2]; n];
+        for role in 0..2 {
+            let mut msg = Vec::new();
+            if vol.is_leader() {
+                let mut buf = vec![0u8; ps];
+                for (k, fpage) in range.clone().enumerate() {
+                    let need = role == 0 || state[k][0] != 0;
+                    if need && vol.holders(meta, fpage)[role] == Some(self.rank) {
+                        let s = vol.read_local(meta, fpage, &mut buf)?;
+                        msg.extend_from_slice(&(k as u32).to_le_bytes());
+                        msg.push(state_code(&s));
+                        if let PageState::Present { epoch } = s {
+                            msg.extend_from_slice(&epoch.to_le_bytes());
+                            msg.extend_from_slice(&buf);
+                        }
+                    }
+                }
+            }
+            for (r, b) in self.comm.allgather_bytes(&msg)?.iter().enumerate() {
+                let mut at = 0;
+                while at + 5 <= b.len() {
+                    let k = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
+                    let code = b[at + 4];
+                    at += 5;
+                    if k >= n {
+                        return Err(Error::Protocol(format!("rank {r} sent page {k} of {n}")));
+                    }
+                    state[k][role] = code;
+                    if code == 0 {
+                        let mut e = [0u8; 8];
+                        e.copy_from_slice(&b[at..at + 8]);
+                        let epoch = u64::from_le_bytes(e);
+                        at += 8;
+                        let page = &b[at..at + ps];
+                        at += ps;
+                        if role == 0 || state[k][0] != 0 {
+                            data[k * ps..(k + 1) * ps].copy_from_slice(page);
+                        }
+                        // The primary repairs its copy from the mirror's.
+                        let fpage = range.start + k as u64;
+                        if role == 1
+                            && matches!(state[k][0], 1 | 2)
+                            && vol.holders(meta, fpage)[0] == Some(self.rank)
+                        {
+                            vol.repair_local(meta, fpage, epoch, page)?;
+                            tracing::warn!(target: "psls::pfs", "file {:?} page {fpage}: the primary copy was {}; repaired from the mirror", meta.name, if state[k][0] == 2 { "corrupt" } else { "missing" });
+                        }
+                    }
+                }
+            }
+        }
+        for (k, s) in state.iter().enumerate() {
+            if s[0] != 0 && s[1] != 0 && (s[0] == 2 || s[1] == 2 || (s[0] == 3 && s[1] == 3)) {
+                let fpage = range.start + k as u64;
+                let what = |c: u8| match c {
+                    1 => "missing",
+                    2 => "corrupt",
+                    _ => "on a node outside this job",
+                };
+                return Err(Error::Store(format!(
+                    "PFS file {:?}, page {fpage}: no good copy left (primary {}, mirror {})",
+                    meta.name,
+                    what(s[0]),
+                    what(s[1])
+                )));
+            }
+        }
+        Ok(data)
+    }
+
+    /// Checks every checksum and the redundancy of every page of `name`, or of every file
+    /// (collective).
+    pub fn pfs_verify(&self, name: Option<&str>) -> Result<Vec<VerifyReport>> {
+        let metas: Vec<FileMeta> = match name {
+            Some(n) => vec![self.pfs_meta(n)?],
+            None => self.volume.state().catalog.files.into_values().collect(),
+        };
+        let vol = &self.volume;
+        let mut reports = Vec::new();
+        for meta in metas {
+            let ps = meta.page_size as usize;
+            let npages = meta.size.div_ceil(ps as u64);
+            // One byte per (page, role) from the node that holds that role.
+            let mut mine = Vec::new();
+            if vol.is_leader() {
+                let mut buf = vec![0u8; ps];
+                for fpage in 0..npages {
+                    for (role, h) in vol.holders(&meta, fpage).iter().enumerate() {
+                        if *h == Some(self.rank) {
+                            let s = vol.read_local(&meta, fpage, &mut buf)?;
+                            mine.extend_from_slice(&fpage.to_le_bytes());
+                            mine.push(role as u8);
+                            mine.push(state_code(&s));
+                        }
+                    }
+                }
+            }
+            let mut state = vec![[3u8; 2]; npages as usize];
+            for b in self.comm.allgather_bytes(&mine)? {
+                for e in b.chunks_exact(10) {
+                    let mut p = [0u8; 8];
+                    p.copy_from_slice(&e[..8]);
+                    let page = u64::from_le_bytes(p) as usize;
+                    if page < state.len() && e[8] < 2 {
+                        state[page][e[8] as usize] = e[9];
+                    }
+                }
+            }
+            let mut rep = VerifyReport {
+                name: meta.name.clone(),
+                pages: npages,
+                ..VerifyReport::default()
+            };
+            let what = |c: u8| match c {
+                1 => "missing",
+                2 => "corrupt",
+                _ => "on a node outside this job",
+            };
+            for (page, s) in state.iter().enumerate() {
+                let page = page as u64;
+                match (s[0], s[1]) {
+                    (0, 0) | (1, 1) => rep.redundant += 1,
+                    (0, m) => rep
+                        .under_replicated
+                        .push((page, format!("mirror {}", what(m)))),
+                    (p, 0) => rep
+                        .under_replicated
+                        .push((page, format!("primary {}", what(p)))),
+                    (p, m) if p == 2 || m == 2 => rep
+                        .lost
+                        .push((page, format!("primary {}, mirror {}", what(p), what(m)))),
+                    (p, m) => rep
+                        .under_replicated
+                        .push((page, format!("primary {}, mirror {}", what(p), what(m)))),
+                }
+            }
+            reports.push(rep);
+        }
+        Ok(reports)
+    }
+
+    /// The catalog entry of `name`.
+    pub(crate) fn pfs_meta(&self, name: &str) -> Result<FileMeta> {
+        self.volume
+            .file(name)
+            .ok_or_else(|| Error::Store(format!("no PFS file named {name:?} (see `psls-pfs ls`)")))
+    }
+
+    /// The nodes that keep page `page` of PFS file `name`: the primary's name, then the
+    /// mirror's (none on a one-node layout).
+    pub fn page_nodes(&self, name: &str, page: u64) -> Result<(String, Option<String>)> {
+        let m = self.pfs_meta(name)?;
+        let pl = m.layout.place(page, m.nodes.len());
+        let name_of = |i: usize| m.nodes.get(i).cloned().unwrap_or_default();
+        Ok((name_of(pl.primary), pl.mirror.map(name_of)))
+    }
+
+    /// Describes one PFS file (from the catalog, which every rank holds).
+    pub fn file_info(&self, name: &str) -> Result<FileInfo> {
+        self.pfs_meta(name).map(|m| FileInfo::from(&m))
+    }
+}

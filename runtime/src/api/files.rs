@@ -1,0 +1,241 @@
+//! PFS files in the public API: create, open, map, grow, flush, close and remove.
+//!
+//! Every call here is collective: every rank calls it, in the same order, with the same
+//! arguments.
+
+use super::Psls;
+use crate::error::{Error, Result};
+use crate::pfs::{validate_name, FileMeta};
+use crate::sys::global::{GlobalArray, Pod};
+
+/// What the PFS catalog says of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The file's name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its page size (also its unit of striping and checksumming).
+    pub page_size: usize,
+    /// Pages per stripe unit.
+    pub stripe_pages: u32,
+    /// The node view it was laid out on (node names, in ring order).
+    pub nodes: Vec<String>,
+    /// The epoch of its last change.
+    pub version: u64,
+}
+
+impl From<&FileMeta> for FileInfo {
+    fn from(m: &FileMeta) -> FileInfo {
+        FileInfo {
+            name: m.name.clone(),
+            size: m.size,
+            page_size: m.page_size as usize,
+            stripe_pages: m.layout.stripe_pages,
+            nodes: m.nodes.clone(),
+            version: m.version,
+        }
+    }
+}
+
+/// A PFS file mapped into the global address space, at the same address on every rank.
+///
+/// Loads and stores go through [`PfsFile::bytes`] or a typed [`PfsFile::view`]. Modifications
+/// stay in memory until a collective [`Psls::flush`] (or [`PfsFile::close`]) publishes them to
+/// disk atomically: a crash before that leaves the file at its previous version.
+#[derive(Debug)]
+pub struct PfsFile<'p> {
+    psls: &'p Psls,
+    name: String,
+    addr: usize,
+    size: u64,
+    reserved: usize,
+}
+
+impl<'p> PfsFile<'p> {
+    /// The file's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file's size in bytes (including growth not yet flushed).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The address of byte 0 in the global address space.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.addr as *mut u8
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> GlobalArray<'_, u8> {
+        GlobalArray::new(self.addr, self.size as usize)
+    }
+
+    /// The file as an array of `T` (its size rounded down to whole elements).
+    pub fn view<T: Pod>(&self) -> GlobalArray<'_, T> {
+        GlobalArray::new(
+            self.addr,
+            self.size as usize / std::mem::size_of::<T>().max(1),
+        )
+    }
+
+    /// Grows the file to `new_size` bytes (collective). New bytes read as zeros; the new size
+    /// reaches disk with the next flush. The address stays the same while the new size fits the
+    /// room reserved at map time (`reserve` of [`Psls::open_file_with`]); otherwise this returns
+    /// an error that says how much to reserve.
+    pub fn grow(&mut self, new_size: u64) -> Result<()> {
+        let p = self.psls;
+        let same = p.comm.allreduce_u64(new_size, crate::rma::ReduceOp::Max)?
+            == p.comm.allreduce_u64(new_size, crate::rma::ReduceOp::Min)?;
+        if !same {
+            return Err(Error::Protocol(format!(
+                "growing {:?}: every rank must pass the same size",
+                self.name
+            )));
+        }
+        if new_size < self.size {
+            return Err(Error::Store(format!(
+                "cannot grow {:?} from {} to {new_size} bytes: files only grow",
+                self.name, self.size
+            )));
+        }
+        if new_size as usize > self.reserved {
+            return Err(Error::Store(format!(
+                "cannot grow {:?} to {new_size} bytes in place: it was mapped with room for {} bytes; close it and open it again with Psls::open_file_with(name, reserve) and a larger reserve",
+                self.name, self.reserved
+            )));
+        }
+        let Some(mut m) = p.svm.mapping(self.addr) else {
+            return Err(Error::Protocol(format!("{:?} is not mapped", self.name)));
+        };
+        m.meta.size = new_size;
+        p.svm.remap_meta(self.addr, m.meta)?;
+        self.size = new_size;
+        Ok(())
+    }
+
+    /// Publishes every mapped file's modifications (collective); see [`Psls::flush`].
+    pub fn flush(&self) -> Result<u64> {
+        self.psls.flush()
+    }
+
+    /// Flushes, then unmaps the file (collective).
+    pub fn close(self) -> Result<()> {
+        self.psls.flush()?;
+        self.psls.svm.unmap_file(&self.psls.comm, self.addr)
+    }
+
+    /// Unmaps the file without flushing (collective): modifications since the last flush are
+    /// dropped.
+    pub fn discard(self) -> Result<()> {
+        self.psls.svm.unmap_file(&self.psls.comm, self.addr)
+    }
+}
+
+impl Psls {
+    /// Creates the PFS file `name` of `size` bytes (zeros) and maps it (collective). The new
+    /// file is in the catalog on every node's disk when this returns.
+    pub fn create_file(&self, name: &str, size: u64) -> Result<PfsFile<'_>> {
+        self.create_file_with(name, size, size as usize)
+    }
+
+    /// [`Psls::create_file`], reserving room for the file to grow to `reserve` bytes in place.
+    pub fn create_file_with(&self, name: &str, size: u64, reserve: usize) -> Result<PfsFile<'_>> {
+        let vol = &self.volume;
+        let st = vol.state();
+        let mut catalog = st.catalog;
+        let made = (|| {
+            validate_name(name)?;
+            let meta = catalog.create(
+                name,
+                self.cfg.page_size as u32,
+                self.cfg.stripe_pages,
+                vol.node_names().to_vec(),
+                st.epoch + 1,
+            )?;
+            Ok::<_, crate::pfs::StoreError>(meta.id)
+        })()
+        .map_err(Error::from);
+        let id = super::agree(&self.comm, made)?;
+        if let Some(m) = catalog.files.values_mut().find(|m| m.id == id) {
+            m.size = size;
+        }
+        vol.publish(&self.comm, catalog, |_| Ok(()))?;
+        tracing::info!(target: "psls::pfs", "created PFS file {name:?} ({size} bytes)");
+        self.open_file_with(name, reserve)
+    }
+
+    /// Maps the existing PFS file `name` (collective).
+    pub fn open_file(&self, name: &str) -> Result<PfsFile<'_>> {
+        self.open_file_with(name, 0)
+    }
+
+    /// [`Psls::open_file`], reserving room for the file to grow to `reserve` bytes in place.
+    pub fn open_file_with(&self, name: &str, reserve: usize) -> Result<PfsFile<'_>> {
+        let Some(meta) = self.volume.file(name) else {
+            return Err(Error::Store(format!(
+                "no PFS file named {name:?} (see `psls-pfs ls`; files are created with Psls::create_file or `psls-pfs import`)"
+            )));
+        };
+        let size = meta.size;
+        let addr = self.svm.map_file(&self.comm, meta, reserve)?;
+        let reserved = self
+            .svm
+            .mapping(addr)
+            .map_or(0, |m| m.reserved * self.svm.page_size());
+        Ok(PfsFile {
+            psls: self,
+            name: name.to_string(),
+            addr,
+            size,
+            reserved,
+        })
+    }
+
+    /// Publishes the modifications of every mapped file, and their sizes, as the PFS's next
+    /// epoch (collective; every rank must have finished writing mapped memory). Each dirty page
+    /// is written beside its previous version on its primary and its mirror, with a checksum;
+    /// then every node commits, or none does. A crash at any point leaves every file entirely
+    /// at its old version or entirely at its new one. Returns the new epoch.
+    pub fn flush(&self) -> Result<u64> {
+        let mut catalog = self.volume.state().catalog;
+        for m in self.svm.mappings() {
+            if let Some(c) = catalog.files.get_mut(&m.meta.name) {
+                c.size = m.meta.size;
+            }
+        }
+        let epoch = self.svm.flush_files(&self.comm, &self.volume, catalog)?;
+        tracing::debug!(target: "psls::pfs", "PFS flushed as epoch {epoch}");
+        Ok(epoch)
+    }
+
+    /// Removes the PFS file `name` (collective). It must not be mapped.
+    pub fn remove_file(&self, name: &str) -> Result<()> {
+        let Some(meta) = self.volume.file(name) else {
+            return Err(Error::Store(format!("no PFS file named {name:?}")));
+        };
+        if self.svm.mappings().iter().any(|m| m.meta.id == meta.id) {
+            return Err(Error::Store(format!(
+                "PFS file {name:?} is mapped: close it before removing it"
+            )));
+        }
+        let mut catalog = self.volume.state().catalog;
+        catalog.files.remove(name);
+        self.volume.publish(&self.comm, catalog, |_| Ok(()))?;
+        super::agree(&self.comm, self.volume.remove_local(&meta))?;
+        Ok(())
+    }
+
+    /// The files in the PFS catalog.
+    pub fn files(&self) -> Vec<FileInfo> {
+        let st = self.volume.state();
+        st.catalog.files.values().map(FileInfo::from).collect()
+    }
+
+    /// The PFS's committed epoch.
+    pub fn pfs_epoch(&self) -> u64 {
+        self.volume.epoch()
+    }
+}

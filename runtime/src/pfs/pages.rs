@@ -1,0 +1,236 @@
+//! The two files of one PFS file on one node: `files/<id>/data`, a sparse file with both slots
+//! of every page (slot `s` of page `p` at byte `(2p + s) * page_size`), and `files/<id>/slots`,
+//! their headers (at byte `(2p + s) * 32`).
+
+use super::error::{io_error, Result, StoreError};
+use super::record::FileMeta;
+use super::slot::{Slot, HEADER_LEN};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The open data and slot files of one PFS file.
+#[derive(Debug)]
+pub(crate) struct PageFiles {
+    /// `files/<id>`.
+    pub dir: PathBuf,
+    /// `files/<id>/data`.
+    pub data_path: PathBuf,
+    /// The data file.
+    pub data: File,
+    /// `files/<id>/slots`.
+    pub slots_path: PathBuf,
+    /// The slot header file.
+    pub slots: File,
+}
+
+impl PageFiles {
+    /// Opens the files of file `id` under `files_dir`, creating them (and their directory,
+    /// mode 0700) when missing.
+    pub(crate) fn create(files_dir: &Path, id: u64) -> Result<PageFiles> {
+        let dir = files_dir.join(id.to_string());
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("create the directory", &dir, e)),
+        }
+        Self::open_in(dir, true, true)?
+            .ok_or_else(|| StoreError::Protocol("a created page file vanished".into()))
+    }
+
+    /// Opens the existing files of file `id`, for reading and also writing if `write`: `None`
+    /// when the directory or a file is missing (never written here, or the root was wiped).
+    pub(crate) fn open(files_dir: &Path, id: u64, write: bool) -> Result<Option<PageFiles>> {
+        Self::open_in(files_dir.join(id.to_string()), write, false)
+    }
+
+    fn open_in(dir: PathBuf, write: bool, create: bool) -> Result<Option<PageFiles>> {
+        let open = |path: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .create(create)
+                .mode(0o600)
+                .open(path)
+        };
+        let data_path = dir.join("data");
+        let slots_path = dir.join("slots");
+        let data = match open(&data_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) => return Err(io_error("open", &data_path, e)),
+        };
+        let slots = match open(&slots_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) => return Err(io_error("open", &slots_path, e)),
+        };
+        Ok(Some(PageFiles {
+            dir,
+            data_path,
+            data,
+            slots_path,
+            slots,
+        }))
+    }
+
+    /// The raw headers of both slots of `page`; bytes past the end of the file read as zero.
+    pub(crate) fn raw_headers(&self, page: u64) -> Result<[[u8; HEADER_LEN]; 2]> {
+        let mut both = [0u8; 2 * HEADER_LEN];
+        let off = header_offset(page, 0)?;
+        read_full_at(&self.slots, &mut both, off).map_err(|e| {
+            io_error(
+                format!("read the headers of page {page} from"),
+                &self.slots_path,
+                e,
+            )
+        })?;
+        let mut out = [[0u8; HEADER_LEN]; 2];
+        out[0].copy_from_slice(&both[..HEADER_LEN]);
+        out[1].copy_from_slice(&both[HEADER_LEN..]);
+        Ok(out)
+    }
+
+    /// Both slots of `page` of file `id`, classified.
+    pub(crate) fn slots_of(&self, id: u64, page: u64) -> Result<[Slot; 2]> {
+        let [a, b] = self.raw_headers(page)?;
+        Ok([Slot::classify(&a, id, page), Slot::classify(&b, id, page)])
+    }
+
+    /// Writes the header bytes of slot `slot` of `page`.
+    pub(crate) fn write_header(
+        &self,
+        page: u64,
+        slot: usize,
+        bytes: &[u8; HEADER_LEN],
+    ) -> Result<()> {
+        self.slots
+            .write_all_at(bytes, header_offset(page, slot)?)
+            .map_err(|e| {
+                io_error(
+                    format!("write the header of slot {slot} of page {page} to"),
+                    &self.slots_path,
+                    e,
+                )
+            })
+    }
+
+    /// Writes `data` into slot `slot` of `page`.
+    pub(crate) fn write_data(
+        &self,
+        meta: &FileMeta,
+        page: u64,
+        slot: usize,
+        data: &[u8],
+    ) -> Result<()> {
+        let off = data_offset(meta, page, slot)?;
+        let result = if crate::inject::enospc("pfs-write") {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        } else {
+            self.data.write_all_at(data, off)
+        };
+        result.map_err(|e| {
+            io_error(
+                format!("write page {page} of {:?} (slot {slot}) to", meta.name),
+                &self.data_path,
+                e,
+            )
+        })
+    }
+
+    /// Reads slot `slot` of `page` into `buf`; bytes past the end of the file read as zero.
+    pub(crate) fn read_data(
+        &self,
+        meta: &FileMeta,
+        page: u64,
+        slot: usize,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let off = data_offset(meta, page, slot)?;
+        read_full_at(&self.data, buf, off).map_err(|e| {
+            io_error(
+                format!("read page {page} of {:?} (slot {slot}) from", meta.name),
+                &self.data_path,
+                e,
+            )
+        })
+    }
+
+    /// Fsyncs both files and their directory.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.data
+            .sync_all()
+            .map_err(|e| io_error("fsync", &self.data_path, e))?;
+        self.slots
+            .sync_all()
+            .map_err(|e| io_error("fsync", &self.slots_path, e))?;
+        super::record::sync_dir(&self.dir)
+    }
+
+    /// Fsyncs the slot file only.
+    pub(crate) fn sync_slots(&self) -> Result<()> {
+        self.slots
+            .sync_all()
+            .map_err(|e| io_error("fsync", &self.slots_path, e))
+    }
+
+    /// Length of the slot file in bytes.
+    pub(crate) fn slots_len(&self) -> Result<u64> {
+        self.slots
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| io_error("stat", &self.slots_path, e))
+    }
+
+    /// Reads slot-file bytes at `off` into `buf` (zeros past the end).
+    pub(crate) fn read_slots_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        read_full_at(&self.slots, buf, off).map_err(|e| io_error("read", &self.slots_path, e))
+    }
+}
+
+/// Largest byte offset the store addresses, so that every offset is a valid `off_t`.
+const MAX_OFFSET: u64 = i64::MAX as u64;
+
+/// Offset of slot `slot` of `page` in a file of `unit`-byte records, if the whole record lies
+/// below [`MAX_OFFSET`].
+fn slot_offset(page: u64, slot: usize, unit: u64) -> Option<u64> {
+    page.checked_mul(2)?
+        .checked_add(slot as u64)?
+        .checked_mul(unit)
+        .filter(|&off| off.checked_add(unit).is_some_and(|end| end <= MAX_OFFSET))
+}
+
+/// Byte offset of the header of slot `slot` of `page`.
+pub(crate) fn header_offset(page: u64, slot: usize) -> Result<u64> {
+    slot_offset(page, slot, HEADER_LEN as u64).ok_or_else(|| {
+        StoreError::Protocol(format!(
+            "page {page} is beyond the largest offset a file can have"
+        ))
+    })
+}
+
+/// Byte offset of the data of slot `slot` of `page` of `meta`.
+pub(crate) fn data_offset(meta: &FileMeta, page: u64, slot: usize) -> Result<u64> {
+    slot_offset(page, slot, u64::from(meta.page_size)).ok_or_else(|| {
+        StoreError::Protocol(format!(
+            "page {page} of {:?} is beyond the largest offset a file can have",
+            meta.name
+        ))
+    })
+}
+
+/// Fills `buf` from `file` at `off`, with zeros past the end of the file.
+fn read_full_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf[done..].fill(0);
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! Mapped PFS files in the global range.
+//!
+//! A mapped file is a run of global pages whose backing is a PFS file instead of zeros. The
+//! first time any rank touches such a page (its directory entry has no owner), the faulting
+//! rank asks the leader of the page's primary node to `LOAD` it: that service thread reads the
+//! page from its disk root into its own frame and becomes the owner of a read copy; from then on
+//! the ordinary protocol applies. If the primary's copy is missing or fails its checksum, the
+//! mirror's leader loads it instead, and the primary is told to `REPAIR` its copy from the
+//! mirror's frame. Pages missing from both read as zeros; pages bad on both give an error that
+//! names the file and the page.
+//!
+//! Nothing reaches disk between flushes: [`Svm::flush_files`] collects every dirty page of every
+//! mapped file, and the node leaders write them to their primaries and mirrors under the
+//! volume's atomic, collective publish.
+
+use super::{Core, PageInfo, Svm};
+use crate::error::{Error, Result};
+use crate::pfs::{Catalog, FileMeta, PageState, Volume};
+use crate::rma::Comm;
+use crate::sys::vm::Access;
+use std::sync::atomic::Ordering;
+
+/// A file mapped at `first`: global pages `first..first + reserved`; the file's pages are the
+/// first `meta.size.div_ceil(page_size)` of them.
+#[derive(Debug, Clone)]
+pub(crate) struct FileMap {
+    pub first: usize,
+    pub reserved: usize,
+    pub meta: FileMeta,
+}
+
+/// Status words of a `LOAD` or `REPAIR` acknowledgement (low byte; the epoch of a loaded copy
+/// is in the bits above).
+pub(super) const LOADED: u64 = 0;
+pub(super) const ABSENT: u64 = 1;
+pub(super) const CORRUPT: u64 = 2;
+pub(super) const FAILED: u64 = 3;
+
+impl Core {
+    /// The mapped file holding global `page`, and the page's number in the file.
+    pub(super) fn file_page(&self, page: usize) -> Option<(FileMeta, u64)> {
+        let files = self.files.read().unwrap_or_else(|p| p.into_inner());
+        files
+            .iter()
+            .find(|m| page >= m.first && page < m.first + m.reserved)
+            .map(|m| (m.meta.clone(), (page - m.first) as u64))
+    }
+
+    /// Brings a never-loaded file page into some rank's frame (the caller holds the page's
+    /// directory lock and saw no owner). Returns the rank that now holds it, or `None` when the
+    /// page is in no file or was never written (it reads as zeros).
+    pub(super) fn load_file_page(&self, page: usize) -> Result<Option<usize>> {
+        let Some((meta, fpage)) = self.file_page(page) else {
+            return Ok(None);
+        };
+        let Some(vol) = &self.volume else {
+            return Ok(None);
+        };
+        let [primary, mirror] = vol.holders(&meta, fpage);
+        let mut statuses = Vec::new();
+        for holder in [primary, mirror].into_iter().flatten() {
+            let ack = self.ask(super::service::LOAD, page, holder, 0)?;
+            let status = ack & 0xff;
+            if status == LOADED {
+                // Repair the primary from the mirror's frame if its copy was bad or missing.
+                if let (Some(p), Some(&(_, first))) = (primary, statuses.first()) {
+                    if p != holder && (first == CORRUPT || first == ABSENT) {
+                        let epoch = ack >> 8;
+                        let r = self.ask(
+                            super::service::REPAIR,
+                            page,
+                            p,
+                            (holder as u64) | (epoch << 16),
+                        )?;
+                        if r & 0xff == LOADED {
+                            tracing::warn!(target: "psls::pfs", "file {:?} page {fpage}: the primary copy on rank {p}'s node was {}; repaired from the mirror", meta.name, if first == CORRUPT { "corrupt" } else { "missing" });
+                        } else {
+                            tracing::error!(target: "psls::pfs", "file {:?} page {fpage}: repairing the primary copy failed (see rank {p}'s log)", meta.name);
+                        }
+                    }
+                }
+                return Ok(Some(holder));
+            }
+            if status == FAILED {
+                return Err(Error::Store(format!(
+                    "file {:?} page {fpage}: rank {holder} could not read its copy (see its log)",
+                    meta.name
+                )));
+            }
+            statuses.push((holder, status));
+        }
+        if statuses.iter().any(|&(_, s)| s == CORRUPT) {
+            let what: Vec<String> = statuses
+                .iter()
+                .map(|&(r, s)| {
+                    format!(
+                        "the copy on rank {r}'s node is {}",
+                        if s == CORRUPT { "corrupt" } else { "missing" }
+                    )
+                })
+                .collect();
+            return Err(Error::Store(format!(
+                "PFS file {:?}, page {fpage}: no good copy left ({}); run `psls-pfs verify {}`",
+                meta.name,
+                what.join(", "),
+                meta.name
+            )));
+        }
+        if primary.is_none() && mirror.is_none() {
+            return Err(Error::Store(format!(
+                "PFS file {:?}, page {fpage}: neither node that keeps it ({:?}) is part of this job",
+                meta.name, meta.nodes
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Sends one request to `target` (possibly this rank) and returns its acknowledgement's
+    /// status word.
+    fn ask(&self, kind: u64, page: usize, target: usize, arg: u64) -> Result<u64> {
+        if target == self.rank {
+            return Ok(self.serve_file_request(kind, page, arg));
+        }
+        let acks = self.request_each_with(kind, &[(target, page)], arg)?;
+        Ok(acks[0])
+    }
+
+    /// Serves `LOAD` and `REPAIR` on a node leader; returns the acknowledgement's status word.
+    pub(super) fn serve_file_request(&self, kind: u64, page: usize, arg: u64) -> u64 {
+        let r = if kind == super::service::LOAD {
+            self.load_local(page)
+        } else {
+            self.repair_local(page, (arg & 0xffff) as usize, arg >> 16)
+        };
+        r.unwrap_or_else(|e| {
+            tracing::error!(target: "psls::pfs", "serving a PFS request for page {page}: {e}");
+            FAILED
+        })
+    }
+
+    /// Reads this node's copy of file page `page` into this rank's frame, as a clean read copy.
+    fn load_local(&self, page: usize) -> Result<u64> {
+        let (Some((meta, fpage)), Some(vol)) = (self.file_page(page), &self.volume) else {
+            return Ok(FAILED);
+        };
+        let mut buf = vec![0u8; self.page_size];
+        match vol.read_local(&meta, fpage, &mut buf)? {
+            PageState::Present { epoch } => {
+                self.frames_win
+                    .window()
+                    .local_write(page * self.page_size, &buf)?;
+                self.set_access(page, Access::Read)?;
+                self.table.set(
+                    page,
+                    PageInfo {
+                        access: Access::Read,
+                        replicated: false,
+                        owner: Some(self.rank),
+                        written_epoch: None,
+                    },
+                );
+                self.counters.pages_loaded.fetch_add(1, Ordering::Relaxed);
+                Ok(LOADED | (epoch << 8))
+            }
+            PageState::Absent => Ok(ABSENT),
+            PageState::Corrupt { why } => {
+                tracing::warn!(target: "psls::pfs", "file {:?} page {fpage}: this node's copy is corrupt: {why}", meta.name);
+                Ok(CORRUPT)
+            }
+        }
+    }
+
+    /// Rewrites this node's copy of file page `page` from `from`'s frame (which holds a good
+    /// copy of `epoch`, under the page's directory lock held by the requester).
+    fn repair_local(&self, page: usize, from: usize, epoch: u64) -> Result<u64> {
+        let (Some((meta, fpage)), Some(vol)) = (self.file_page(page), &self.volume) else {
+            return Ok(FAILED);
+        };
+        let mut buf = vec![0u8; self.page_size];
+        self.frames_win
+            .epoch()
+            .get(from, page * self.page_size, &mut buf)?;
+        vol.repair_local(&meta, fpage, epoch, &buf)?;
+        Ok(LOADED)
+    }
+}
+
+impl Svm {
+    /// Maps `meta` into the global range (collective): reserves room for `reserve` bytes, of
+    /// which the file's current size is usable. Returns the address, the same on every rank.
+    pub fn map_file(&self, comm: &Comm, meta: FileMeta, reserve: usize) -> Result<usize> {
+        let ps = self.core.page_size;
+        if meta.page_size as usize != ps {
+            return Err(Error::Store(format!(
+                "PFS file {:?} has pages of {} bytes, but this job's page size is {ps}; set PSLS_PAGE_SIZE={} to map it",
+                meta.name, meta.page_size, meta.page_size
+            )));
+        }
+        let reserve = reserve.max(meta.size as usize).max(ps);
+        let start = self.reserve(comm, reserve)?;
+        let pages = (meta.size as usize).div_ceil(ps);
+        let reserved = reserve.div_ceil(ps);
+        {
+            let mut files = self.core.files.write().unwrap_or_else(|p| p.into_inner());
+            files.push(FileMap {
+                first: start,
+                reserved,
+                meta,
+            });
+        }
+        for p in start..start + pages {
+            self.core.allocated[p].store(true, Ordering::Release);
+        }
+        Ok(self.core.base + start * ps)
+    }
+
+    /// Every mapped file.
+    pub fn mappings(&self) -> Vec<FileMap> {
+        self.core
+            .files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The file mapped at `addr`.
+    pub fn mapping(&self, addr: usize) -> Option<FileMap> {
+        let page = (addr.checked_sub(self.core.base)?) / self.core.page_size;
+        let files = self.core.files.read().unwrap_or_else(|p| p.into_inner());
+        files.iter().find(|m| m.first == page).cloned()
+    }
+
+    /// Replaces the metadata of the file mapped at `addr` (after its catalog committed), and
+    /// makes its pages up to the new size usable. The new size must fit the reservation.
+    pub fn remap_meta(&self, addr: usize, meta: FileMeta) -> Result<()> {
+        let ps = self.core.page_size;
+        let first = (addr - self.core.base) / ps;
+        let mut files = self.core.files.write().unwrap_or_else(|p| p.into_inner());
+        let Some(m) = files.iter_mut().find(|m| m.first == first) else {
+            return Err(Error::Protocol(format!("no file is mapped at {addr:#x}")));
+        };
+        let pages = (meta.size as usize).div_ceil(ps);
+        if pages > m.reserved {
+            return Err(Error::Protocol(format!(
+                "file {:?} grows past its reservation",
+                meta.name
+            )));
+        }
+        for p in first..first + pages {
+            self.core.allocated[p].store(true, Ordering::Release);
+        }
+        m.meta = meta;
+        Ok(())
+    }
+
+    /// Unmaps the file at `addr` (collective): its memory copies are dropped without writing
+    /// them (flush first to keep them).
+    pub fn unmap_file(&self, comm: &Comm, addr: usize) -> Result<()> {
+        let Some(m) = self.mapping(addr) else {
+            return Err(Error::Protocol(format!("no file is mapped at {addr:#x}")));
+        };
+        self.free(comm, addr, m.reserved * self.core.page_size)?;
+        let mut files = self.core.files.write().unwrap_or_else(|p| p.into_inner());
+        files.retain(|f| f.first != m.first);
+        Ok(())
+    }
+
+    /// Publishes `catalog` and every dirty page of every mapped file as the volume's next epoch,
+    /// atomically (collective; every rank must have stopped writing mapped memory). Returns the
+    /// new epoch. On error nothing is published and the pages stay dirty.
+    pub fn flush_files(&self, comm: &Comm, vol: &Volume, catalog: Catalog) -> Result<u64> {
+        let c = &self.core;
+        let ps = c.page_size;
+        comm.barrier()?;
+        // 1. The pages this rank holds dirty; write-protect them so that later stores fault
+        //    and mark them dirty again.
+        let files: Vec<FileMap> = c.files.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut mine: Vec<u64> = Vec::new();
+        for m in &files {
+            let pages = (m.meta.size as usize).div_ceil(ps);
+            for p in m.first..m.first + pages {
+                let i = c.table.get(p);
+                if i.owner == Some(c.rank) && i.access != Access::None && i.written_epoch.is_some()
+                {
+                    if i.access == Access::Write {
+                        c.set_access(p, Access::Read)?;
+                    }
+                    mine.push(p as u64);
+                }
+            }
+        }
+        // 2. Everyone learns every dirty page and its owner.
+        let bytes: Vec<u8> = mine.iter().flat_map(|p| p.to_le_bytes()).collect();
+        let all = comm.allgather_bytes(&bytes)?;
+        let mut dirty: Vec<(usize, usize)> = Vec::new();
+        for (owner, b) in all.iter().enumerate() {
+            for w in b.chunks_exact(8) {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(w);
+                dirty.push((u64::from_le_bytes(a) as usize, owner));
+            }
+        }
+        dirty.sort_unstable();
+        let total = dirty.len();
+        // 3. Leaders pull the pages their node keeps and write them at the new epoch; then the
+        //    volume votes and commits.
+        let epoch = vol.publish(comm, catalog, |epoch| {
+            if !vol.is_leader() {
+                return Ok(());
+            }
+            let mut todo: Vec<(usize, usize, FileMap)> = Vec::new();
+            for &(page, owner) in &dirty {
+                let Some(m) = files
+                    .iter()
+                    .find(|m| page >= m.first && page < m.first + m.reserved)
+                else {
+                    continue;
+                };
+                let fpage = (page - m.first) as u64;
+                if vol.holders(&m.meta, fpage).contains(&Some(c.rank)) {
+                    todo.push((page, owner, m.clone()));
+                }
+            }
+            for chunk in todo.chunks(64) {
+                let mut buf = vec![0u8; chunk.len() * ps];
+                c.frames_win.epoch().batch(|b| {
+                    for ((page, owner, _), dst) in chunk.iter().zip(buf.chunks_mut(ps)) {
+                        b.get(*owner, page * ps, dst)?;
+                    }
+                    Ok::<(), Error>(())
+                })??;
+                for ((page, _, m), data) in chunk.iter().zip(buf.chunks_mut(ps)) {
+                    let fpage = (page - m.first) as u64;
+                    // Bytes past the end of the file are not part of it: store zeros there.
+                    let end = m.meta.size.saturating_sub(fpage * ps as u64);
+                    if end < ps as u64 {
+                        data[end as usize..].fill(0);
+                    }
+                    vol.write_local(&m.meta, fpage, epoch, data)?;
+                }
+            }
+            Ok(())
+        })?;
+        // 4. Committed: this rank's pages are clean.
+        for &p in &mine {
+            c.table.update(p as usize, |i| i.written_epoch = None);
+        }
+        c.counters
+            .pages_flushed
+            .fetch_add(mine.len() as u64, Ordering::Relaxed);
+        tracing::debug!(target: "psls::pfs", "flush: {total} dirty pages published as epoch {epoch}");
+        Ok(epoch)
+    }
+}

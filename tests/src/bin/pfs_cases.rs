@@ -1,0 +1,166 @@
+//! PFS test cases, run under `mpirun` by `tests/tests/pfs.rs`.
+//!
+//! `pfs_cases CASE [NAME] [ARGS]`: each case prints `CHECK` lines and `PASS rank=R`, or `FAIL`
+//! and exits 1; a runtime error exits 2. File contents follow [`psls_tests::pattern`].
+
+use psls::{Psls, Result};
+use psls_tests::cases::Case;
+use psls_tests::{check, pattern};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cases: &[(&str, Case)] = &[
+        ("shared_read", shared_read),
+        ("write_flush", write_flush),
+        ("rewrite", rewrite),
+        ("grow", grow),
+    ];
+    psls_tests::cases::run("pfs_cases", cases, report)
+}
+
+fn report(p: &Psls) {
+    let s = p.stats();
+    println!(
+        "STATS rank={} pages_loaded={} pages_flushed={} fetches={}",
+        p.rank(),
+        s.pages_loaded,
+        s.pages_flushed,
+        s.fetches
+    );
+}
+
+fn arg(i: usize) -> String {
+    std::env::args().nth(i).unwrap_or_default()
+}
+
+/// `shared_read NAME SEED`: every rank maps NAME and reads all of it; it must follow the
+/// pattern of SEED.
+fn shared_read(p: &Psls) -> Result<()> {
+    let (name, seed) = (arg(2), arg(3).parse::<u64>().unwrap_or(0));
+    let f = p.open_file(&name)?;
+    let b = f.bytes();
+    let n = f.size() as usize;
+    let bad = (0..n)
+        .filter(|&i| b.get(i) != pattern(seed, i as u64))
+        .count();
+    check!(p, bad == 0, "read all {n} bytes of {name} ({bad} wrong)");
+    p.barrier()?;
+    f.discard()?;
+    Ok(())
+}
+
+/// `write_flush NAME SIZE OLD NEW`: creates (or opens, if it exists) NAME; each rank writes its
+/// block of the bytes with pattern NEW; the disk must still hold pattern OLD (or zeros when
+/// OLD is `zero`) until the flush, and NEW after it. `psls-pfs export` checks the disk later.
+fn write_flush(p: &Psls) -> Result<()> {
+    let name = arg(2);
+    let size: u64 = arg(3).parse().unwrap_or(0);
+    let old = arg(4);
+    let new: u64 = arg(5).parse().unwrap_or(0);
+    let f = if p.files().iter().any(|f| f.name == name) {
+        p.open_file(&name)?
+    } else {
+        p.create_file(&name, size)?
+    };
+    check!(p, f.size() == size, "{name} has {} bytes", f.size());
+    let b = f.bytes();
+    for i in p.local_range(size as usize) {
+        b.set(i, pattern(new, i as u64));
+    }
+    p.barrier()?;
+    let dst = std::env::temp_dir().join(format!("pfs-case-{name}-{}.before", std::process::id()));
+    p.pfs_export(&name, &dst, &mut |_, _| {})?;
+    if p.rank() == 0 {
+        let bytes = std::fs::read(&dst).unwrap_or_default();
+        let want = |i: usize| match old.as_str() {
+            "zero" => 0,
+            s => pattern(s.parse().unwrap_or(0), i as u64),
+        };
+        let bad = (0..bytes.len()).filter(|&i| bytes[i] != want(i)).count();
+        check!(
+            p,
+            bytes.len() as u64 == size && bad == 0,
+            "before the flush the disk holds the old version ({} bytes, {bad} differ)",
+            bytes.len()
+        );
+        let _ = std::fs::remove_file(&dst);
+    }
+    let before = p.pfs_epoch();
+    let epoch = p.flush()?;
+    check!(
+        p,
+        epoch > before,
+        "flush published epoch {epoch} (was {before})"
+    );
+    // Written again after the flush: the page must be dirty again and reach the next flush.
+    if p.rank() == 0 && size > 0 {
+        b.set(0, pattern(new, 0));
+    }
+    p.barrier()?;
+    let bad = (0..size as usize)
+        .filter(|&i| b.get(i) != pattern(new, i as u64))
+        .count();
+    check!(p, bad == 0, "memory holds the new version ({bad} wrong)");
+    f.close()?;
+    Ok(())
+}
+
+/// `rewrite NAME NEW`: opens NAME, every rank rewrites its block with pattern NEW, flushes (a
+/// test may kill the flush with `PSLS_FAULT`).
+fn rewrite(p: &Psls) -> Result<()> {
+    let name = arg(2);
+    let new: u64 = arg(3).parse().unwrap_or(0);
+    let f = p.open_file(&name)?;
+    let b = f.bytes();
+    for i in p.local_range(f.size() as usize) {
+        b.set(i, pattern(new, i as u64));
+    }
+    p.flush()?;
+    check!(p, true, "flushed {name}");
+    f.close()?;
+    Ok(())
+}
+
+/// `grow NAME`: creates NAME at one page + 10 bytes with room to grow, grows it to three pages
+/// + 5 bytes, writes the new bytes, closes; reopens and checks size and content.
+fn grow(p: &Psls) -> Result<()> {
+    let name = arg(2);
+    let ps = p.page_size() as u64;
+    let (small, big) = (ps + 10, 3 * ps + 5);
+    let mut f = p.create_file_with(&name, small, 8 * ps as usize)?;
+    if p.rank() == 0 {
+        for i in 0..small as usize {
+            f.bytes().set(i, pattern(1, i as u64));
+        }
+    }
+    p.barrier()?;
+    let addr = f.as_ptr() as usize;
+    f.grow(big)?;
+    check!(
+        p,
+        f.size() == big && f.as_ptr() as usize == addr,
+        "grown in place to {big} bytes"
+    );
+    let b = f.bytes();
+    let zeros = (small as usize..big as usize)
+        .filter(|&i| b.get(i) != 0)
+        .count();
+    check!(p, zeros == 0, "the grown bytes read as zeros ({zeros} not)");
+    p.barrier()?;
+    if p.rank() == p.size() - 1 {
+        for i in small as usize..big as usize {
+            b.set(i, pattern(1, i as u64));
+        }
+    }
+    f.close()?;
+    let f = p.open_file(&name)?;
+    check!(p, f.size() == big, "reopened with {} bytes", f.size());
+    let b = f.bytes();
+    let bad = (0..big as usize)
+        .filter(|&i| b.get(i) != pattern(1, i as u64))
+        .count();
+    check!(p, bad == 0, "reopened content is right ({bad} wrong)");
+    p.barrier()?;
+    f.discard()?;
+    Ok(())
+}

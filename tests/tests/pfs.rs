@@ -1,0 +1,341 @@
+//! The parallel file system: import and export, mapped reads and writes, atomic flushes,
+//! redundancy, corruption and crashes. Every run uses 4 ranks on 4 virtual nodes unless said
+//! otherwise, with one disk base per test.
+
+use psls_tests::{check_pattern, sibling_binary, write_pattern, Launch, Outcome, Scratch};
+use std::path::{Path, PathBuf};
+
+const PAGE: u64 = 4096;
+
+/// One test's memory and disk bases.
+struct Pfs {
+    mem: Scratch,
+    disk: Scratch,
+    files: Scratch,
+}
+
+impl Pfs {
+    fn new() -> Pfs {
+        Pfs {
+            mem: Scratch::shm("pfs-mem"),
+            disk: Scratch::new("pfs-disk"),
+            files: Scratch::new("pfs-files"),
+        }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.files.0.join(name)
+    }
+
+    fn launch(&self, program: &str, args: &[&str]) -> Launch {
+        let mut l = Launch::program(sibling_binary(program), 4)
+            .nodes(4)
+            .roots(&self.mem, &self.disk);
+        for a in args {
+            l = l.arg(*a);
+        }
+        l
+    }
+
+    fn tool(&self, args: &[&str]) -> Outcome {
+        self.launch("psls-pfs", args).arg("--quiet").run()
+    }
+
+    fn ok(&self, args: &[&str]) -> Outcome {
+        let out = self.tool(args);
+        out.assert_success();
+        out
+    }
+
+    fn case(&self, args: &[&str]) -> Outcome {
+        let out = self.launch("pfs_cases", args).run();
+        out.assert_success();
+        out.assert_lines("PASS", 4);
+        out
+    }
+
+    /// Imports `len` bytes of pattern `seed` as `name`.
+    fn import(&self, name: &str, seed: u64, len: u64) {
+        let src = self.file(&format!("{name}.src"));
+        write_pattern(&src, seed, len);
+        self.ok(&["import", src.to_str().unwrap(), name]);
+    }
+
+    /// Exports `name` and checks it is `len` bytes of pattern `seed`.
+    fn expect(&self, name: &str, seed: u64, len: u64) -> Result<(), String> {
+        let dst = self.file(&format!("{name}.out"));
+        let _ = std::fs::remove_file(&dst);
+        self.ok(&["export", name, dst.to_str().unwrap()]);
+        check_pattern(&dst, seed, len)
+    }
+
+    /// The PFS directory of virtual node `n`.
+    fn node_root(&self, n: usize) -> PathBuf {
+        let uid = unsafe_free_uid();
+        self.disk.0.join(format!("psls-{uid}/pfs/vnode{n}"))
+    }
+
+    /// The node names that keep page `page` of `name`: (primary, mirror).
+    fn holders(&self, name: &str, page: u64) -> (String, String) {
+        let out = self.ok(&["stat", name, "--pages"]);
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("page {page}:")))
+            .unwrap_or_else(|| panic!("no page {page} in:\n{}", out.stdout))
+            .to_string();
+        let word = |after: &str| {
+            line.split(after)
+                .nth(1)
+                .and_then(|s| s.split([',', ' ']).next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        (word("primary "), word("mirror "))
+    }
+}
+
+/// The real uid, from `/proc/self/status` (no libc call needed).
+fn unsafe_free_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_else(|| "0".into())
+}
+
+/// Flips one byte of slot data of PFS file `name`'s page `page` in node `node`'s store: the
+/// byte at offset 100 of whichever of the page's two slots holds data.
+fn corrupt(root: &Path, page: u64) {
+    let files = root.join("store/files");
+    let dir = std::fs::read_dir(&files)
+        .unwrap_or_else(|e| panic!("{}: {e}", files.display()))
+        .next()
+        .expect("one file")
+        .expect("dir entry")
+        .path();
+    let data_path = dir.join("data");
+    let mut data = std::fs::read(&data_path).expect("read data");
+    let mut flipped = false;
+    for slot in 0..2 {
+        let at = ((2 * page + slot) * PAGE + 100) as usize;
+        if at < data.len() && data[at - 100..at + 100].iter().any(|&b| b != 0) {
+            data[at] ^= 0x40;
+            flipped = true;
+        }
+    }
+    assert!(
+        flipped,
+        "no data for page {page} in {}",
+        data_path.display()
+    );
+    std::fs::write(&data_path, data).expect("write data");
+}
+
+#[test]
+fn import_export_round_trips_are_bit_identical() {
+    let t = Pfs::new();
+    for (k, len) in [0, 1, PAGE - 1, PAGE, PAGE + 1, 100 * (1 << 20) + 12_345]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("f{k}");
+        t.import(&name, k as u64 + 1, len);
+        t.expect(&name, k as u64 + 1, len).unwrap();
+    }
+    let ls = t.ok(&["ls"]);
+    assert!(
+        ls.stdout.contains("f5")
+            && ls
+                .stdout
+                .contains(&(100 * (1 << 20) + 12_345u64).to_string()),
+        "{}",
+        ls.stdout
+    );
+}
+
+#[test]
+fn a_mapped_file_is_read_whole_by_every_rank() {
+    let t = Pfs::new();
+    t.import("shared", 7, 5 * PAGE + 99);
+    let out = t.case(&["shared_read", "shared", "7"]);
+    assert!(out.stdout.contains("pages_loaded="), "{}", out.stdout);
+}
+
+#[test]
+fn writes_reach_disk_only_through_the_flush() {
+    let t = Pfs::new();
+    // A new file: zeros on disk before the flush.
+    t.case(&[
+        "write_flush",
+        "new",
+        &(9 * PAGE + 7).to_string(),
+        "zero",
+        "3",
+    ]);
+    t.expect("new", 3, 9 * PAGE + 7).unwrap();
+    // An imported file: its old content on disk before the flush.
+    t.import("old", 4, 6 * PAGE + 1);
+    t.case(&["write_flush", "old", &(6 * PAGE + 1).to_string(), "4", "5"]);
+    t.expect("old", 5, 6 * PAGE + 1).unwrap();
+}
+
+#[test]
+fn files_grow_in_place_and_keep_their_size() {
+    let t = Pfs::new();
+    t.case(&["grow", "g"]);
+    let stat = t.ok(&["stat", "g"]);
+    assert!(
+        stat.stdout.contains(&format!("{} bytes", 3 * PAGE + 5)),
+        "{}",
+        stat.stdout
+    );
+}
+
+#[test]
+fn losing_a_whole_disk_root_loses_no_file() {
+    let t = Pfs::new();
+    t.import("a", 1, 20 * PAGE + 3);
+    t.import("b", 2, 3 * PAGE);
+    std::fs::remove_dir_all(t.node_root(2)).unwrap();
+    let v = t.tool(&["verify"]);
+    assert_eq!(v.status.and_then(|s| s.code()), Some(1), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("under-replicated: a page"),
+        "{}",
+        v.stdout
+    );
+    // Every page that node 2 kept is named.
+    let named = v.stdout.matches("under-replicated: ").count();
+    assert!(named >= 10, "only {named} pages named:\n{}", v.stdout);
+    t.expect("a", 1, 20 * PAGE + 3).unwrap();
+    t.expect("b", 2, 3 * PAGE).unwrap();
+    t.case(&["shared_read", "a", "1"]);
+}
+
+#[test]
+fn a_corrupt_primary_is_read_from_the_mirror_and_repaired() {
+    let t = Pfs::new();
+    t.import("c", 3, PAGE);
+    let (primary, _) = t.holders("c", 0);
+    let n: usize = primary.trim_start_matches("vnode").parse().unwrap();
+    corrupt(&t.node_root(n), 0);
+    let v = t.tool(&["verify", "c"]);
+    assert_eq!(v.status.and_then(|s| s.code()), Some(1), "{}", v.stdout);
+    assert!(v.stdout.contains("primary corrupt"), "{}", v.stdout);
+    // A mapped read is right and repairs the primary.
+    let out = t.case(&["shared_read", "c", "3"]);
+    assert!(
+        out.stderr.contains("repaired from the mirror"),
+        "{}",
+        out.stderr
+    );
+    t.ok(&["verify", "c"]);
+    // Export also reads through a bad primary.
+    corrupt(&t.node_root(n), 0);
+    t.expect("c", 3, PAGE).unwrap();
+    t.ok(&["verify", "c"]);
+}
+
+#[test]
+fn two_corrupt_copies_give_an_error_naming_file_and_page() {
+    let t = Pfs::new();
+    t.import("d", 4, 2 * PAGE);
+    let (primary, mirror) = t.holders("d", 1);
+    for node in [primary, mirror] {
+        let n: usize = node.trim_start_matches("vnode").parse().unwrap();
+        corrupt(&t.node_root(n), 1);
+    }
+    let dst = t.file("d.out");
+    let out = t.tool(&["export", "d", dst.to_str().unwrap()]);
+    out.assert_failure();
+    out.assert_output_contains("\"d\", page 1: no good copy left");
+    assert!(!dst.exists(), "a failed export left {}", dst.display());
+    let v = t.tool(&["verify", "d"]);
+    assert!(v.stdout.contains("LOST: d page 1"), "{}", v.stdout);
+    // A mapped read dies with the same message rather than returning wrong data.
+    let out = t.launch("pfs_cases", &["shared_read", "d", "4"]).run();
+    out.assert_failure();
+    out.assert_output_contains("page 1: no good copy left");
+}
+
+/// Kills a flush of `d` (pattern 1 → 2) with `fault`, then checks the file is entirely the
+/// old or entirely the new version, as `expect_new` says.
+fn crash_flush(fault: &str, expect_new: bool) {
+    let t = Pfs::new();
+    let len = 40 * PAGE + 17;
+    t.import("d", 1, len);
+    let out = t
+        .launch("pfs_cases", &["rewrite", "d", "2"])
+        .env("PSLS_FAULT", fault)
+        .run();
+    out.assert_failure();
+    out.assert_output_contains("fault injected at");
+    let (old, new) = (t.expect("d", 1, len), t.expect("d", 2, len));
+    if expect_new {
+        new.unwrap_or_else(|e| panic!("{fault}: not the new version: {e} ({old:?})"));
+    } else {
+        old.unwrap_or_else(|e| panic!("{fault}: not the old version: {e} ({new:?})"));
+    }
+    t.ok(&["verify"]);
+}
+
+#[test]
+fn a_crash_while_writing_pages_keeps_the_old_version() {
+    crash_flush("pfs-write:count=5", false);
+}
+
+#[test]
+fn a_crash_before_the_vote_keeps_the_old_version() {
+    crash_flush("pfs-vote", false);
+    crash_flush("pfs-prepare:rank=2", false);
+}
+
+#[test]
+fn a_crash_before_any_commit_keeps_the_old_version() {
+    crash_flush("pfs-commit", false);
+}
+
+#[test]
+fn a_crash_after_some_nodes_committed_rolls_forward() {
+    crash_flush("pfs-committed:rank=1", true);
+    crash_flush("pfs-commit:rank=3", true);
+}
+
+#[test]
+fn a_full_disk_fails_the_flush_and_keeps_the_old_version() {
+    let t = Pfs::new();
+    let len = 8 * PAGE;
+    t.import("e", 1, len);
+    let out = t
+        .launch("pfs_cases", &["rewrite", "e", "2"])
+        .env("PSLS_FAULT", "pfs-enospc")
+        .run();
+    out.assert_failure();
+    out.assert_output_contains("the disk root is full");
+    t.expect("e", 1, len).unwrap();
+    t.ok(&["verify"]);
+}
+
+#[test]
+fn bad_tool_usage_is_refused_clearly() {
+    let t = Pfs::new();
+    let out = t.tool(&["export", "nosuch", "/tmp/x"]);
+    out.assert_failure();
+    out.assert_output_contains("no PFS file named \"nosuch\"");
+    let out = t.tool(&["import", "/nonexistent/file", "x"]);
+    out.assert_failure();
+    out.assert_output_contains("/nonexistent/file");
+    t.import("dup", 1, 10);
+    let src = t.file("dup.src");
+    let out = t.tool(&["import", src.to_str().unwrap(), "dup"]);
+    out.assert_failure();
+    out.assert_output_contains("--replace");
+    t.ok(&["import", src.to_str().unwrap(), "dup", "--replace"]);
+    t.ok(&["rm", "dup"]);
+    let ls = t.ok(&["ls"]);
+    assert!(!ls.stdout.contains("dup"), "{}", ls.stdout);
+}
