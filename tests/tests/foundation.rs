@@ -180,6 +180,14 @@ fn bad_rma_calls_are_typed_errors() {
 }
 
 #[test]
+fn unsigned_min_and_max_are_exact_over_the_whole_range() {
+    let (m, d) = roots();
+    let out = Launch::case("reduce_u64", 3).nodes(3).roots(&m, &d).run();
+    out.assert_success();
+    out.assert_lines("PASS", 3);
+}
+
+#[test]
 fn bad_config_value_names_key_value_and_allowed() {
     let (m, d) = roots();
     let out = Launch::case("init", 2)

@@ -113,7 +113,8 @@ impl<'p> PfsFile<'p> {
         m.meta.size = new_size;
         p.svm.remap_meta(self.addr, m.meta)?;
         self.size = new_size;
-        Ok(())
+        // Every rank knows the new size before anyone touches the new pages.
+        p.comm.barrier()
     }
 
     /// Publishes every mapped file's modifications (collective); see [`Psls::flush`].

@@ -109,6 +109,7 @@ impl Volume {
             postcard::from_bytes(&bytes)
                 .map_err(|e| Error::Store(format!("decoding the shared catalog: {e}")))?
         };
+        tracing::debug!(target: "psls::pfs", "volume: newest epoch {newest}, catalog from rank {holder}, {} files", catalog.files.len());
         // A node that lost its disk root (or joined) adopts the catalog.
         let adopted = (|| -> Result<()> {
             if let Some(s) = store.as_mut() {

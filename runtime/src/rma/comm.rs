@@ -98,6 +98,12 @@ impl Comm {
         self.raw
     }
 
+    /// The raw `MPI_Comm`, for interoperability (e.g. MPI-IO) and for benchmark baselines. It
+    /// stays owned by this value: do not free it, and do not use it after this value is dropped.
+    pub fn as_raw(&self) -> ffi::MPI_Comm {
+        self.raw
+    }
+
     pub(super) fn check_rank(&self, rank: usize) -> Result<c_int> {
         if rank >= self.size {
             return Err(Error::NoSuchRank {
@@ -150,7 +156,26 @@ impl Comm {
     }
 
     /// `MPI_Allreduce` of one 64-bit unsigned integer.
+    ///
+    /// Minimum and maximum are computed from an allgather instead: MPICH 4.0 (Debian 12)
+    /// compares `MPI_UINT64_T` and `MPI_UNSIGNED_LONG` as signed numbers under `MPI_MIN` and
+    /// `MPI_MAX`, so any value of 2^63 or more would come out wrong there.
     pub fn allreduce_u64(&self, value: u64, op: ReduceOp) -> Result<u64> {
+        if matches!(op, ReduceOp::Min | ReduceOp::Max) {
+            let all = self.allgather_bytes(&value.to_le_bytes())?;
+            let values = all.iter().map(|b| {
+                let mut w = [0u8; 8];
+                let n = b.len().min(8);
+                w[..n].copy_from_slice(&b[..n]);
+                u64::from_le_bytes(w)
+            });
+            let folded = if op == ReduceOp::Min {
+                values.min()
+            } else {
+                values.max()
+            };
+            return Ok(folded.unwrap_or(value));
+        }
         let mut out: u64 = 0;
         // SAFETY: send and receive buffers each hold one u64, matching count 1 of
         // MPI_UINT64_T; self.raw is valid.

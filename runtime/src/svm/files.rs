@@ -141,7 +141,9 @@ impl Core {
     /// Reads this node's copy of file page `page` into this rank's frame, as a clean read copy.
     fn load_local(&self, page: usize) -> Result<u64> {
         let (Some((meta, fpage)), Some(vol)) = (self.file_page(page), &self.volume) else {
-            return Ok(FAILED);
+            return Err(Error::Protocol(format!(
+                "asked to load global page {page}, which is in no file mapped here"
+            )));
         };
         let mut buf = vec![0u8; self.page_size];
         match vol.read_local(&meta, fpage, &mut buf)? {
@@ -174,7 +176,9 @@ impl Core {
     /// copy of `epoch`, under the page's directory lock held by the requester).
     fn repair_local(&self, page: usize, from: usize, epoch: u64) -> Result<u64> {
         let (Some((meta, fpage)), Some(vol)) = (self.file_page(page), &self.volume) else {
-            return Ok(FAILED);
+            return Err(Error::Protocol(format!(
+                "asked to repair global page {page}, which is in no file mapped here"
+            )));
         };
         let mut buf = vec![0u8; self.page_size];
         self.frames_win
@@ -211,6 +215,9 @@ impl Svm {
         for p in start..start + pages {
             self.core.allocated[p].store(true, Ordering::Release);
         }
+        // No rank may touch the file before every rank knows the mapping: a leader serving a
+        // LOAD looks the page up in it.
+        comm.barrier()?;
         Ok(self.core.base + start * ps)
     }
 

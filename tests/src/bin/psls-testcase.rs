@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         ("stamp", stamp),
         ("cas_counter", cas_counter),
         ("rma_errors", rma_errors),
+        ("reduce_u64", reduce_u64),
     ];
     psls_tests::cases::run("psls-testcase", cases, |_| {})
 }
@@ -256,5 +257,25 @@ fn rma_errors(p: &Psls) -> Result<()> {
     check!(p, buf == [0u8; 16], "allocated window reads as zeros");
     comm.barrier()?;
     epoch.unlock()?;
+    Ok(())
+}
+
+/// Minimum and maximum of 64-bit unsigned values are exact across the whole range, values of
+/// 2^63 and more included (MPICH 4.0 compares them as signed numbers).
+fn reduce_u64(p: &Psls) -> Result<()> {
+    use psls::rma::ReduceOp;
+    let comm = p.dup_comm()?;
+    let mine = if p.rank() == 1 {
+        u64::MAX
+    } else {
+        (1u64 << 63) + p.rank() as u64
+    };
+    let min = comm.allreduce_u64(mine, ReduceOp::Min)?;
+    let max = comm.allreduce_u64(mine, ReduceOp::Max)?;
+    let sum = comm.allreduce_u64(p.rank() as u64, ReduceOp::Sum)?;
+    let n = p.size() as u64;
+    check!(p, min == 1u64 << 63, "min {min:#x}");
+    check!(p, max == u64::MAX, "max {max:#x}");
+    check!(p, sum == n * (n - 1) / 2, "sum {sum}");
     Ok(())
 }
