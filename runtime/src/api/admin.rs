@@ -45,6 +45,15 @@ fn state_code(s: &PageState) -> u8 {
     }
 }
 
+/// Words for a copy's state code that is not "present".
+fn copy_state(code: u8) -> &'static str {
+    match code {
+        1 => "missing",
+        2 => "corrupt",
+        _ => "on a node outside this job",
+    }
+}
+
 impl Psls {
     /// Imports the regular file `src` (read by rank 0) as the PFS file `name` (collective).
     /// The file appears in the catalog, complete, only when every page is on disk on its
@@ -266,11 +275,7 @@ impl Psls {
         for (k, s) in state.iter().enumerate() {
             if s[0] != 0 && s[1] != 0 && (s[0] == 2 || s[1] == 2 || (s[0] == 3 && s[1] == 3)) {
                 let fpage = range.start + k as u64;
-                let what = |c: u8| match c {
-                    1 => "missing",
-                    2 => "corrupt",
-                    _ => "on a node outside this job",
-                };
+                let what = copy_state;
                 return Err(Error::Store(format!(
                     "PFS file {:?}, page {fpage}: no good copy left (primary {}, mirror {})",
                     meta.name,
@@ -325,11 +330,7 @@ impl Psls {
                 pages: npages,
                 ..VerifyReport::default()
             };
-            let what = |c: u8| match c {
-                1 => "missing",
-                2 => "corrupt",
-                _ => "on a node outside this job",
-            };
+            let what = copy_state;
             for (page, s) in state.iter().enumerate() {
                 let page = page as u64;
                 match (s[0], s[1]) {
