@@ -168,15 +168,16 @@ fn a_mapped_file_is_read_whole_by_every_rank() {
 #[test]
 fn writes_reach_disk_only_through_the_flush() {
     let t = Pfs::new();
-    // A new file: zeros on disk before the flush.
+    // A new file: zeros on disk before the flush. 512 pages, so that each leader pulls several
+    // batches from every owner (a lost batch once left pages of zeros on disk).
     t.case(&[
         "write_flush",
         "new",
-        &(9 * PAGE + 7).to_string(),
+        &(512 * PAGE + 7).to_string(),
         "zero",
         "3",
     ]);
-    t.expect("new", 3, 9 * PAGE + 7).unwrap();
+    t.expect("new", 3, 512 * PAGE + 7).unwrap();
     // An imported file: its old content on disk before the flush.
     t.import("old", 4, 6 * PAGE + 1);
     t.case(&["write_flush", "old", &(6 * PAGE + 1).to_string(), "4", "5"]);

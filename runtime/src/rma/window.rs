@@ -371,13 +371,20 @@ impl<'w, 'm> Epoch<'w, 'm> {
     ) -> Result<R> {
         let batch = Batch {
             epoch: self,
+            targets: std::cell::RefCell::new(Vec::new()),
             _env: PhantomData,
         };
         let out = f(&batch);
         // `batch` also flushes in its Drop, so that a panic in `f` cannot free a buffer MPI still
         // uses; on the normal path the flush runs here, where its error can be returned.
+        let targets = batch.targets.take();
         std::mem::forget(batch);
-        self.flush_all()?;
+        // Each target is flushed on its own: Open MPI 4.1's osc/ucx `MPI_Win_flush_all` can
+        // return before gets to a target this rank had not talked to before have landed (seen
+        // as pages of zeros), while `MPI_Win_flush(target)` waits for them.
+        for t in targets {
+            self.flush_raw(t)?;
+        }
         Ok(out)
     }
 
@@ -583,6 +590,8 @@ impl Drop for Epoch<'_, '_> {
 /// Transfers issued inside [`Epoch::batch`]; they complete when the batch ends.
 pub struct Batch<'b, 'env, 'w, 'm> {
     epoch: &'b Epoch<'w, 'm>,
+    /// The targets transfers were issued to, each once.
+    targets: std::cell::RefCell<Vec<c_int>>,
     /// Invariant in 'env (as in `std::thread::scope`), so that a buffer local to the closure
     /// cannot be lent to the batch.
     _env: PhantomData<fn(&'env ()) -> &'env ()>,
@@ -593,6 +602,7 @@ impl<'env> Batch<'_, 'env, '_, '_> {
     /// batch has ended.
     pub fn get(&self, target: usize, offset: usize, buf: &'env mut [u8]) -> Result<()> {
         let t = self.epoch.win.target("get", target, offset, buf.len())?;
+        self.note(t);
         // SAFETY: buf is borrowed for 'env, which outlives the batch; the batch flushes every
         // target before it returns (or in Drop, on panic).
         unsafe { self.epoch.raw_get(t, offset, buf.as_mut_ptr(), buf.len()) }
@@ -601,17 +611,29 @@ impl<'env> Batch<'_, 'env, '_, '_> {
     /// Starts writing `data` into `target`'s window at `offset`.
     pub fn put(&self, target: usize, offset: usize, data: &'env [u8]) -> Result<()> {
         let t = self.epoch.win.target("put", target, offset, data.len())?;
+        self.note(t);
         // SAFETY: data is borrowed for 'env, which outlives the batch; the batch flushes every
         // target before it returns (or in Drop, on panic).
         unsafe { self.epoch.raw_put(t, offset, data.as_ptr(), data.len()) }
     }
 }
 
+impl Batch<'_, '_, '_, '_> {
+    fn note(&self, t: c_int) {
+        let mut targets = self.targets.borrow_mut();
+        if !targets.contains(&t) {
+            targets.push(t);
+        }
+    }
+}
+
 impl Drop for Batch<'_, '_, '_, '_> {
     fn drop(&mut self) {
         // Only reached when the closure panicked: complete the transfers before the buffers go.
-        if let Err(e) = self.epoch.flush_all() {
-            tracing::error!(target: "psls::rma", "flush after a panic in a batch: {e}");
+        for &t in self.targets.borrow().iter() {
+            if let Err(e) = self.epoch.flush_raw(t) {
+                tracing::error!(target: "psls::rma", "flush after a panic in a batch: {e}");
+            }
         }
     }
 }
