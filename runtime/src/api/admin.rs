@@ -78,34 +78,16 @@ impl Psls {
         let vol = &self.volume;
         let st = vol.state();
         let mut catalog = st.catalog;
-        let made = (|| {
-            if catalog.files.contains_key(name) {
-                if !replace {
-                    return Err(Error::Store(format!(
-                        "a PFS file named {name:?} exists already; remove it first or pass --replace"
-                    )));
-                }
-                catalog.files.remove(name);
+        // Every rank holds the same catalog, so every rank takes the same branch.
+        if catalog.files.contains_key(name) {
+            if !replace {
+                return Err(Error::Store(format!(
+                    "a PFS file named {name:?} exists already; remove it first or pass --replace"
+                )));
             }
-            let meta = catalog.create(
-                name,
-                self.cfg.page_size as u32,
-                self.cfg.stripe_pages,
-                vol.node_names().to_vec(),
-                st.epoch + 1,
-            )?;
-            Ok(meta.id)
-        })();
-        let id = agree(&self.comm, made)?;
-        let meta = {
-            let m = catalog
-                .files
-                .get_mut(name)
-                .filter(|m| m.id == id)
-                .ok_or_else(|| Error::Protocol("the new file vanished from the catalog".into()))?;
-            m.size = size;
-            m.clone()
-        };
+            catalog.files.remove(name);
+        }
+        let (catalog, meta) = self.with_new_file(catalog, st.epoch + 1, name, size)?;
         let ps = self.cfg.page_size;
         let npages = size.div_ceil(ps as u64);
         vol.publish(&self.comm, catalog, |epoch| {

@@ -5,7 +5,7 @@
 
 use super::Psls;
 use crate::error::{Error, Result};
-use crate::pfs::{validate_name, FileMeta};
+use crate::pfs::{Catalog, FileMeta};
 use crate::sys::global::{GlobalArray, Pod};
 
 /// What the PFS catalog says of one file.
@@ -144,28 +144,43 @@ impl Psls {
 
     /// [`Psls::create_file`], reserving room for the file to grow to `reserve` bytes in place.
     pub fn create_file_with(&self, name: &str, size: u64, reserve: usize) -> Result<PfsFile<'_>> {
+        let st = self.volume.state();
+        let (catalog, _) = self.with_new_file(st.catalog, st.epoch + 1, name, size)?;
         let vol = &self.volume;
-        let st = vol.state();
-        let mut catalog = st.catalog;
-        let made = (|| {
-            validate_name(name)?;
-            let meta = catalog.create(
-                name,
-                self.cfg.page_size as u32,
-                self.cfg.stripe_pages,
-                vol.node_names().to_vec(),
-                st.epoch + 1,
-            )?;
-            Ok::<_, crate::pfs::StoreError>(meta.id)
-        })()
-        .map_err(Error::from);
-        let id = super::agree(&self.comm, made)?;
-        if let Some(m) = catalog.files.values_mut().find(|m| m.id == id) {
-            m.size = size;
-        }
         vol.publish(&self.comm, catalog, |_| Ok(()))?;
         tracing::info!(target: "psls::pfs", "created PFS file {name:?} ({size} bytes)");
         self.open_file_with(name, reserve)
+    }
+
+    /// `catalog` with a new file `name` of `size` bytes, laid out on this job's nodes with the
+    /// configured page size and stripe unit, and the new file's metadata. Collective: every rank
+    /// builds the same entry, and an error on any rank is an error on all.
+    pub(super) fn with_new_file(
+        &self,
+        mut catalog: Catalog,
+        epoch: u64,
+        name: &str,
+        size: u64,
+    ) -> Result<(Catalog, FileMeta)> {
+        let made = catalog
+            .create(
+                name,
+                self.cfg.page_size as u32,
+                self.cfg.stripe_pages,
+                self.volume.node_names().to_vec(),
+                epoch,
+            )
+            .map(|m| m.id)
+            .map_err(Error::from);
+        let id = super::agree(&self.comm, made)?;
+        let meta = catalog
+            .files
+            .get_mut(name)
+            .filter(|m| m.id == id)
+            .ok_or_else(|| Error::Protocol("the new file vanished from the catalog".into()))?;
+        meta.size = size;
+        let meta = meta.clone();
+        Ok((catalog, meta))
     }
 
     /// Maps the existing PFS file `name` (collective).

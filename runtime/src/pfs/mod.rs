@@ -15,7 +15,7 @@ mod store;
 mod volume;
 
 pub(crate) use error::StoreError;
-pub(crate) use record::{validate_name, Catalog, FileMeta};
+pub(crate) use record::{Catalog, FileMeta};
 // The rest of the store's API, not used outside the module yet.
 pub(crate) use slot::PageState;
 pub(crate) use store::NodeStore;
