@@ -42,6 +42,8 @@ pub fn run(program: &str, cases: &[(&str, Case)], report: fn(&psls::Psls)) -> Ex
         }
     };
     let rank = psls.rank();
+    // Tells the harness this rank got through MPI_Init (see `Outcome::crashed_in_mpi_init`).
+    println!("STARTED rank={rank}");
     let result = f(&psls);
     report(&psls);
     match result.and(psls.finalize()) {
