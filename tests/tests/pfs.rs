@@ -263,6 +263,40 @@ fn two_corrupt_copies_give_an_error_naming_file_and_page() {
     out.assert_output_contains("page 1: no good copy left");
 }
 
+#[test]
+fn a_written_page_missing_on_both_nodes_is_lost_never_zeros() {
+    let t = Pfs::new();
+    t.import("e", 5, 8 * PAGE);
+    let stat = t.ok(&["stat", "e"]);
+    assert!(
+        stat.stdout.contains("written:     8 of 8 pages"),
+        "{}",
+        stat.stdout
+    );
+    // Lose both disk roots that keep page 0: its data is gone, and nothing may read it as zeros.
+    let (primary, mirror) = t.holders("e", 0);
+    for node in [primary, mirror] {
+        let n: usize = node.trim_start_matches("vnode").parse().unwrap();
+        std::fs::remove_dir_all(t.node_root(n)).unwrap();
+    }
+    let dst = t.file("e.out");
+    let out = t.tool(&["export", "e", dst.to_str().unwrap()]);
+    out.assert_failure();
+    out.assert_output_contains(
+        "\"e\", page 0: no good copy left (primary missing, mirror missing)",
+    );
+    let v = t.tool(&["verify", "e"]);
+    assert!(
+        v.stdout
+            .contains("LOST: e page 0: primary missing, mirror missing"),
+        "{}",
+        v.stdout
+    );
+    let out = t.launch("pfs_cases", &["shared_read", "e", "5"]).run();
+    out.assert_failure();
+    out.assert_output_contains("page 0: both copies are missing");
+}
+
 /// Kills a flush of `d` (pattern 1 → 2) with `fault`, then checks the file is entirely the
 /// old or entirely the new version, as `expect_new` says.
 fn crash_flush(fault: &str, expect_new: bool) {

@@ -203,6 +203,11 @@ fn run(p: &psls::Psls, cli: &Cli) -> psls::Result<u8> {
                 println!("stripe unit: {} page(s)", f.stripe_pages);
                 println!("nodes:       {}", f.nodes.join(" "));
                 println!("version:     epoch {}", f.version);
+                println!(
+                    "written:     {} of {} pages (the others read as zeros)",
+                    f.written_pages,
+                    f.size.div_ceil(f.page_size as u64)
+                );
                 println!("PFS epoch:   {}", p.pfs_epoch());
                 if *pages {
                     for page in 0..f.size.div_ceil(f.page_size as u64) {

@@ -19,11 +19,11 @@ pub struct VerifyReport {
     pub name: String,
     /// Pages in the file.
     pub pages: u64,
-    /// Pages with a good primary and a good mirror (or never written, on neither).
+    /// Pages with a good primary and a good mirror, or never written (on no disk, as zeros).
     pub redundant: u64,
     /// Pages with exactly one good copy: `(page, what is wrong with the other)`.
     pub under_replicated: Vec<(u64, String)>,
-    /// Pages with no good copy but a damaged one: their data is lost.
+    /// Written pages with no good copy: their data is lost.
     pub lost: Vec<(u64, String)>,
 }
 
@@ -90,8 +90,10 @@ impl Psls {
         let (catalog, meta) = self.with_new_file(catalog, st.epoch + 1, name, size)?;
         let ps = self.cfg.page_size;
         let npages = size.div_ceil(ps as u64);
-        vol.publish(&self.comm, catalog, |epoch| {
+        vol.publish(&self.comm, catalog, |epoch, catalog| {
             let mut page = 0u64;
+            // Every rank sees every chunk, so every rank marks the same pages written.
+            let mut nonzero: Vec<u64> = Vec::new();
             let mut buf = vec![0u8; CHUNK_PAGES * ps];
             while page < npages {
                 let n = (npages - page).min(CHUNK_PAGES as u64) as usize;
@@ -123,19 +125,21 @@ impl Psls {
                         )))
                     }
                 }
-                if vol.is_leader() {
-                    for (k, data) in got[1..].chunks(ps).enumerate() {
-                        let fpage = page + k as u64;
-                        if data.iter().all(|&b| b == 0) {
-                            continue;
-                        }
-                        if vol.holders(&meta, fpage).contains(&Some(self.rank)) {
-                            vol.write_local(&meta, fpage, epoch, data)?;
-                        }
+                for (k, data) in got[1..].chunks(ps).enumerate() {
+                    let fpage = page + k as u64;
+                    if data.iter().all(|&b| b == 0) {
+                        continue;
+                    }
+                    nonzero.push(fpage);
+                    if vol.is_leader() && vol.holders(&meta, fpage).contains(&Some(self.rank)) {
+                        vol.write_local(&meta, fpage, epoch, data)?;
                     }
                 }
                 page += n as u64;
                 progress((page * ps as u64).min(size), size);
+            }
+            if let Some(m) = catalog.files.get_mut(name) {
+                m.mark_written(nonzero);
             }
             Ok(())
         })?;
@@ -202,14 +206,18 @@ impl Psls {
         let ps = meta.page_size as usize;
         let n = (range.end - range.start) as usize;
         let mut data = vec![0u8; n * ps];
-        // state[k][role]: 0 present, 1 absent, 2 corrupt, 3 nobody in this job holds it.
-        let mut state = vec![[3u8; 2]; n];
+        // state[k][role]: 0 present, 1 absent, 2 corrupt, 3 nobody in this job holds it. A
+        // page never written is zeros, read from no disk.
+        let mut state: Vec<[u8; 2]> = range
+            .clone()
+            .map(|p| if meta.was_written(p) { [3, 3] } else { [0, 0] })
+            .collect();
         for role in 0..2 {
             let mut msg = Vec::new();
             if vol.is_leader() {
                 let mut buf = vec![0u8; ps];
                 for (k, fpage) in range.clone().enumerate() {
-                    let need = role == 0 || state[k][0] != 0;
+                    let need = meta.was_written(fpage) && (role == 0 || state[k][0] != 0);
                     if need && vol.holders(meta, fpage)[role] == Some(self.rank) {
                         let s = vol.read_local(meta, fpage, &mut buf)?;
                         msg.extend_from_slice(&(k as u32).to_le_bytes());
@@ -255,7 +263,8 @@ impl Psls {
             }
         }
         for (k, s) in state.iter().enumerate() {
-            if s[0] != 0 && s[1] != 0 && (s[0] == 2 || s[1] == 2 || (s[0] == 3 && s[1] == 3)) {
+            // A written page with no good copy is lost (a missing copy is never taken as zeros).
+            if s[0] != 0 && s[1] != 0 {
                 let fpage = range.start + k as u64;
                 let what = copy_state;
                 return Err(Error::Store(format!(
@@ -285,7 +294,7 @@ impl Psls {
             let mut mine = Vec::new();
             if vol.is_leader() {
                 let mut buf = vec![0u8; ps];
-                for fpage in 0..npages {
+                for fpage in (0..npages).filter(|&p| meta.was_written(p)) {
                     for (role, h) in vol.holders(&meta, fpage).iter().enumerate() {
                         if *h == Some(self.rank) {
                             let s = vol.read_local(&meta, fpage, &mut buf)?;
@@ -296,7 +305,9 @@ impl Psls {
                     }
                 }
             }
-            let mut state = vec![[3u8; 2]; npages as usize];
+            let mut state: Vec<[u8; 2]> = (0..npages)
+                .map(|p| if meta.was_written(p) { [3, 3] } else { [0, 0] })
+                .collect();
             for b in self.comm.allgather_bytes(&mine)? {
                 for e in b.chunks_exact(10) {
                     let mut p = [0u8; 8];
@@ -316,18 +327,19 @@ impl Psls {
             for (page, s) in state.iter().enumerate() {
                 let page = page as u64;
                 match (s[0], s[1]) {
-                    (0, 0) | (1, 1) => rep.redundant += 1,
+                    (0, 0) => rep.redundant += 1,
                     (0, m) => rep
                         .under_replicated
                         .push((page, format!("mirror {}", what(m)))),
                     (p, 0) => rep
                         .under_replicated
                         .push((page, format!("primary {}", what(p)))),
-                    (p, m) if p == 2 || m == 2 => rep
-                        .lost
+                    // A copy on a node outside this job may still be good there.
+                    (p, m) if p == 3 || m == 3 => rep
+                        .under_replicated
                         .push((page, format!("primary {}, mirror {}", what(p), what(m)))),
                     (p, m) => rep
-                        .under_replicated
+                        .lost
                         .push((page, format!("primary {}, mirror {}", what(p), what(m)))),
                 }
             }

@@ -23,6 +23,8 @@ pub struct FileInfo {
     pub nodes: Vec<String>,
     /// The epoch of its last change.
     pub version: u64,
+    /// Pages ever written (the others read as zeros and take no disk space).
+    pub written_pages: u64,
 }
 
 impl From<&FileMeta> for FileInfo {
@@ -34,6 +36,7 @@ impl From<&FileMeta> for FileInfo {
             stripe_pages: m.layout.stripe_pages,
             nodes: m.nodes.clone(),
             version: m.version,
+            written_pages: m.written_pages(),
         }
     }
 }
@@ -147,7 +150,7 @@ impl Psls {
         let st = self.volume.state();
         let (catalog, _) = self.with_new_file(st.catalog, st.epoch + 1, name, size)?;
         let vol = &self.volume;
-        vol.publish(&self.comm, catalog, |_| Ok(()))?;
+        vol.publish(&self.comm, catalog, |_, _| Ok(()))?;
         tracing::info!(target: "psls::pfs", "created PFS file {name:?} ({size} bytes)");
         self.open_file_with(name, reserve)
     }
@@ -239,7 +242,7 @@ impl Psls {
         }
         let mut catalog = self.volume.state().catalog;
         catalog.files.remove(name);
-        self.volume.publish(&self.comm, catalog, |_| Ok(()))?;
+        self.volume.publish(&self.comm, catalog, |_, _| Ok(()))?;
         super::agree(&self.comm, self.volume.remove_local(&meta))?;
         Ok(())
     }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub(crate) const RECORD_MAGIC: [u8; 8] = *b"PSLSREC\0";
 
 /// The record format this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// Longest PFS file name, in bytes.
 pub(crate) const MAX_NAME: usize = 255;
@@ -40,6 +40,38 @@ pub(crate) struct FileMeta {
     pub nodes: Vec<String>,
     /// Epoch of the last change of this file.
     pub version: u64,
+    /// The pages ever written, as sorted, disjoint, non-adjacent ranges `[start, end)`. A page
+    /// outside them was never written: it reads as zeros without a disk access. A page inside
+    /// them that is missing on both of its nodes is lost data, never silently zeros.
+    pub written: Vec<(u64, u64)>,
+}
+
+impl FileMeta {
+    /// Whether page `page` was ever written.
+    pub(crate) fn was_written(&self, page: u64) -> bool {
+        let i = self.written.partition_point(|&(_, end)| end <= page);
+        self.written.get(i).is_some_and(|&(start, _)| start <= page)
+    }
+
+    /// Records that the pages of `pages` (any order, duplicates allowed) were written.
+    pub(crate) fn mark_written(&mut self, pages: impl IntoIterator<Item = u64>) {
+        let mut all: Vec<(u64, u64)> = self.written.clone();
+        all.extend(pages.into_iter().map(|p| (p, p + 1)));
+        all.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+        for (s, e) in all {
+            match merged.last_mut() {
+                Some((_, le)) if s <= *le => *le = (*le).max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.written = merged;
+    }
+
+    /// How many pages were ever written.
+    pub(crate) fn written_pages(&self) -> u64 {
+        self.written.iter().map(|(s, e)| e - s).sum()
+    }
 }
 
 /// All PFS files, by name.
@@ -130,6 +162,7 @@ impl Catalog {
             layout: Layout::for_file(name, stripe_pages),
             nodes,
             version: epoch,
+            written: Vec::new(),
         };
         self.next_id += 1;
         Ok(self.files.entry(name.to_string()).or_insert(meta))
@@ -161,6 +194,16 @@ impl Catalog {
                 return Err(format!(
                     "file {key:?} has a zero page size, stripe or node view"
                 ));
+            }
+            let pages = meta.size.div_ceil(u64::from(meta.page_size));
+            let mut prev_end = None;
+            for &(start, end) in &meta.written {
+                if start >= end || end > pages || prev_end.is_some_and(|p| start <= p) {
+                    return Err(format!(
+                        "file {key:?} has a bad written range {start}..{end} (the file has {pages} pages)"
+                    ));
+                }
+                prev_end = Some(end);
             }
         }
         Ok(())
@@ -323,8 +366,46 @@ mod tests {
             .create("b Ω", 65536, 1, vec!["n1".into()], 2)
             .unwrap()
             .clone();
-        catalog.files.get_mut(&b.name).unwrap().size = 123_456;
+        let b = catalog.files.get_mut(&b.name).unwrap();
+        b.size = 123_456;
+        b.mark_written([0, 1]);
         Record { epoch: 3, catalog }
+    }
+
+    #[test]
+    fn written_ranges_merge_and_answer_membership() {
+        let mut catalog = Catalog::default();
+        let mut m = catalog
+            .create("w", 4096, 1, vec!["n0".into()], 1)
+            .unwrap()
+            .clone();
+        m.size = 100 * 4096;
+        assert!(!m.was_written(0));
+        m.mark_written([5, 3, 4, 9, 4]);
+        assert_eq!(m.written, vec![(3, 6), (9, 10)]);
+        m.mark_written([6, 8]);
+        assert_eq!(m.written, vec![(3, 7), (8, 10)]);
+        m.mark_written([7]);
+        assert_eq!(m.written, vec![(3, 10)]);
+        m.mark_written([0, 99]);
+        assert_eq!(m.written, vec![(0, 1), (3, 10), (99, 100)]);
+        let yes: Vec<u64> = (0..101).filter(|&p| m.was_written(p)).collect();
+        assert_eq!(yes, vec![0, 3, 4, 5, 6, 7, 8, 9, 99]);
+        assert_eq!(m.written_pages(), 9);
+        catalog.files.insert("w".into(), m.clone());
+        assert_eq!(catalog.validate(), Ok(()));
+        // Overlapping, unsorted, empty or past-the-end ranges are rejected.
+        for bad in [
+            vec![(3, 5), (4, 6)],
+            vec![(3, 5), (5, 6)],
+            vec![(6, 7), (1, 2)],
+            vec![(2, 2)],
+            vec![(99, 101)],
+        ] {
+            let mut c = catalog.clone();
+            c.files.get_mut("w").unwrap().written = bad.clone();
+            assert!(c.validate().is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
@@ -371,7 +452,7 @@ mod tests {
         .unwrap();
         let crc = crc32c::crc32c(&future);
         future.extend_from_slice(&crc.to_le_bytes());
-        cases.push((future, "format version 2"));
+        cases.push((future, "format version 3"));
         for (bytes, why) in cases {
             fs::write(&path, &bytes).unwrap();
             let e = read_record(&path).unwrap_err();

@@ -200,18 +200,20 @@ impl Volume {
         self.with_store(|s| Ok(s.repair_page(meta, fpage, epoch, data)?))
     }
 
-    /// Publishes `catalog` as the next epoch, atomically and collectively. `write(epoch)` runs
-    /// on every rank first and must write, on the leaders, every page that changes, at `epoch`.
+    /// Publishes `catalog` as the next epoch, atomically and collectively. `write(epoch,
+    /// catalog)` runs on every rank first and must write, on the leaders, every page that
+    /// changes, at `epoch`; it may update the catalog (written ranges), identically on every
+    /// rank.
     /// Then the leaders prepare, vote, and commit or abort together. On any error on any rank
     /// nothing is published, every rank returns an error, and the previous epoch stays in force.
     pub fn publish(
         &self,
         comm: &Comm,
-        catalog: Catalog,
-        write: impl FnOnce(u64) -> Result<()>,
+        mut catalog: Catalog,
+        write: impl FnOnce(u64, &mut Catalog) -> Result<()>,
     ) -> Result<u64> {
         let next = comm.allreduce_u64(self.next_epoch(), ReduceOp::Max)?;
-        let written = write(next);
+        let written = write(next, &mut catalog);
         let prepared = written.and_then(|()| {
             crate::inject::point("pfs-vote", next);
             match &self.store {

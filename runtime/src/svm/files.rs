@@ -6,8 +6,9 @@
 //! page from its disk root into its own frame and becomes the owner of a read copy; from then on
 //! the ordinary protocol applies. If the primary's copy is missing or fails its checksum, the
 //! mirror's leader loads it instead, and the primary is told to `REPAIR` its copy from the
-//! mirror's frame. Pages missing from both read as zeros; pages bad on both give an error that
-//! names the file and the page.
+//! mirror's frame. Pages the catalog says were never written read as zeros without asking any
+//! disk; a written page missing or bad on both nodes gives an error that names the file and the
+//! page.
 //!
 //! Nothing reaches disk between flushes: [`Svm::flush_files`] collects every dirty page of every
 //! mapped file, and the node leaders write them to their primaries and mirrors under the
@@ -56,6 +57,10 @@ impl Core {
         let Some(vol) = &self.volume else {
             return Ok(None);
         };
+        if !meta.was_written(fpage) {
+            // Never written: zeros, and no disk to ask.
+            return Ok(None);
+        }
         let [primary, mirror] = vol.holders(&meta, fpage);
         let mut statuses = Vec::new();
         for holder in [primary, mirror].into_iter().flatten() {
@@ -112,7 +117,13 @@ impl Core {
                 meta.name, meta.nodes
             )));
         }
-        Ok(None)
+        // The page was written and published, yet no node has it: its data is lost, and
+        // reading zeros instead would hide that.
+        Err(Error::Store(format!(
+            "PFS file {:?}, page {fpage}: both copies are missing (their disk roots lost the \
+             data); run `psls-pfs verify {}`",
+            meta.name, meta.name
+        )))
     }
 
     /// Sends one request to `target` (possibly this rank) and returns its acknowledgement's
@@ -275,7 +286,7 @@ impl Svm {
     /// Publishes `catalog` and every dirty page of every mapped file as the volume's next epoch,
     /// atomically (collective; every rank must have stopped writing mapped memory). Returns the
     /// new epoch. On error nothing is published and the pages stay dirty.
-    pub fn flush_files(&self, comm: &Comm, vol: &Volume, catalog: Catalog) -> Result<u64> {
+    pub fn flush_files(&self, comm: &Comm, vol: &Volume, mut catalog: Catalog) -> Result<u64> {
         let c = &self.core;
         let ps = c.page_size;
         comm.barrier()?;
@@ -309,9 +320,23 @@ impl Svm {
         }
         dirty.sort_unstable();
         let total = dirty.len();
+        // The catalog records which pages were ever written (the same on every rank).
+        for m in &files {
+            let end = m.first + m.reserved;
+            let lo = dirty.partition_point(|&(p, _)| p < m.first);
+            let hi = dirty.partition_point(|&(p, _)| p < end);
+            if lo == hi {
+                continue;
+            }
+            if let Some(cm) = catalog.files.get_mut(&m.meta.name) {
+                if cm.id == m.meta.id {
+                    cm.mark_written(dirty[lo..hi].iter().map(|&(p, _)| (p - m.first) as u64));
+                }
+            }
+        }
         // 3. Leaders pull the pages their node keeps and write them at the new epoch; then the
         //    volume votes and commits.
-        let epoch = vol.publish(comm, catalog, |epoch| {
+        let epoch = vol.publish(comm, catalog, |epoch, _| {
             if !vol.is_leader() {
                 return Ok(());
             }
@@ -348,7 +373,20 @@ impl Svm {
             }
             Ok(())
         })?;
-        // 4. Committed: this rank's pages are clean.
+        // 4. Committed: this rank's pages are clean, and the mappings know the written ranges.
+        {
+            let committed = vol.state().catalog;
+            let mut maps = c.files.write().unwrap_or_else(|p| p.into_inner());
+            for m in maps.iter_mut() {
+                if let Some(cm) = committed
+                    .files
+                    .get(&m.meta.name)
+                    .filter(|cm| cm.id == m.meta.id)
+                {
+                    m.meta.written = cm.written.clone();
+                }
+            }
+        }
         for &p in &mine {
             c.table.update(p as usize, |i| i.written_epoch = None);
         }

@@ -45,6 +45,7 @@ fn meta(id: u64, name: &str) -> FileMeta {
         layout: Layout::for_file(name, 1),
         nodes: vec!["vnode0".into()],
         version: 1,
+        written: Vec::new(),
     }
 }
 
