@@ -121,7 +121,8 @@ fn corrupt(root: &Path, page: u64) {
     let mut data = std::fs::read(&data_path).expect("read data");
     let mut flipped = false;
     for slot in 0..2 {
-        let at = ((2 * page + slot) * PAGE + 100) as usize;
+        // The data file's layout: per group of 64 pages, their slot-0 copies, then slot 1.
+        let at = (((page / 64) * 2 + slot) * 64 * PAGE + (page % 64) * PAGE + 100) as usize;
         if at < data.len() && data[at - 100..at + 100].iter().any(|&b| b != 0) {
             data[at] ^= 0x40;
             flipped = true;

@@ -125,16 +125,40 @@ impl Psls {
                         )))
                     }
                 }
+                // This node's non-zero pages, written in runs of consecutive pages.
+                let mut run: Option<(u64, Vec<u8>)> = None;
                 for (k, data) in got[1..].chunks(ps).enumerate() {
                     let fpage = page + k as u64;
-                    if data.iter().all(|&b| b == 0) {
-                        continue;
+                    let keep = data.iter().any(|&b| b != 0);
+                    if keep {
+                        nonzero.push(fpage);
                     }
-                    nonzero.push(fpage);
-                    if vol.is_leader() && vol.holders(&meta, fpage).contains(&Some(self.rank)) {
-                        vol.write_local(&meta, fpage, epoch, data)?;
+                    let mine = keep
+                        && vol.is_leader()
+                        && vol.holders(&meta, fpage).contains(&Some(self.rank));
+                    match (&mut run, mine) {
+                        (Some((first, bytes)), true)
+                            if *first + (bytes.len() / ps) as u64 == fpage =>
+                        {
+                            bytes.extend_from_slice(data);
+                        }
+                        (_, true) => {
+                            if let Some((first, bytes)) = run.take() {
+                                vol.write_local(&meta, first, epoch, &bytes)?;
+                            }
+                            run = Some((fpage, data.to_vec()));
+                        }
+                        (_, false) => {
+                            if let Some((first, bytes)) = run.take() {
+                                vol.write_local(&meta, first, epoch, &bytes)?;
+                            }
+                        }
                     }
                 }
+                if let Some((first, bytes)) = run.take() {
+                    vol.write_local(&meta, first, epoch, &bytes)?;
+                }
+                vol.start_writeback();
                 page += n as u64;
                 progress((page * ps as u64).min(size), size);
             }

@@ -142,6 +142,7 @@ impl NodeStore {
     ///
     /// `epoch` must be above the committed epoch, no epoch may be prepared, and all writes
     /// between two commits or aborts share one epoch.
+    #[cfg(test)]
     pub(crate) fn write_page(
         &mut self,
         meta: &FileMeta,
@@ -150,10 +151,34 @@ impl NodeStore {
         data: &[u8],
     ) -> Result<()> {
         check_page(meta, page, data.len())?;
+        self.write_pages(meta, page, epoch, data)
+    }
+
+    /// [`write_page`](Self::write_page) for the consecutive pages `first..` whose data `data`
+    /// holds (a whole number of pages): one read of their headers, one write per run of pages
+    /// that land in the same slot (contiguous on disk, see [`super::pages::data_offset`]), and
+    /// one write of their headers.
+    pub(crate) fn write_pages(
+        &mut self,
+        meta: &FileMeta,
+        first: u64,
+        epoch: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        let ps = meta.page_size as usize;
+        if ps == 0 || data.is_empty() || data.len() % ps != 0 {
+            return Err(StoreError::Protocol(format!(
+                "pages from {first} of {:?}: the buffer has {} bytes, not a whole number of \
+                 {ps}-byte pages",
+                meta.name,
+                data.len()
+            )));
+        }
+        let n = (data.len() / ps) as u64;
         let committed = self.committed_epoch();
         let misuse = |why: String| {
             Err(StoreError::Protocol(format!(
-                "cannot write page {page} of {:?} at epoch {epoch}: {why}",
+                "cannot write page {first} of {:?} at epoch {epoch}: {why}",
                 meta.name
             )))
         };
@@ -168,6 +193,9 @@ impl NodeStore {
                 "the epoch must be above the committed epoch {committed} (and below 2^56)"
             ));
         }
+        // Every offset of the batch must exist before anything is written.
+        super::pages::data_offset(meta, first + n - 1, 1)?;
+        super::pages::header_offset(first + n - 1, 1)?;
         match &self.flush {
             Some(f) if f.epoch != epoch => {
                 return misuse(format!(
@@ -187,18 +215,56 @@ impl NodeStore {
             Entry::Vacant(v) => v.insert(PageFiles::create(&files_dir, meta.id)?),
         };
         flush.touched.insert(meta.id);
-        let slots = files.slots_of(meta.id, page)?;
-        let (slot, flags) = write_slot(&slots, committed, epoch);
-        crate::inject::point("pfs-write", epoch);
-        files.write_data(meta, page, slot, data)?;
-        let header = Header {
-            data_crc: crc32c::crc32c(data),
-            epoch,
-            flags,
-            file: meta.id,
-            page,
-        };
-        files.write_header(page, slot, &header.encode())
+        // The headers of both slots of every page, read and rewritten in one piece.
+        let mut headers = vec![0u8; n as usize * 2 * HEADER_LEN];
+        let hoff = super::pages::header_offset(first, 0)?;
+        files.read_slots_at(&mut headers, hoff)?;
+        let mut slots = Vec::with_capacity(n as usize);
+        for k in 0..n as usize {
+            let pair = &headers[k * 2 * HEADER_LEN..(k + 1) * 2 * HEADER_LEN];
+            let classified = classify_pair(pair, meta.id, first + k as u64);
+            slots.push(write_slot(&classified, committed, epoch));
+        }
+        // Runs of pages in the same slot and the same group are contiguous on disk.
+        let mut k = 0usize;
+        while k < n as usize {
+            let slot = slots[k].0;
+            let mut end = k + 1;
+            while end < n as usize
+                && slots[end].0 == slot
+                && (first + end as u64) % super::pages::DATA_GROUP != 0
+            {
+                end += 1;
+            }
+            for _ in k..end {
+                crate::inject::point("pfs-write", epoch);
+            }
+            files.write_data(meta, first + k as u64, slot, &data[k * ps..end * ps])?;
+            k = end;
+        }
+        for (k, &(slot, flags)) in slots.iter().enumerate() {
+            let page = first + k as u64;
+            let header = Header {
+                data_crc: crc32c::crc32c(&data[k * ps..(k + 1) * ps]),
+                epoch,
+                flags,
+                file: meta.id,
+                page,
+            };
+            let at = (k * 2 + slot) * HEADER_LEN;
+            headers[at..at + HEADER_LEN].copy_from_slice(&header.encode());
+        }
+        files.write_headers_at(&headers, first)
+    }
+
+    /// Starts the disk write-back of every page written so far in the open flush (see
+    /// [`PageFiles::start_writeback`]); [`prepare`](Self::prepare) still fsyncs everything.
+    pub(crate) fn start_writeback(&self) {
+        if let Some(f) = &self.flush {
+            for files in f.unsynced.values() {
+                files.start_writeback();
+            }
+        }
     }
 
     /// Reads the copy of `page` of `meta` current at `upto_epoch` into `buf` (one page), and

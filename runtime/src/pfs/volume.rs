@@ -189,10 +189,22 @@ impl Volume {
         self.with_store(|s| Ok(s.read_page(meta, fpage, epoch, buf)?))
     }
 
-    /// Writes this node's copy of page `fpage` of `meta` for epoch `epoch` (leaders only; it
-    /// becomes visible when `epoch` commits).
-    pub fn write_local(&self, meta: &FileMeta, fpage: u64, epoch: u64, data: &[u8]) -> Result<()> {
-        self.with_store(|s| Ok(s.write_page(meta, fpage, epoch, data)?))
+    /// Starts the disk write-back of the pages written so far at the open epoch (leaders only;
+    /// nothing to do elsewhere). Calling it between batches overlaps the disk with the rest of
+    /// the flush.
+    pub fn start_writeback(&self) {
+        if let Some(store) = &self.store {
+            store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .start_writeback();
+        }
+    }
+
+    /// Writes this node's copies of the consecutive pages from `first` of `meta` (`data`: whole
+    /// pages) for epoch `epoch` (leaders only; they become visible when `epoch` commits).
+    pub fn write_local(&self, meta: &FileMeta, first: u64, epoch: u64, data: &[u8]) -> Result<()> {
+        self.with_store(|s| Ok(s.write_pages(meta, first, epoch, data)?))
     }
 
     /// Rewrites this node's bad or missing copy of page `fpage` with good data of epoch `epoch`.

@@ -270,8 +270,11 @@ fn a_flipped_data_byte_is_corrupt_and_repair_restores_it() {
     let mut s = sc.open();
     flush(&mut s, &m, 1, &[0, 1]); // slot 0 (no current copy yet)
     flush(&mut s, &m, 2, &[0]); // slot 1
-                                // Flip one byte of the epoch-2 copy of page 0: (2*0 + 1) * PS.
-    flip(&data_path(&sc, &m), u64::from(PS) + 100);
+                                // Flip one byte of the epoch-2 copy of page 0 (slot 1).
+    flip(
+        &data_path(&sc, &m),
+        crate::pfs::pages::data_offset(&m, 0, 1).unwrap() + 100,
+    );
     let (state, buf) = read(&s, &m, 0, 2);
     assert!(
         matches!(&state, PageState::Corrupt { why } if why.contains("slot 1 (epoch 2)")),
@@ -568,5 +571,50 @@ fn sigkill_at_each_injection_point_leaves_one_whole_version() {
         for p in 0..4 {
             expect(&s, &m, p, epoch, epoch);
         }
+    }
+}
+
+#[test]
+fn batched_writes_match_page_by_page_writes_across_groups_and_slots() {
+    let sc = Scratch::new("batched");
+    let mut m = meta(0, "big.dat");
+    m.size = 200 * u64::from(PS);
+    let mut s = sc.open();
+    let run = |s: &mut NodeStore, first: u64, n: u64, epoch: u64| {
+        let data: Vec<u8> = (first..first + n).flat_map(|p| content(p, epoch)).collect();
+        s.write_pages(&m, first, epoch, &data).unwrap();
+    };
+    // Epoch 1: pages 10..150 in one batch (crosses two group boundaries), all in slot 0.
+    run(&mut s, 10, 140, 1);
+    s.prepare(1, catalog(&[&m])).unwrap();
+    s.commit(1).unwrap();
+    // Epoch 2: pages 60..70 flip to slot 1, page 140 page by page; the rest stay at epoch 1.
+    run(&mut s, 60, 10, 2);
+    s.write_page(&m, 140, 2, &content(140, 2)).unwrap();
+    s.prepare(2, catalog(&[&m])).unwrap();
+    s.commit(2).unwrap();
+    // Epoch 3: a batch mixing pages whose next slot is 0 (60..70) and 1 (the others).
+    run(&mut s, 55, 20, 3);
+    s.prepare(3, catalog(&[&m])).unwrap();
+    s.commit(3).unwrap();
+    for p in 0..200 {
+        let want = match p {
+            55..=74 => Some(3),
+            140 => Some(2),
+            10..=149 => Some(1),
+            _ => None,
+        };
+        match want {
+            Some(e) => expect(&s, &m, p, 3, e),
+            None => assert_eq!(read(&s, &m, p, 3).0, PageState::Absent, "page {p}"),
+        }
+    }
+    // The older copies are still there for the older epochs.
+    expect(&s, &m, 65, 2, 2);
+    expect(&s, &m, 56, 2, 1);
+    // A batch that is not a whole number of pages is refused before anything is written.
+    match s.write_pages(&m, 0, 4, &[0u8; 100]) {
+        Err(StoreError::Protocol(why)) => assert!(why.contains("whole number"), "{why}"),
+        other => panic!("expected a protocol error, got {other:?}"),
     }
 }
