@@ -186,6 +186,30 @@ fn writes_reach_disk_only_through_the_flush() {
 }
 
 #[test]
+fn writes_with_pages_claimed_ahead_reach_disk_whole() {
+    // PSLS_PREFETCH: first writes claim the untouched pages ahead, in the background; the
+    // flush and the unmap must wait for that work, or pages go missing from the flush and
+    // stale directory entries hide the file when it is mapped again.
+    let t = Pfs::new();
+    let out = t
+        .launch(
+            "pfs_cases",
+            &[
+                "write_flush",
+                "ahead",
+                &(512 * PAGE + 7).to_string(),
+                "zero",
+                "6",
+            ],
+        )
+        .env("PSLS_PREFETCH", "16")
+        .run();
+    out.assert_success();
+    out.assert_lines("PASS", 4);
+    t.expect("ahead", 6, 512 * PAGE + 7).unwrap();
+}
+
+#[test]
 fn files_grow_in_place_and_keep_their_size() {
     let t = Pfs::new();
     t.case(&["grow", "g"]);

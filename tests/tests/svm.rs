@@ -126,7 +126,7 @@ fn page_table_tracks_unique_replicated_owner_and_dirty_epoch() {
 }
 
 #[test]
-fn sequential_scan_with_and_without_prefetch() {
+fn sequential_scan_and_first_write_with_and_without_prefetch() {
     svm("scan", 2, 2);
     let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
     let out = Launch::program(sibling_binary("svm_cases"), 3)
@@ -138,4 +138,5 @@ fn sequential_scan_with_and_without_prefetch() {
     out.assert_success();
     out.assert_lines("PASS", 3);
     assert!(stat(&out, "prefetches") > 0);
+    assert!(stat(&out, "claimed") > 0);
 }

@@ -373,8 +373,8 @@ impl Psls {
         let s = self.svm.stats();
         tracing::info!(
             target: "psls::svm",
-            "rank {}: {} read faults, {} write faults, {} fetches ({} prefetched, {} bytes), {} invalidations sent, {} received, {} downgrades",
-            self.rank, s.read_faults, s.write_faults, s.fetches, s.prefetches, s.bytes_moved, s.invalidations_sent, s.invalidations_received, s.downgrades
+            "rank {}: {} read faults, {} write faults, {} fetches ({} prefetched, {} bytes), {} untouched pages claimed for writing, {} invalidations sent, {} received, {} downgrades",
+            self.rank, s.read_faults, s.write_faults, s.fetches, s.prefetches, s.bytes_moved, s.claimed, s.invalidations_sent, s.invalidations_received, s.downgrades
         );
         let Psls {
             mut svm,

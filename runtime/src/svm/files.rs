@@ -47,6 +47,13 @@ impl Core {
             .map(|m| (m.meta.clone(), (page - m.first) as u64))
     }
 
+    /// Whether global `page` belongs to a mapped file and has data on disk (it was written and
+    /// flushed once), so that its first touch must load it.
+    pub(super) fn has_file_data(&self, page: usize) -> bool {
+        self.file_page(page)
+            .is_some_and(|(meta, fpage)| meta.was_written(fpage))
+    }
+
     /// Brings a never-loaded file page into some rank's frame (the caller holds the page's
     /// directory lock and saw no owner). Returns the rank that now holds it, or `None` when the
     /// page is in no file or was never written (it reads as zeros).
@@ -289,6 +296,7 @@ impl Svm {
     pub fn flush_files(&self, comm: &Comm, vol: &Volume, mut catalog: Catalog) -> Result<u64> {
         let c = &self.core;
         let ps = c.page_size;
+        self.quiesce();
         comm.barrier()?;
         // 1. The pages this rank holds dirty; write-protect them so that later stores fault
         //    and mark them dirty again.

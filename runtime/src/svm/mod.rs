@@ -43,6 +43,7 @@ pub(crate) struct Counters {
     pub downgrades: AtomicU64,
     pub pages_loaded: AtomicU64,
     pub pages_flushed: AtomicU64,
+    pub claimed: AtomicU64,
 }
 
 /// A snapshot of one rank's SVM counters.
@@ -68,6 +69,8 @@ pub struct SvmStats {
     pub pages_loaded: u64,
     /// Dirty pages of mapped files this rank held and flushed.
     pub pages_flushed: u64,
+    /// Untouched pages taken for writing ahead of a write fault (`PSLS_PREFETCH`).
+    pub claimed: u64,
 }
 
 /// State shared by the application threads and the service thread.
@@ -81,6 +84,8 @@ pub(crate) struct Core {
     epoch: AtomicU32,
     /// Adjacent pages fetched along with a read miss (`PSLS_PREFETCH`).
     prefetch: std::sync::atomic::AtomicUsize,
+    /// Work ahead of a served fault (prefetch, claims) still running on the service thread.
+    ahead_in_flight: std::sync::atomic::AtomicUsize,
     allocated: Vec<AtomicBool>,
     counters: Counters,
     seq: AtomicU64,
@@ -183,6 +188,7 @@ impl Svm {
             table: PageTable::new(npages),
             epoch: AtomicU32::new(1),
             prefetch: std::sync::atomic::AtomicUsize::new(cfg.prefetch),
+            ahead_in_flight: std::sync::atomic::AtomicUsize::new(0),
             allocated: (0..npages).map(|_| AtomicBool::new(false)).collect(),
             counters: Counters::default(),
             seq: AtomicU64::new(0),
@@ -273,6 +279,7 @@ impl Svm {
         let start = (addr - c.base) / c.page_size;
         let pages = bytes.div_ceil(c.page_size).max(1);
         // Nobody may still be using the memory, and the service threads must be quiet on it.
+        self.quiesce();
         comm.barrier()?;
         for p in start..start + pages {
             c.allocated[p].store(false, Ordering::Release);
@@ -329,6 +336,17 @@ impl Svm {
             downgrades: l(&c.downgrades),
             pages_loaded: l(&c.pages_loaded),
             pages_flushed: l(&c.pages_flushed),
+            claimed: l(&c.claimed),
+        }
+    }
+
+    /// Waits until this rank's service thread has finished the work it does ahead of faults
+    /// already served (prefetches, claims), which changes directory entries and page tables
+    /// after the faulting thread resumed. Operations that bypass the protocol (freeing, listing
+    /// dirty pages for a flush) call it first.
+    pub(crate) fn quiesce(&self) {
+        while self.core.ahead_in_flight.load(Ordering::Acquire) > 0 {
+            std::thread::yield_now();
         }
     }
 

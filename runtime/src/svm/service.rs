@@ -34,6 +34,17 @@ pub(crate) const SPIN_POLLS: u32 = 200;
 /// First sleep of a service thread that found nothing to do.
 const FIRST_SLEEP: Duration = Duration::from_micros(5);
 
+/// What serving a fault did, for the work the loop may do ahead of the next fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// A read miss fetched the page from another rank: prefetch the following pages.
+    Fetched,
+    /// A write to a page nobody had touched: claim the following untouched pages.
+    FreshWrite,
+    /// Anything else.
+    Other,
+}
+
 const TAG_REQ: i32 = 101;
 const TAG_ACK: i32 = 102;
 const DOWNGRADE: u64 = 1;
@@ -64,13 +75,26 @@ impl Core {
             for f in taken.drain(..) {
                 worked = true;
                 match self.handle_fault(&f) {
-                    Ok(missed) => {
+                    Ok(served) => {
                         let page = (f.addr - self.base) / self.page_size;
+                        let ahead =
+                            served != Served::Other && self.prefetch.load(Ordering::Relaxed) > 0;
+                        if ahead {
+                            // Counted before the faulting thread resumes, so that a collective
+                            // it enters next (free, flush) waits for this work to end.
+                            self.ahead_in_flight.fetch_add(1, Ordering::AcqRel);
+                        }
                         self.faults.retry(f);
                         // The faulting thread runs on while the following pages come in.
-                        if missed && self.prefetch.load(Ordering::Relaxed) > 0 {
-                            if let Err(e) = self.prefetch_after(page) {
-                                tracing::error!(target: "psls::svm", "prefetching after page {page}: {e}");
+                        if ahead {
+                            let done = match served {
+                                Served::Fetched => self.prefetch_after(page),
+                                Served::FreshWrite => self.claim_after(page),
+                                Served::Other => Ok(()),
+                            };
+                            self.ahead_in_flight.fetch_sub(1, Ordering::AcqRel);
+                            if let Err(e) = done {
+                                tracing::error!(target: "psls::svm", "working ahead of page {page}: {e}");
                             }
                         }
                     }
@@ -220,9 +244,8 @@ impl Core {
         Ok(())
     }
 
-    /// Serves one local fault. Returns whether a page was fetched from another rank (a read
-    /// miss, after which the loop may prefetch).
-    fn handle_fault(&self, f: &Fault) -> Result<bool> {
+    /// Serves one local fault, and says what it did (the loop may then work ahead).
+    fn handle_fault(&self, f: &Fault) -> Result<Served> {
         if f.addr < self.base || f.addr >= self.base + self.npages * self.page_size {
             return Err(Error::Protocol(format!(
                 "fault at {:#x} outside the global range",
@@ -233,7 +256,7 @@ impl Core {
         let have = self.access(page);
         // Another thread's fault on the same page may have been served already.
         if have == Access::Write || (!f.write && have == Access::Read) {
-            return Ok(false);
+            return Ok(Served::Other);
         }
         if !self.allocated(page) {
             return Err(Error::Protocol(format!(
@@ -243,14 +266,26 @@ impl Core {
         }
         self.lock_page(page)?;
         let result = if f.write {
-            self.write_fault(page, have).map(|()| false)
+            self.write_fault(page, have).map(|fresh| {
+                if fresh {
+                    Served::FreshWrite
+                } else {
+                    Served::Other
+                }
+            })
         } else {
-            self.read_fault(page)
+            self.read_fault(page).map(|fetched| {
+                if fetched {
+                    Served::Fetched
+                } else {
+                    Served::Other
+                }
+            })
         };
         let unlocked = self.dir.unlock(page);
-        let missed = result?;
+        let served = result?;
         unlocked?;
-        Ok(missed)
+        Ok(served)
     }
 
     /// Serves a read fault (the caller holds the page's lock). Returns whether the page was
@@ -367,10 +402,13 @@ impl Core {
         Ok(())
     }
 
-    fn write_fault(&self, page: usize, have: Access) -> Result<()> {
+    /// Serves a write fault (the caller holds the page's lock). Returns whether the page had
+    /// never been touched by anyone (it was zeros, with no copy anywhere and nothing on disk).
+    fn write_fault(&self, page: usize, have: Access) -> Result<bool> {
         self.counters.write_faults.fetch_add(1, Ordering::Relaxed);
         let mut e = self.dir.read(page)?;
         self.load_if_unowned(page, &mut e)?;
+        let fresh = e.owner.is_none() && e.copyset == 0;
         let i_hold_copy = have == Access::Read && e.copyset & (1 << self.rank) != 0;
         if let Some(o) = e.owner {
             if o != self.rank && !i_hold_copy {
@@ -401,6 +439,59 @@ impl Core {
                 written_epoch: Some(epoch),
             },
         );
+        Ok(fresh)
+    }
+
+    /// After a write fault on a page nobody had touched, takes up to `prefetch` following pages
+    /// that nobody has touched either, for writing, as if this rank had write-faulted on each:
+    /// a sequential first write (initializing an array, writing a new file) then faults once
+    /// per run instead of once per page. The run stops at the first page that is unallocated,
+    /// accessible here, part of a file with data on disk, touched by anyone, or whose
+    /// directory lock is busy (this never waits for a lock). A taken page is dirty: if the
+    /// application does not write it, it is zeros, and another rank's later write simply
+    /// invalidates it here.
+    fn claim_after(&self, page: usize) -> Result<()> {
+        let last = (page + self.prefetch.load(Ordering::Relaxed)).min(self.npages - 1);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut claimed = 0u64;
+        for q in page + 1..=last {
+            if !self.allocated(q) || self.access(q) != Access::None || self.has_file_data(q) {
+                break;
+            }
+            if !self.dir.try_lock(q, self.rank)? {
+                break;
+            }
+            let taken = (|| {
+                let mut e = self.dir.read(q)?;
+                if e.owner.is_some() || e.copyset != 0 {
+                    return Ok(false);
+                }
+                e.owner = Some(self.rank);
+                e.writable = true;
+                e.copyset = 1 << self.rank;
+                e.version += 1;
+                self.dir.write(q, &e)?;
+                self.set_access(q, Access::Write)?;
+                self.table.set(
+                    q,
+                    PageInfo {
+                        access: Access::Write,
+                        replicated: false,
+                        owner: Some(self.rank),
+                        written_epoch: Some(epoch),
+                    },
+                );
+                Ok::<bool, Error>(true)
+            })();
+            let unlocked = self.dir.unlock(q);
+            let taken = taken?;
+            unlocked?;
+            if !taken {
+                break;
+            }
+            claimed += 1;
+        }
+        self.counters.claimed.fetch_add(claimed, Ordering::Relaxed);
         Ok(())
     }
 

@@ -102,6 +102,20 @@ fn write_flush(p: &Psls) -> Result<()> {
         .count();
     check!(p, bad == 0, "memory holds the new version ({bad} wrong)");
     f.close()?;
+    // Mapped again in the same job (the same global pages are reused): every page loads the
+    // flushed version from disk. Work a service thread did ahead of the earlier faults must
+    // not leave directory entries behind that hide the file's data.
+    let f = p.open_file(&name)?;
+    let b = f.bytes();
+    let bad = (0..size as usize)
+        .filter(|&i| b.get(i) != pattern(new, i as u64))
+        .count();
+    check!(
+        p,
+        bad == 0,
+        "mapped again, {name} reads the flushed version ({bad} wrong)"
+    );
+    f.discard()?;
     Ok(())
 }
 

@@ -34,8 +34,8 @@ fn main() -> ExitCode {
 fn report(p: &Psls) {
     let s = p.stats();
     println!(
-        "STATS rank={} read_faults={} write_faults={} fetches={} prefetches={} invalidations_sent={} invalidations_received={} downgrades={}",
-        p.rank(), s.read_faults, s.write_faults, s.fetches, s.prefetches, s.invalidations_sent, s.invalidations_received, s.downgrades
+        "STATS rank={} read_faults={} write_faults={} fetches={} prefetches={} claimed={} invalidations_sent={} invalidations_received={} downgrades={}",
+        p.rank(), s.read_faults, s.write_faults, s.fetches, s.prefetches, s.claimed, s.invalidations_sent, s.invalidations_received, s.downgrades
     );
 }
 
@@ -534,9 +534,28 @@ fn scan(p: &Psls) -> Result<()> {
     let pages = 64;
     let w = p.page_size() / 8;
     let a: GlobalArray<u64> = p.alloc(pages * w)?;
+    let prefetch = p.config().prefetch;
     if p.rank() == 1 {
         for i in 0..pages * w {
             a.set(i, i as u64 ^ 0x5a5a);
+        }
+        // A first sequential write claims the untouched pages ahead of each write fault.
+        let s = p.stats();
+        if prefetch > 0 {
+            check!(
+                p,
+                s.claimed > 0 && s.write_faults + s.claimed == pages as u64,
+                "with PSLS_PREFETCH={prefetch}: {} write faults and {} pages claimed ahead for {pages} pages",
+                s.write_faults,
+                s.claimed
+            );
+        } else {
+            check!(
+                p,
+                s.claimed == 0 && s.write_faults == pages as u64,
+                "without prefetch: {} write faults for {pages} pages, none claimed",
+                s.write_faults
+            );
         }
     }
     p.barrier()?;
@@ -546,7 +565,6 @@ fn scan(p: &Psls) -> Result<()> {
             .count();
         check!(p, bad == 0, "scanned {} words ({bad} wrong)", pages * w);
         let s = p.stats();
-        let prefetch = p.config().prefetch;
         if prefetch > 0 {
             check!(
                 p,
@@ -582,5 +600,30 @@ fn scan(p: &Psls) -> Result<()> {
     }
     p.barrier()?;
     p.free(a)?;
+    // Two ranks write halves of a fresh array: rank 0's claims run into rank 1's half, whose
+    // writes must take those pages back (invalidation), and every value must land.
+    let b: GlobalArray<u64> = p.alloc(pages * w)?;
+    let half = pages / 2 * w;
+    let (lo, hi) = if p.rank() == 0 {
+        (0, half)
+    } else {
+        (half, pages * w)
+    };
+    if p.rank() < 2 {
+        for i in lo..hi {
+            b.set(i, (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        }
+    }
+    p.barrier()?;
+    let bad = (0..pages * w)
+        .filter(|&i| b.get(i) != (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .count();
+    check!(
+        p,
+        bad == 0,
+        "two writers of adjacent halves of a fresh array: {bad} wrong words"
+    );
+    p.barrier()?;
+    p.free(b)?;
     Ok(())
 }
