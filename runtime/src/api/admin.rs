@@ -45,6 +45,14 @@ fn state_code(s: &PageState) -> u8 {
     }
 }
 
+/// The state codes of pages `range` of `meta`, for both roles, before any node reports: a page
+/// never written is present everywhere (zeros, on no disk); the others are held by nobody yet.
+fn initial_states(meta: &FileMeta, range: std::ops::Range<u64>) -> Vec<[u8; 2]> {
+    range
+        .map(|p| if meta.was_written(p) { [3, 3] } else { [0, 0] })
+        .collect()
+}
+
 /// Words for a copy's state code that is not "present".
 fn copy_state(code: u8) -> &'static str {
     match code {
@@ -125,38 +133,31 @@ impl Psls {
                         )))
                     }
                 }
-                // This node's non-zero pages, written in runs of consecutive pages.
-                let mut run: Option<(u64, Vec<u8>)> = None;
-                for (k, data) in got[1..].chunks(ps).enumerate() {
-                    let fpage = page + k as u64;
-                    let keep = data.iter().any(|&b| b != 0);
-                    if keep {
-                        nonzero.push(fpage);
+                // This node's non-zero pages, each run of consecutive ones in one write,
+                // straight from the received chunk.
+                let pages: Vec<&[u8]> = got[1..].chunks(ps).collect();
+                let mine: Vec<bool> = pages
+                    .iter()
+                    .enumerate()
+                    .map(|(k, data)| {
+                        let fpage = page + k as u64;
+                        let keep = data.iter().any(|&b| b != 0);
+                        if keep {
+                            nonzero.push(fpage);
+                        }
+                        keep && vol.is_leader()
+                            && vol.holders(&meta, fpage).contains(&Some(self.rank))
+                    })
+                    .collect();
+                let mut k = 0;
+                while k < mine.len() {
+                    if !mine[k] {
+                        k += 1;
+                        continue;
                     }
-                    let mine = keep
-                        && vol.is_leader()
-                        && vol.holders(&meta, fpage).contains(&Some(self.rank));
-                    match (&mut run, mine) {
-                        (Some((first, bytes)), true)
-                            if *first + (bytes.len() / ps) as u64 == fpage =>
-                        {
-                            bytes.extend_from_slice(data);
-                        }
-                        (_, true) => {
-                            if let Some((first, bytes)) = run.take() {
-                                vol.write_local(&meta, first, epoch, &bytes)?;
-                            }
-                            run = Some((fpage, data.to_vec()));
-                        }
-                        (_, false) => {
-                            if let Some((first, bytes)) = run.take() {
-                                vol.write_local(&meta, first, epoch, &bytes)?;
-                            }
-                        }
-                    }
-                }
-                if let Some((first, bytes)) = run.take() {
-                    vol.write_local(&meta, first, epoch, &bytes)?;
+                    let e = (k..mine.len()).find(|&e| !mine[e]).unwrap_or(mine.len());
+                    vol.write_local(&meta, page + k as u64, epoch, &got[1 + k * ps..1 + e * ps])?;
+                    k = e;
                 }
                 vol.start_writeback();
                 page += n as u64;
@@ -230,12 +231,8 @@ impl Psls {
         let ps = meta.page_size as usize;
         let n = (range.end - range.start) as usize;
         let mut data = vec![0u8; n * ps];
-        // state[k][role]: 0 present, 1 absent, 2 corrupt, 3 nobody in this job holds it. A
-        // page never written is zeros, read from no disk.
-        let mut state: Vec<[u8; 2]> = range
-            .clone()
-            .map(|p| if meta.was_written(p) { [3, 3] } else { [0, 0] })
-            .collect();
+        // state[k][role]: 0 present, 1 absent, 2 corrupt, 3 nobody in this job holds it.
+        let mut state = initial_states(meta, range.clone());
         for role in 0..2 {
             let mut msg = Vec::new();
             if vol.is_leader() {
@@ -329,9 +326,7 @@ impl Psls {
                     }
                 }
             }
-            let mut state: Vec<[u8; 2]> = (0..npages)
-                .map(|p| if meta.was_written(p) { [3, 3] } else { [0, 0] })
-                .collect();
+            let mut state = initial_states(&meta, 0..npages);
             for b in self.comm.allgather_bytes(&mine)? {
                 for e in b.chunks_exact(10) {
                     let mut p = [0u8; 8];

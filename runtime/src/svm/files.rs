@@ -50,8 +50,12 @@ impl Core {
     /// Whether global `page` belongs to a mapped file and has data on disk (it was written and
     /// flushed once), so that its first touch must load it.
     pub(super) fn has_file_data(&self, page: usize) -> bool {
-        self.file_page(page)
-            .is_some_and(|(meta, fpage)| meta.was_written(fpage))
+        // Looked up in place: this runs for every page a claim considers.
+        let files = self.files.read().unwrap_or_else(|p| p.into_inner());
+        files
+            .iter()
+            .find(|m| page >= m.first && page < m.first + m.reserved)
+            .is_some_and(|m| m.meta.was_written((page - m.first) as u64))
     }
 
     /// Brings a never-loaded file page into some rank's frame (the caller holds the page's
@@ -350,6 +354,7 @@ impl Svm {
         let mut t_written = std::time::Duration::ZERO;
         let epoch = vol.publish(comm, catalog, |epoch, _| {
             if !vol.is_leader() {
+                t_written = t_start.elapsed();
                 return Ok(());
             }
             let mut todo: Vec<(usize, usize, FileMap)> = Vec::new();

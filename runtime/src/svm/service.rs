@@ -266,21 +266,9 @@ impl Core {
         }
         self.lock_page(page)?;
         let result = if f.write {
-            self.write_fault(page, have).map(|fresh| {
-                if fresh {
-                    Served::FreshWrite
-                } else {
-                    Served::Other
-                }
-            })
+            self.write_fault(page, have)
         } else {
-            self.read_fault(page).map(|fetched| {
-                if fetched {
-                    Served::Fetched
-                } else {
-                    Served::Other
-                }
-            })
+            self.read_fault(page)
         };
         let unlocked = self.dir.unlock(page);
         let served = result?;
@@ -288,9 +276,9 @@ impl Core {
         Ok(served)
     }
 
-    /// Serves a read fault (the caller holds the page's lock). Returns whether the page was
-    /// fetched from another rank.
-    fn read_fault(&self, page: usize) -> Result<bool> {
+    /// Serves a read fault (the caller holds the page's lock): `Fetched` when the page came
+    /// from another rank.
+    fn read_fault(&self, page: usize) -> Result<Served> {
         self.counters.read_faults.fetch_add(1, Ordering::Relaxed);
         let mut e = self.dir.read(page)?;
         self.load_if_unowned(page, &mut e)?;
@@ -318,7 +306,11 @@ impl Core {
             i.owner = e.owner;
             i.replicated = e.copyset.count_ones() > 1;
         });
-        Ok(fetched)
+        Ok(if fetched {
+            Served::Fetched
+        } else {
+            Served::Other
+        })
     }
 
     /// After a read miss on `page`, fetches up to `prefetch` following pages in one batch: the
@@ -402,9 +394,9 @@ impl Core {
         Ok(())
     }
 
-    /// Serves a write fault (the caller holds the page's lock). Returns whether the page had
+    /// Serves a write fault (the caller holds the page's lock): `FreshWrite` when the page had
     /// never been touched by anyone (it was zeros, with no copy anywhere and nothing on disk).
-    fn write_fault(&self, page: usize, have: Access) -> Result<bool> {
+    fn write_fault(&self, page: usize, have: Access) -> Result<Served> {
         self.counters.write_faults.fetch_add(1, Ordering::Relaxed);
         let mut e = self.dir.read(page)?;
         self.load_if_unowned(page, &mut e)?;
@@ -439,7 +431,11 @@ impl Core {
                 written_epoch: Some(epoch),
             },
         );
-        Ok(fresh)
+        Ok(if fresh {
+            Served::FreshWrite
+        } else {
+            Served::Other
+        })
     }
 
     /// After a write fault on a page nobody had touched, takes up to `prefetch` following pages
