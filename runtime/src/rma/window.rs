@@ -144,6 +144,23 @@ impl Window<'static> {
 
     /// Allocates `len` zeroed bytes with `MPI_Win_allocate` and exposes them (collective).
     pub fn allocate(comm: &Comm, len: usize) -> Result<Window<'static>> {
+        let win = Self::allocate_unzeroed(comm, len)?;
+        if len > 0 {
+            // SAFETY: MPI allocated len bytes at base for this window, and no epoch is open yet,
+            // so nobody else accesses them.
+            unsafe { std::ptr::write_bytes(win.base, 0, len) };
+        }
+        // Peers must not write before every rank has zeroed its memory.
+        comm.barrier()?;
+        Ok(win)
+    }
+
+    /// Allocates `len` bytes with `MPI_Win_allocate` and exposes them (collective), without
+    /// touching them: memory costs nothing until used, and the caller initializes each part
+    /// (and synchronizes with its peers) before anyone reads it. `MPI_Win_allocate` lets the MPI
+    /// library place the window where it is fastest: shared memory between ranks of one host
+    /// (Open MPI's `osc/sm`, MPICH's ch4 shm), registered memory for the network otherwise.
+    pub fn allocate_unzeroed(comm: &Comm, len: usize) -> Result<Window<'static>> {
         let mut raw = handle!(psls_mpi_win_null);
         let mut base: *mut u8 = std::ptr::null_mut();
         // SAFETY: base is a valid out-pointer for the allocated address (MPI_Win_allocate takes
@@ -158,15 +175,7 @@ impl Window<'static> {
                 &mut raw,
             )
         })?;
-        if len > 0 {
-            // SAFETY: MPI allocated len bytes at base for this window, and no epoch is open yet,
-            // so nobody else accesses them.
-            unsafe { std::ptr::write_bytes(base, 0, len) };
-        }
-        // Peers must not write before every rank has zeroed its memory.
-        let win = Self::finish(comm, raw, base, len)?;
-        comm.barrier()?;
-        Ok(win)
+        Self::finish(comm, raw, base, len)
     }
 }
 

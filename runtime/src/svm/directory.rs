@@ -62,15 +62,16 @@ pub(crate) struct Directory {
 }
 
 impl Directory {
-    /// Creates the directory for `npages` pages (collective). Memory is reserved lazily: an
-    /// entry costs memory only once its page is used.
+    /// Creates the directory for `npages` pages (collective). The entries live in an
+    /// `MPI_Win_allocate` window, so that the MPI library can serve the directory's atomics and
+    /// small transfers from its fastest memory (shared memory between ranks of one host,
+    /// registered memory across the network), without the home's service thread. The window is
+    /// not zeroed: an entry costs memory only once its page is reserved, and
+    /// [`Directory::clear_local`] initializes it then.
     pub fn new(comm: &Comm, npages: usize) -> Result<Directory> {
         let per_rank = npages.div_ceil(comm.size());
-        let map = memmap2::MmapOptions::new()
-            .len((per_rank * ENTRY_BYTES).max(ENTRY_BYTES))
-            .map_anon()
-            .map_err(|e| crate::Error::io("reserving the page directory", e))?;
-        let win = LockedWindow::new(Window::over_mapping(comm, map)?)?;
+        let len = (per_rank * ENTRY_BYTES).max(ENTRY_BYTES);
+        let win = LockedWindow::new(Window::allocate_unzeroed(comm, len)?)?;
         Ok(Directory {
             win,
             size: comm.size(),
@@ -115,8 +116,8 @@ impl Directory {
         self.win.epoch().put(h, off + 8, &e.encode())
     }
 
-    /// Clears the entries of `pages` that this rank homes (when their memory is freed; every
-    /// rank does it between two barriers).
+    /// Clears the entries of `pages` that this rank homes: when the pages are reserved, before
+    /// anyone may use them (every rank does it, then they synchronize).
     pub fn clear_local(&self, rank: usize, pages: std::ops::Range<usize>) -> Result<()> {
         let zero = [0u8; ENTRY_BYTES];
         for p in pages.filter(|p| p % self.size == rank) {

@@ -256,6 +256,15 @@ impl Svm {
                 start
             })
         };
+        // The directory entries of the pages are initialized before the reductions below: no
+        // rank leaves them before every rank has entered them, so no peer can reach an entry
+        // that its home has not cleared yet. (If the ranks disagree, the pages stay free, and
+        // clearing a free page's entries is harmless.)
+        if let Some(start) = found {
+            self.core
+                .dir
+                .clear_local(self.core.rank, start..start + pages)?;
+        }
         let mine = found.map_or(u64::MAX, |s| s as u64);
         let lo = comm.allreduce_u64(mine, ReduceOp::Min)?;
         let hi = comm.allreduce_u64(mine, ReduceOp::Max)?;
@@ -291,7 +300,6 @@ impl Svm {
         c.frames
             .punch_hole(start * c.page_size, pages * c.page_size)
             .map_err(|e| Error::io("freeing frames", e))?;
-        c.dir.clear_local(c.rank, start..start + pages)?;
         comm.barrier()?;
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         free.push((start, pages));
