@@ -26,6 +26,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// The job id that keys the node roots. `None`: the launcher's, Slurm's, or generated.
     pub job_id: Option<String>,
+    /// The checkpoint set's name (default: the program's name and the rank count).
+    pub ckpt_name: Option<String>,
     /// Number of simulated nodes on this host; 0 means real nodes.
     pub virtual_nodes: usize,
     /// A node-map file (`RANK NODE` per line), as the launcher writes it.
@@ -63,6 +65,7 @@ impl Default for Config {
         Config {
             config_file: None,
             job_id: None,
+            ckpt_name: None,
             virtual_nodes: 0,
             node_map: None,
             memory_base: PathBuf::from("/dev/shm"),
@@ -89,6 +92,16 @@ fn default_disk_base() -> PathBuf {
     }
 }
 
+/// Whether `v` can name a job or a checkpoint set: 1 to 64 characters from A-Z a-z 0-9 . _ -,
+/// not starting with a dot (it becomes a directory name).
+pub(crate) fn valid_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && !v.starts_with('.')
+        && v.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+}
+
 /// One configuration key.
 pub struct Key {
     /// Its name in the TOML file.
@@ -107,12 +120,19 @@ pub const KEYS: &[Key] = &[
         env: "PSLS_JOB_ID",
         allowed: "1 to 64 characters from A-Z a-z 0-9 . _ -",
         set: |c, v| {
-            let ok = !v.is_empty()
-                && v.len() <= 64
-                && !v.starts_with('.')
-                && v.chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch));
-            ok.then(|| c.job_id = Some(v.to_string())).ok_or(())
+            valid_name(v)
+                .then(|| c.job_id = Some(v.to_string()))
+                .ok_or(())
+        },
+    },
+    Key {
+        name: "ckpt_name",
+        env: "PSLS_CKPT_NAME",
+        allowed: "1 to 64 characters from A-Z a-z 0-9 . _ -",
+        set: |c, v| {
+            valid_name(v)
+                .then(|| c.ckpt_name = Some(v.to_string()))
+                .ok_or(())
         },
     },
     Key {

@@ -174,6 +174,10 @@ pub enum Error {
     #[error("{0}")]
     Store(String),
 
+    /// A checkpoint or a restart failed (the message says which step, and what to do).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+
     /// hwloc could not describe the node.
     #[error("hwloc: {0}")]
     Hwloc(String),

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod ckpt;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -24,6 +25,7 @@ mod sys;
 pub use api::{
     init, init_with, FileInfo, GlobalMutex, MutexGuard, PfsFile, Progress, Psls, VerifyReport,
 };
+pub use ckpt::{CheckpointKind, CheckpointStats, Protected};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use svm::{PageInfo, SvmStats};

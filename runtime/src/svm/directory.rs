@@ -116,6 +116,15 @@ impl Directory {
         self.win.epoch().put(h, off + 8, &e.encode())
     }
 
+    /// Writes the entry of `page`, which this rank homes, locally (while nobody else can use
+    /// it: when its pages are being reserved).
+    pub fn set_local(&self, page: usize, e: &Entry) -> Result<()> {
+        let (_, off) = self.home(page);
+        let mut b = [0u8; ENTRY_BYTES];
+        b[8..].copy_from_slice(&e.encode());
+        self.win.window().local_write(off, &b)
+    }
+
     /// Clears the entries of `pages` that this rank homes: when the pages are reserved, before
     /// anyone may use them (every rank does it, then they synchronize).
     pub fn clear_local(&self, rank: usize, pages: std::ops::Range<usize>) -> Result<()> {

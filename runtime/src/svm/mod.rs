@@ -7,11 +7,13 @@
 //! read-write alias exposed in an RMA window, through which other ranks fetch pages. The
 //! directory (`directory.rs`) is distributed over the ranks: page p's home is rank p mod size.
 
+mod checkpoint;
 mod directory;
 mod files;
 mod service;
 mod table;
 
+pub(crate) use checkpoint::{Phase1, Placement};
 pub(crate) use files::FileMap;
 
 pub use table::PageInfo;
@@ -44,6 +46,7 @@ pub(crate) struct Counters {
     pub pages_loaded: AtomicU64,
     pub pages_flushed: AtomicU64,
     pub claimed: AtomicU64,
+    pub cow: AtomicU64,
 }
 
 /// A snapshot of one rank's SVM counters.
@@ -71,6 +74,8 @@ pub struct SvmStats {
     pub pages_flushed: u64,
     /// Untouched pages taken for writing ahead of a write fault (`PSLS_PREFETCH`).
     pub claimed: u64,
+    /// Recovery frames copied out to pure recovery slots before a write (copy-on-write).
+    pub copied_on_write: u64,
 }
 
 /// State shared by the application threads and the service thread.
@@ -96,6 +101,12 @@ pub(crate) struct Core {
     files: std::sync::RwLock<Vec<FileMap>>,
     /// The PFS volume (absent in unit tests that run the SVM alone).
     volume: Option<Arc<crate::pfs::Volume>>,
+    /// The directory of the frame file and the recovery area.
+    ckpt_dir: std::path::PathBuf,
+    /// This rank's recovery copies (open once the job checkpoints or restarts).
+    recovery: std::sync::OnceLock<crate::ckpt::area::RecoveryArea>,
+    /// What a restart restored, installed as the application allocates again.
+    restored: Mutex<checkpoint::Restored>,
     // Dropped in this order: windows (collective frees), then the service communicator, then the
     // view and the frame file.
     dir: Directory,
@@ -129,6 +140,7 @@ impl Svm {
         cfg: &crate::Config,
         comm: &Comm,
         memory_root: &Path,
+        fresh: bool,
         volume: Option<Arc<crate::pfs::Volume>>,
     ) -> Result<Svm> {
         let (rank, size) = (comm.rank(), comm.size());
@@ -152,7 +164,7 @@ impl Svm {
         let len = cfg.svm_size - cfg.svm_size % page_size;
         let npages = len / page_size;
         let frames_path = memory_root.join(format!("frames.rank{rank}"));
-        let frames = FrameFile::create(&frames_path, len).map_err(|e| {
+        let frames = FrameFile::open(&frames_path, len, fresh).map_err(|e| {
             Error::io(
                 format!("creating the frame file {}", frames_path.display()),
                 e,
@@ -197,6 +209,9 @@ impl Svm {
             faults,
             files: std::sync::RwLock::new(Vec::new()),
             volume,
+            ckpt_dir: memory_root.to_path_buf(),
+            recovery: std::sync::OnceLock::new(),
+            restored: Mutex::new(checkpoint::Restored::default()),
             dir,
             frames_win,
             comm: svc_comm,
@@ -264,6 +279,7 @@ impl Svm {
             self.core
                 .dir
                 .clear_local(self.core.rank, start..start + pages)?;
+            self.core.install_restored(start..start + pages)?;
         }
         let mine = found.map_or(u64::MAX, |s| s as u64);
         let lo = comm.allreduce_u64(mine, ReduceOp::Min)?;
@@ -295,6 +311,9 @@ impl Svm {
             if c.access(p) != Access::None {
                 c.set_access(p, Access::None)?;
             }
+            // The last checkpoint may still need the page: its recovery copy outlives the frame
+            // until the next checkpoint commits.
+            c.preserve_recovery(p)?;
             c.table.set(p, PageInfo::default());
         }
         c.frames
@@ -345,6 +364,7 @@ impl Svm {
             pages_loaded: l(&c.pages_loaded),
             pages_flushed: l(&c.pages_flushed),
             claimed: l(&c.claimed),
+            copied_on_write: l(&c.cow),
         }
     }
 

@@ -165,6 +165,8 @@ impl Core {
         if self.access(page) != Access::None {
             self.set_access(page, Access::None)?;
         }
+        // A recovery copy in the frame must outlive the frame.
+        self.preserve_recovery(page)?;
         self.table.set(page, PageInfo::default());
         self.frames
             .punch_hole(page * self.page_size, self.page_size)
@@ -410,6 +412,8 @@ impl Core {
                 self.fetch(page, o)?;
             }
         }
+        // The frame is about to become writable: a recovery copy in it moves out first.
+        self.preserve_recovery(page)?;
         let others: Vec<usize> = e.holders().filter(|&r| r != self.rank).collect();
         self.request_all(INVALIDATE, page, &others)?;
         self.counters
@@ -506,6 +510,7 @@ impl Core {
 
     /// Copies `page` from `owner`'s frame into this rank's frame.
     fn fetch(&self, page: usize, owner: usize) -> Result<()> {
+        self.preserve_recovery(page)?;
         let mut buf = vec![0u8; self.page_size];
         let off = page * self.page_size;
         self.frames_win.epoch().get(owner, off, &mut buf)?;
@@ -529,7 +534,7 @@ impl Core {
         Ok(())
     }
 
-    fn protect_error(&self, e: std::io::Error) -> Error {
+    pub(super) fn protect_error(&self, e: std::io::Error) -> Error {
         if e.raw_os_error() == Some(libc::ENOMEM) {
             let limit = crate::sys::vm::max_map_count().map_or("?".to_string(), |m| m.to_string());
             Error::MapCount {

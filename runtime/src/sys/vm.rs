@@ -61,13 +61,14 @@ pub struct FrameFile {
 }
 
 impl FrameFile {
-    /// Creates (or truncates) the frame file `path` with `len` bytes, all holes.
-    pub fn create(path: &Path, len: usize) -> io::Result<FrameFile> {
+    /// Opens the frame file `path` with `len` bytes: emptied when `fresh`, else with the frames
+    /// a crashed run left in it (a restart keeps its recovery copies).
+    pub fn open(path: &Path, len: usize, fresh: bool) -> io::Result<FrameFile> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(fresh)
             .mode(0o600)
             .open(path)?;
         file.set_len(len as u64)?;
@@ -133,19 +134,7 @@ impl FrameFile {
     /// Frees the memory of `len` bytes at `offset` (both page aligned): the next read of them
     /// through either mapping returns zeros.
     pub fn punch_hole(&self, offset: usize, len: usize) -> io::Result<()> {
-        // SAFETY: fallocate only changes the file's blocks; the fd is valid.
-        let rc = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                offset as libc::off_t,
-                len as libc::off_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        punch_file(&self.file, offset, len)
     }
 
     /// Bytes of memory the file holds now.
@@ -193,6 +182,24 @@ impl Drop for AppView {
     }
 }
 
+/// Frees the memory of `len` bytes at `offset` of `file` (both page aligned): they read as
+/// zeros afterwards.
+pub fn punch_file(file: &File, offset: usize, len: usize) -> io::Result<()> {
+    // SAFETY: fallocate only changes the file's blocks; the fd is valid.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The system page size.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
@@ -222,7 +229,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("psls-vm-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let len = 16 * 4096;
-        let ff = FrameFile::create(&dir.join("frames"), len).unwrap();
+        let ff = FrameFile::open(&dir.join("frames"), len, true).unwrap();
         let base = 0x3e00_0000_0000usize + (std::process::id() as usize % 1024) * (1 << 30);
         let view = ff.map_view(base).unwrap();
         // The same base cannot be taken twice.

@@ -1,0 +1,397 @@
+//! `ckpt`: coordinated checkpoints of the whole job (paper, section 3), and the restart.
+//!
+//! Built so far: the **memory checkpoint** (section 3.1) of volatile arrays, mapped pages and
+//! registered private state, with two-phase commit, and the rollback of a restarted job
+//! (section 3.3, transient failures: every rank killed, the same command run again on the same
+//! nodes). The SVM side (page states, copy-on-write, replicas, rollback of pages) is in
+//! `svm/checkpoint.rs`; the files that keep the copies are in [`area`]. Not built yet: the
+//! permanent (cleaner) checkpoint and its five cleaning policies, the memory budget, node loss.
+//!
+//! **The checkpoint set.** A job's frames and recovery copies live in `ckpt-NAME/NODE/` under the
+//! memory base (tmpfs), where NAME is `PSLS_CKPT_NAME`, or the program's file name and the rank
+//! count (`mgs-4r`). A run that finds a committed checkpoint there restarts from it; a run that
+//! finalizes normally removes its files, so running the command again after a success starts
+//! afresh. A lock file per rank refuses a second job with the same name while the first runs.
+
+pub(crate) mod area;
+
+use crate::error::{Error, Result};
+use crate::sys::global::Pod;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The two levels of checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointKind {
+    /// Two recovery copies of each page modified since the last checkpoint, in the memories of
+    /// two nodes; no disk access.
+    Memory,
+}
+
+/// What one checkpoint did, summed over the job (the times are this rank's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckpointStats {
+    /// The checkpoint's epoch (1, 2, …).
+    pub epoch: u64,
+    /// Its kind.
+    pub kind: CheckpointKind,
+    /// Phase 1: creating the pre-recovery copies, and saving the private state.
+    pub phase1: Duration,
+    /// The vote and the commit.
+    pub commit: Duration,
+    /// Phase 2 (local): pre-recovery copies become readable, old copies are freed.
+    pub phase2: Duration,
+    /// Pages checkpointed (written since the last checkpoint), over the job.
+    pub pages: u64,
+    /// Bytes of those pages.
+    pub bytes: u64,
+    /// Bytes sent to buddy nodes, over the job.
+    pub bytes_transferred: u64,
+    /// Pages checkpointed by turning two existing copies on two nodes into recovery copies,
+    /// with no transfer, over the job.
+    pub pages_reused: u64,
+    /// Recovery copies of earlier checkpoints freed in phase 2, over the job.
+    pub copies_freed: u64,
+    /// Bytes of recovery copies kept in slots (replicas and pure recovery copies) after the
+    /// checkpoint, over the job; recovery frames are not counted, since they are the
+    /// application's own pages.
+    pub slot_bytes: u64,
+    /// Bytes of private state saved by this rank.
+    pub private_bytes: u64,
+}
+
+/// Private state of one rank, registered with [`crate::Psls::protect`]: saved at every
+/// checkpoint and given back after a restart.
+pub struct Protected<T: Pod> {
+    value: Arc<Mutex<T>>,
+}
+
+impl<T: Pod> std::fmt::Debug for Protected<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Protected<{}>", std::any::type_name::<T>())
+    }
+}
+
+impl<T: Pod> Protected<T> {
+    /// The current value.
+    pub fn get(&self) -> T {
+        *self.lock()
+    }
+
+    /// Replaces the value.
+    pub fn set(&self, v: T) {
+        *self.lock() = v;
+    }
+
+    /// The value, for reading and writing in place.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.value.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A registered piece of private state, as bytes.
+trait Snapshot: Send + Sync {
+    fn bytes(&self) -> Vec<u8>;
+}
+
+impl<T: Pod> Snapshot for Mutex<T> {
+    fn bytes(&self) -> Vec<u8> {
+        let v = *self.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: T is Pod: no padding, so all size_of::<T>() bytes of v are initialized.
+        unsafe {
+            std::slice::from_raw_parts((&v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+}
+
+/// The checkpoint state of one rank.
+pub(crate) struct Checkpointer {
+    set: String,
+    dir: PathBuf,
+    rank: usize,
+    _lock: File,
+    restarted_from: Option<u64>,
+    /// Registered private state, in registration order.
+    private: Mutex<Vec<(String, Arc<dyn Snapshot>)>>,
+    /// Private state saved by the checkpoint a restart rolled back to.
+    restored_private: Mutex<HashMap<String, Vec<u8>>>,
+    last: Mutex<Option<CheckpointStats>>,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Checkpointer {{ set: {:?}, dir: {:?} }}",
+            self.set, self.dir
+        )
+    }
+}
+
+/// The checkpoint set's name: configured, else the program's file name and the rank count.
+pub(crate) fn set_name(configured: Option<&str>, ranks: usize) -> String {
+    if let Some(n) = configured {
+        return n.to_string();
+    }
+    let prog = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "psls".into());
+    let clean: String = prog
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    let clean = clean.trim_start_matches('.');
+    format!("{}-{ranks}r", if clean.is_empty() { "psls" } else { clean })
+}
+
+/// Takes this rank's lock file in the checkpoint directory, so that two running jobs never
+/// share a checkpoint set.
+pub(crate) fn take_lock(dir: &Path, rank: usize, set: &str) -> Result<File> {
+    let path = dir.join(format!("lock.rank{rank}"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    // SAFETY: flock on a valid fd.
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Checkpoint(format!(
+            "checkpoint set {set:?} ({}) is in use by another running job: two runs of one program with the same number of ranks share a checkpoint set; give each its own name with PSLS_CKPT_NAME",
+            dir.display()
+        )));
+    }
+    Ok(f)
+}
+
+fn private_path(dir: &Path, rank: usize, epoch: u64) -> PathBuf {
+    dir.join(format!("private.rank{rank}.e{epoch}"))
+}
+
+fn encode_private(items: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, bytes) in items {
+        out.extend((name.len() as u64).to_le_bytes());
+        out.extend(name.as_bytes());
+        out.extend((bytes.len() as u64).to_le_bytes());
+        out.extend(bytes);
+    }
+    out
+}
+
+/// Takes one length-prefixed field off the front of `b`.
+fn take_field<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let rest: &'a [u8] = b;
+    let n = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?) as usize;
+    let v = rest.get(8..8usize.checked_add(n)?)?;
+    *b = &rest[8 + n..];
+    Some(v)
+}
+
+fn decode_private(mut b: &[u8]) -> Option<HashMap<String, Vec<u8>>> {
+    let mut out = HashMap::new();
+    while !b.is_empty() {
+        let name = String::from_utf8(take_field(&mut b)?.to_vec()).ok()?;
+        let bytes = take_field(&mut b)?.to_vec();
+        out.insert(name, bytes);
+    }
+    Some(out)
+}
+
+impl Checkpointer {
+    /// The checkpointer of `rank`, holding the set's lock.
+    pub fn new(set: String, dir: PathBuf, rank: usize, lock: File) -> Checkpointer {
+        Checkpointer {
+            set,
+            dir,
+            rank,
+            _lock: lock,
+            restarted_from: None,
+            private: Mutex::new(Vec::new()),
+            restored_private: Mutex::new(HashMap::new()),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The checkpoint set's name.
+    pub fn set(&self) -> &str {
+        &self.set
+    }
+
+    /// The epoch a restart rolled back to.
+    pub fn restarted_from(&self) -> Option<u64> {
+        self.restarted_from
+    }
+
+    /// Loads the private state saved by checkpoint `epoch`, after a restart.
+    pub fn load_private(&mut self, epoch: u64) -> Result<()> {
+        let path = private_path(&self.dir, self.rank, epoch);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            Error::Checkpoint(format!(
+                "the private state of rank {} for checkpoint {epoch} ({}) cannot be read: {e}; remove {} to start afresh",
+                self.rank,
+                path.display(),
+                self.dir.display()
+            ))
+        })?;
+        let map = decode_private(&bytes).ok_or_else(|| {
+            Error::Checkpoint(format!(
+                "{} is damaged; remove {} to start afresh",
+                path.display(),
+                self.dir.display()
+            ))
+        })?;
+        *self
+            .restored_private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = map;
+        self.restarted_from = Some(epoch);
+        Ok(())
+    }
+
+    /// Registers private state `name` with its initial value, or, after a restart, the value
+    /// the checkpoint saved.
+    pub fn protect<T: Pod>(&self, name: &str, init: T) -> Result<Protected<T>> {
+        let mut reg = self.private.lock().unwrap_or_else(|p| p.into_inner());
+        if reg.iter().any(|(n, _)| n == name) {
+            return Err(Error::Checkpoint(format!(
+                "private state {name:?} is registered twice on rank {}: give each piece its own name",
+                self.rank
+            )));
+        }
+        let mut value = init;
+        if let Some(saved) = self
+            .restored_private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+        {
+            if saved.len() != std::mem::size_of::<T>() {
+                return Err(Error::Checkpoint(format!(
+                    "private state {name:?} of rank {} was saved with {} bytes, and is now registered with a type of {} bytes: register it with the type it had",
+                    self.rank,
+                    saved.len(),
+                    std::mem::size_of::<T>()
+                )));
+            }
+            // SAFETY: T is Pod, so any bytes of its size are a valid T; the sizes match.
+            value = unsafe { std::ptr::read_unaligned(saved.as_ptr().cast::<T>()) };
+        }
+        let cell = Arc::new(Mutex::new(value));
+        reg.push((name.to_string(), cell.clone() as Arc<dyn Snapshot>));
+        Ok(Protected { value: cell })
+    }
+
+    /// Saves the private state for checkpoint `epoch` (phase 1): written whole, then renamed
+    /// into place. Returns its size.
+    pub fn save_private(&self, epoch: u64) -> Result<u64> {
+        let items: Vec<(String, Vec<u8>)> = self
+            .private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(n, s)| (n.clone(), s.bytes()))
+            .collect();
+        let bytes = encode_private(&items);
+        let path = private_path(&self.dir, self.rank, epoch);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(format!("saving private state to {}", path.display()), e))?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Drops the private state of checkpoints other than `keep` (after `keep` committed, or
+    /// when the checkpoint `keep + 1` was abandoned… the caller says which to keep).
+    pub fn drop_private_except(&self, keep: u64) {
+        let prefix = format!("private.rank{}.e", self.rank);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(ep) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if ep.parse::<u64>().ok() != Some(keep) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Records the last checkpoint's figures.
+    pub fn set_last(&self, s: CheckpointStats) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+
+    /// The last checkpoint's figures.
+    pub fn last(&self) -> Option<CheckpointStats> {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes this rank's files from the checkpoint set (a normal finalize: the job will not
+    /// need to restart), and the node's directory once it is empty.
+    pub fn remove_files(&self) {
+        let r = self.rank;
+        let mine = |n: &str| {
+            n.ends_with(&format!(".rank{r}"))
+                || n.starts_with(&format!("private.rank{r}."))
+                || n == format!("slots.rank{r}.idx")
+        };
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if mine(&name) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        // Fails while other ranks of the node still have files there; the last one removes it.
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_state_round_trips_and_rejects_damage() {
+        let items = vec![
+            ("iter".to_string(), 7u64.to_le_bytes().to_vec()),
+            ("empty".to_string(), vec![]),
+        ];
+        let b = encode_private(&items);
+        let m = decode_private(&b).unwrap();
+        assert_eq!(m["iter"], 7u64.to_le_bytes());
+        assert!(m["empty"].is_empty());
+        assert!(decode_private(&b[..b.len() - 1]).is_none());
+        assert!(decode_private(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn set_names_are_valid_directory_names() {
+        assert_eq!(set_name(Some("run.1"), 4), "run.1");
+        let n = set_name(None, 4);
+        assert!(n.ends_with("-4r"));
+        assert!(crate::config::valid_name(&n), "{n}");
+    }
+}

@@ -1,0 +1,508 @@
+//! The memory checkpoint of the SVM's pages (paper, section 3.1) and the rollback of a restart
+//! (section 3.3, transient failures).
+//!
+//! Phase 1 (collective, the application stopped in `checkpoint`): every page written since the
+//! last checkpoint (its owner's table says `written_epoch == current epoch`) gets two
+//! *pre-recovery* copies on two distinct nodes:
+//! - a **replicated** page, of which a rank on another node holds a read copy, turns the owner's
+//!   frame and that reader's frame into pre-recovery copies in place: no data moves;
+//! - a **unique** page turns the owner's frame into a pre-recovery copy, and a pre-recovery
+//!   replica is `MPI_Put` into a slot of the buddy node's recovery area.
+//!
+//! Every written page is write-protected, so that the first write after the checkpoint faults:
+//! the service thread then copies the recovery frame out to a *pure recovery* slot before the
+//! write proceeds (copy-on-write, [`Core::preserve_recovery`]). After the vote, the caller
+//! commits, and phase 2 is local: pre-recovery copies become *readable recovery*, and the pure
+//! recovery copies and replicas of earlier epochs that the new checkpoint replaces are freed.
+//!
+//! Restart ([`Svm::restore`]): the newest copy of each page whose epoch is at most the
+//! committed epoch wins, everything newer (pre-recovery of a checkpoint that did not commit,
+//! dirty active frames) is discarded, and the directory is rebuilt from the surviving holders.
+
+use super::directory::Entry;
+use super::{Core, PageInfo, Svm};
+use crate::ckpt::area::{Copy, CopyState, Geometry, RecoveryArea};
+use crate::error::{Error, Result};
+use crate::rma::{Comm, ReduceOp};
+use crate::sys::vm::Access;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+/// Where each rank's replicas go: the node of every rank, and this rank's partner on the buddy
+/// node.
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    /// The node of each rank.
+    pub node_of: Vec<usize>,
+    /// The rank on the buddy node that keeps this rank's replicas.
+    pub buddy_rank: usize,
+}
+
+/// What phase 1 did on this rank, for phase 2 or the abort.
+#[derive(Debug, Default)]
+pub(crate) struct Phase1 {
+    epoch: u64,
+    /// Every page checkpointed by any rank, sorted.
+    all_pages: Vec<usize>,
+    /// This rank's frames made pre-recovery.
+    frames: Vec<usize>,
+    /// Slots of this rank filled with buddies' replicas.
+    slots: Vec<usize>,
+    /// Counts for the statistics.
+    pub counts: MemoryCounts,
+}
+
+/// Counts of one rank's part of a memory checkpoint.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryCounts {
+    /// Pages this rank owned that were written since the last checkpoint.
+    pub pages: u64,
+    /// Of them, pages replicated on another node, checkpointed without moving data.
+    pub reused: u64,
+    /// Bytes this rank put into its buddy's recovery area.
+    pub bytes_sent: u64,
+    /// Recovery slots freed in phase 2.
+    pub slots_freed: u64,
+}
+
+const MARK: u64 = 1;
+const REPLICA: u64 = 2;
+
+fn words(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn unwords(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect()
+}
+
+impl Core {
+    /// Copy-on-write of a recovery frame: if this rank's frame of `page` is a recovery copy,
+    /// moves it to a pure recovery slot before the frame changes (a write, an invalidation, a
+    /// fetch over it, a free). Runs on the service thread, or while it is quiet on the page.
+    pub(super) fn preserve_recovery(&self, page: usize) -> Result<()> {
+        let Some(area) = self.recovery.get() else {
+            return Ok(());
+        };
+        let Some(copy) = area.frame(page) else {
+            return Ok(());
+        };
+        let mut buf = vec![0u8; self.page_size];
+        self.frames_win
+            .window()
+            .local_read(page * self.page_size, &mut buf)?;
+        let slot = area.alloc_slot()?;
+        area.write_slot(
+            slot,
+            page,
+            Copy {
+                state: CopyState::PureRecovery,
+                epoch: copy.epoch,
+            },
+            &buf,
+        )?;
+        area.set_frame(page, None);
+        self.counters.cow.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Svm {
+    /// Opens the recovery area (collective) unless it is open already.
+    pub(crate) fn open_recovery(&self, comm: &Comm, fresh: bool) -> Result<()> {
+        if self.core.recovery.get().is_some() {
+            return Ok(());
+        }
+        let c = &self.core;
+        let area = RecoveryArea::open(comm, &c.ckpt_dir, self.geometry(comm), fresh)?;
+        let _ = c.recovery.set(area);
+        Ok(())
+    }
+
+    /// The geometry of this job's recovery areas.
+    pub(crate) fn geometry(&self, comm: &Comm) -> Geometry {
+        Geometry {
+            page_size: self.core.page_size,
+            npages: self.core.npages,
+            ranks: comm.size(),
+            base: self.core.base,
+        }
+    }
+
+    /// The recovery area (open after the first checkpoint, or on a restart).
+    pub(crate) fn recovery(&self) -> Option<&RecoveryArea> {
+        self.core.recovery.get()
+    }
+
+    /// Phase 1 of a memory checkpoint of `epoch` (collective; the application is stopped).
+    /// Each step ends in an agreement, so an error on one rank fails every rank at the same
+    /// step (nobody is left in a collective); the caller then calls [`Svm::abort_memory`] with
+    /// what was done, which `out` keeps even on error.
+    pub(crate) fn phase1(
+        &self,
+        comm: &Comm,
+        epoch: u64,
+        place: &Placement,
+        out: &mut Phase1,
+    ) -> Result<()> {
+        let c = &self.core;
+        let area = c
+            .recovery
+            .get()
+            .ok_or_else(|| Error::Checkpoint("the recovery area is not open".into()))?;
+        self.quiesce();
+        comm.barrier()?;
+        out.epoch = epoch;
+        let pre_copy = Copy {
+            state: CopyState::PreRecovery,
+            epoch,
+        };
+        let pre = Some(pre_copy);
+        // 1. The pages this rank owns and wrote since the last checkpoint: (kind, dest, page).
+        let mut plan: Vec<u64> = Vec::new();
+        let step1 = (|| {
+            let cur = c.epoch.load(Ordering::Acquire);
+            let me = c.rank;
+            for p in 0..c.npages {
+                if !c.allocated[p].load(Ordering::Relaxed) {
+                    continue;
+                }
+                let i = c.table.get(p);
+                if i.owner != Some(me) || i.access == Access::None || i.written_epoch != Some(cur) {
+                    continue;
+                }
+                // The next write faults, and copies the recovery frame out first.
+                if i.access == Access::Write {
+                    c.set_access(p, Access::Read)?;
+                }
+                let other_node_reader = if i.replicated {
+                    let e = c.dir.read(p)?;
+                    let found = e
+                        .holders()
+                        .find(|&h| h != me && place.node_of.get(h) != place.node_of.get(me));
+                    found
+                } else {
+                    None
+                };
+                match other_node_reader {
+                    Some(h) => {
+                        plan.extend([MARK, h as u64, p as u64]);
+                        out.counts.reused += 1;
+                    }
+                    None => plan.extend([REPLICA, place.buddy_rank as u64, p as u64]),
+                }
+                area.set_frame(p, pre);
+                out.frames.push(p);
+                out.counts.pages += 1;
+            }
+            crate::inject::point("ckpt-phase1", epoch);
+            Ok(())
+        })();
+        crate::api::agree(comm, step1)?;
+        // 2. Everyone learns every plan: readers mark their frames, buddies take slots.
+        let all = comm.allgather_bytes(&words(&plan))?;
+        let mut assigned: Vec<u64> = Vec::new(); // (src, page, slot)
+        let step2 = (|| {
+            for (src, b) in all.iter().enumerate() {
+                for t in unwords(b).chunks_exact(3) {
+                    let (kind, dest, page) = (t[0], t[1] as usize, t[2] as usize);
+                    out.all_pages.push(page);
+                    if dest != c.rank {
+                        continue;
+                    }
+                    if kind == MARK {
+                        if c.table.get(page).access == Access::None {
+                            return Err(Error::Protocol(format!(
+                                "checkpoint: rank {src} counted on this rank's copy of page {page}, which it does not hold"
+                            )));
+                        }
+                        area.set_frame(page, pre);
+                        out.frames.push(page);
+                    } else {
+                        let slot = area.alloc_slot()?;
+                        out.slots.push(slot);
+                        assigned.extend([src as u64, page as u64, slot as u64]);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        out.all_pages.sort_unstable();
+        out.all_pages.dedup();
+        crate::api::agree(comm, step2)?;
+        // 3. Owners put their unique pages into the slots their buddies assigned.
+        let all = comm.allgather_bytes(&words(&assigned))?;
+        let ps = c.page_size;
+        let step3 = (|| {
+            let mut puts: Vec<(usize, usize, usize)> = Vec::new(); // (dest, page, slot)
+            for (dest, b) in all.iter().enumerate() {
+                for t in unwords(b).chunks_exact(3) {
+                    if t[0] as usize == c.rank {
+                        puts.push((dest, t[1] as usize, t[2] as usize));
+                    }
+                }
+            }
+            let mut buf = Vec::new();
+            for chunk in puts.chunks(64) {
+                buf.resize(chunk.len() * ps, 0);
+                for (&(_, page, _), dst) in chunk.iter().zip(buf.chunks_mut(ps)) {
+                    c.frames_win.window().local_read(page * ps, dst)?;
+                }
+                area.window().epoch().batch(|b| {
+                    for (&(dest, _, slot), src) in chunk.iter().zip(buf.chunks(ps)) {
+                        b.put(dest, slot * ps, src)?;
+                    }
+                    Ok::<(), Error>(())
+                })??;
+                out.counts.bytes_sent += (chunk.len() * ps) as u64;
+            }
+            Ok(())
+        })();
+        // 4. Every put has landed (each sender flushed before agreeing): index the slots.
+        crate::api::agree(comm, step3)?;
+        for t in assigned.chunks_exact(3) {
+            area.set_slot(t[2] as usize, t[1] as usize, pre_copy);
+        }
+        Ok(())
+    }
+
+    /// Undoes phase 1 after a failed vote: the pre-recovery copies are dropped; the pages stay
+    /// dirty, so the next checkpoint takes them again.
+    pub(crate) fn abort_memory(&self, p1: &Phase1) {
+        let Some(area) = self.core.recovery.get() else {
+            return;
+        };
+        for &p in &p1.frames {
+            if area.frame(p).is_some_and(|c| c.epoch == p1.epoch) {
+                area.set_frame(p, None);
+            }
+        }
+        for &s in &p1.slots {
+            area.free_slot(s);
+        }
+    }
+
+    /// Phase 2 of the memory checkpoint, after this rank committed `p1.epoch`: local.
+    pub(crate) fn phase2(&self, p1: &mut Phase1) -> Result<()> {
+        let c = &self.core;
+        let area = c
+            .recovery
+            .get()
+            .ok_or_else(|| Error::Checkpoint("the recovery area is not open".into()))?;
+        let readable = Copy {
+            state: CopyState::ReadableRecovery,
+            epoch: p1.epoch,
+        };
+        for &p in &p1.frames {
+            area.set_frame(p, Some(readable));
+        }
+        crate::inject::point("ckpt-phase2", p1.epoch);
+        for &s in &p1.slots {
+            if let Some((page, _)) = area.slot(s) {
+                area.set_slot(s, page, readable);
+            }
+        }
+        // Pure recovery copies belong to earlier checkpoints only; replicas of a page that this
+        // checkpoint took again, or of a page that no longer exists, are replaced.
+        for (s, page, copy) in area.slots_in_use() {
+            if copy.epoch >= p1.epoch {
+                continue;
+            }
+            if copy.state == CopyState::PureRecovery
+                || p1.all_pages.binary_search(&page).is_ok()
+                || !c.allocated[page].load(Ordering::Relaxed)
+            {
+                area.free_slot(s);
+                p1.counts.slots_freed += 1;
+            }
+        }
+        c.epoch.store(p1.epoch as u32 + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Rolls this rank back to the committed checkpoint `epoch` (collective, at `init` of a
+    /// restarted job, before the application allocates anything). Returns the pages this rank
+    /// restored.
+    pub(crate) fn restore(&self, comm: &Comm, epoch: u64) -> Result<u64> {
+        let c = &self.core;
+        let area = c
+            .recovery
+            .get()
+            .ok_or_else(|| Error::Checkpoint("the recovery area is not open".into()))?;
+        let ps = c.page_size;
+        // 1. This rank's newest copy of each page, from its frames and its slots; copies of
+        //    later epochs (a checkpoint that never committed) are dropped.
+        #[derive(Clone, Copy)]
+        enum Src {
+            Frame,
+            Slot(usize),
+        }
+        let mut best: HashMap<usize, (u64, Src)> = HashMap::new();
+        let mut drop_slots: Vec<usize> = Vec::new();
+        for p in 0..c.npages {
+            if let Some(copy) = area.frame(p) {
+                if copy.epoch <= epoch {
+                    best.insert(p, (copy.epoch, Src::Frame));
+                } else {
+                    area.set_frame(p, None);
+                }
+            }
+        }
+        for (s, page, copy) in area.slots_in_use() {
+            if copy.epoch > epoch {
+                drop_slots.push(s);
+                continue;
+            }
+            // The newest copy wins; on a tie, the frame (no copy needed).
+            match best.get(&page).copied() {
+                Some((e, _)) if e >= copy.epoch => drop_slots.push(s),
+                Some((_, Src::Slot(old))) => {
+                    drop_slots.push(old);
+                    best.insert(page, (copy.epoch, Src::Slot(s)));
+                }
+                Some((_, Src::Frame)) => {
+                    area.set_frame(page, None);
+                    best.insert(page, (copy.epoch, Src::Slot(s)));
+                }
+                None => {
+                    best.insert(page, (copy.epoch, Src::Slot(s)));
+                }
+            }
+        }
+        // 2. The newest epoch of each page across the job, and who holds it.
+        let mine: Vec<u64> = best
+            .iter()
+            .flat_map(|(&p, &(e, _))| [p as u64, e])
+            .collect();
+        let all = comm.allgather_bytes(&words(&mine))?;
+        let mut newest: HashMap<usize, (u64, u64)> = HashMap::new(); // page -> (epoch, holders)
+        for (r, b) in all.iter().enumerate() {
+            for t in unwords(b).chunks_exact(2) {
+                let (p, e) = (t[0] as usize, t[1]);
+                let n = newest.entry(p).or_insert((0, 0));
+                if e > n.0 {
+                    *n = (e, 0);
+                }
+                if e == n.0 {
+                    n.1 |= 1 << r;
+                }
+            }
+        }
+        // 3. Keep the winners (in frames, as readable recovery), drop the rest.
+        let mut kept: Vec<usize> = Vec::new();
+        let mut buf = vec![0u8; ps];
+        for (&p, &(e, src)) in &best {
+            let win = newest.get(&p).is_some_and(|n| n.0 == e);
+            match (win, src) {
+                (true, Src::Frame) => {}
+                (true, Src::Slot(s)) => {
+                    area.read_slot(s, &mut buf)?;
+                    c.frames_win.window().local_write(p * ps, &buf)?;
+                    drop_slots.push(s);
+                }
+                (false, Src::Frame) => {
+                    area.set_frame(p, None);
+                    continue;
+                }
+                (false, Src::Slot(s)) => {
+                    drop_slots.push(s);
+                    continue;
+                }
+            }
+            area.set_frame(
+                p,
+                Some(Copy {
+                    state: CopyState::ReadableRecovery,
+                    epoch: e,
+                }),
+            );
+            kept.push(p);
+        }
+        for s in drop_slots {
+            area.free_slot(s);
+        }
+        // Every other frame held active data written after the checkpoint: it goes.
+        kept.sort_unstable();
+        let mut from = 0;
+        for &p in kept.iter().chain(std::iter::once(&c.npages)) {
+            if p > from {
+                c.frames
+                    .punch_hole(from * ps, (p - from) * ps)
+                    .map_err(|e| Error::io("discarding frames written after the checkpoint", e))?;
+            }
+            from = p + 1;
+        }
+        // 4. What the directory and the page tables will say once the pages are allocated
+        //    again (the application allocates in the same order, so at the same addresses).
+        let mut restored = c.restored.lock().unwrap_or_else(|p| p.into_inner());
+        for (&p, &(e, holders)) in &newest {
+            let owner = holders.trailing_zeros() as usize;
+            if c.dir.home(p).0 == c.rank {
+                restored.dir.insert(
+                    p,
+                    Entry {
+                        owner: Some(owner),
+                        writable: false,
+                        copyset: holders,
+                        version: 1,
+                    },
+                );
+            }
+            if holders & (1 << c.rank) != 0 {
+                restored.mine.insert(
+                    p,
+                    PageInfo {
+                        access: Access::Read,
+                        replicated: holders.count_ones() > 1,
+                        owner: Some(owner),
+                        written_epoch: (owner == c.rank).then_some(e as u32),
+                    },
+                );
+            }
+        }
+        c.epoch.store(epoch as u32 + 1, Ordering::Release);
+        let pages = kept.len() as u64;
+        let total = comm.allreduce_u64(pages, ReduceOp::Sum)?;
+        tracing::info!(
+            target: "psls::ckpt",
+            "rank {}: rolled back to checkpoint {epoch}: {pages} pages kept here ({} copies in the job)",
+            c.rank,
+            total
+        );
+        Ok(pages)
+    }
+}
+
+/// What a restart restored, waiting for the application to allocate its memory again.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    /// Directory entries of pages homed here.
+    pub dir: HashMap<usize, Entry>,
+    /// This rank's copies: its page-table words.
+    pub mine: HashMap<usize, PageInfo>,
+}
+
+impl Core {
+    /// Installs what a restart restored for `pages`, which are being reserved (every home
+    /// does it before the reservation's reductions, like clearing the entries).
+    pub(super) fn install_restored(&self, pages: std::ops::Range<usize>) -> Result<()> {
+        let mut r = self.restored.lock().unwrap_or_else(|p| p.into_inner());
+        if r.dir.is_empty() && r.mine.is_empty() {
+            return Ok(());
+        }
+        for p in pages {
+            if let Some(e) = r.dir.remove(&p) {
+                self.dir.set_local(p, &e)?;
+            }
+            if let Some(info) = r.mine.remove(&p) {
+                self.view
+                    .protect(p * self.page_size, self.page_size, info.access)
+                    .map_err(|e| self.protect_error(e))?;
+                self.table.set(p, info);
+            }
+        }
+        Ok(())
+    }
+}
