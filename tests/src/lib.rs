@@ -157,6 +157,12 @@ impl Launch {
         self
     }
 
+    /// Adds program arguments.
+    pub fn args<S: Into<String>>(mut self, a: impl IntoIterator<Item = S>) -> Launch {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+
     /// Sets an environment variable for every rank.
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Launch {
         self.env.push((k.into(), v.into()));
@@ -241,7 +247,8 @@ impl Launch {
     pub fn run(&self) -> Outcome {
         let first = self.run_once();
         let case_binary = self.program.file_name().is_some_and(|n| {
-            ["psls-testcase", "svm_cases", "pfs_cases"].contains(&n.to_string_lossy().as_ref())
+            ["psls-testcase", "svm_cases", "pfs_cases", "ckpt_cases"]
+                .contains(&n.to_string_lossy().as_ref())
         });
         if self.launcher == Launcher::Srun
             && self.flavor == MpiFlavor::OpenMpi
@@ -333,6 +340,11 @@ impl Outcome {
             "{why}\ncommand: {}\nstatus: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.command, self.status, self.stdout, self.stderr
         )
+    }
+
+    /// Whether the run exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
     }
 
     /// Panics unless the run exited with status 0.

@@ -1,0 +1,186 @@
+//! Checkpoint test cases, run under `mpirun` by `tests/tests/ckpt.rs`.
+//!
+//! `ckpt_cases CASE`: like `psls-testcase`, each case prints `CHECK` lines and `PASS rank=R`, or
+//! `FAIL` and exits 1; a runtime error exits 2. The `*_crash` cases end by killing every rank
+//! (as a crash would), leaving the checkpoint set for the `*_restart` case that follows.
+
+use psls::{GlobalArray, Psls, Result};
+use std::process::ExitCode;
+
+use psls_tests::cases::Case;
+use psls_tests::check;
+
+fn main() -> ExitCode {
+    let cases: &[(&str, Case)] = &[
+        ("replicated", replicated),
+        ("private_crash", private_crash),
+        ("private_restart", private_restart),
+        ("one_node", one_node),
+    ];
+    psls_tests::cases::run("ckpt_cases", cases, report)
+}
+
+fn report(p: &Psls) {
+    let s = p.stats();
+    println!(
+        "STATS rank={} copied_on_write={} fetches={}",
+        p.rank(),
+        s.copied_on_write,
+        s.fetches
+    );
+}
+
+/// A page read on a second node is checkpointed with no transfer; a unique page is sent to the
+/// buddy; a checkpoint with nothing written moves nothing; a write after a checkpoint copies
+/// the recovery frame out first.
+fn replicated(p: &Psls) -> Result<()> {
+    let ps = p.page_size();
+    let words = ps / 8;
+    let a: GlobalArray<u64> = p.alloc(2 * words)?;
+    let reader = p.size() - 1; // on the last node, which is not rank 0's
+    if p.rank() == 0 {
+        a.set(0, 11);
+        a.set(words, 22);
+    }
+    p.barrier()?;
+    if p.rank() == reader {
+        check!(p, a.get(0) == 11, "the reader sees page 0");
+    }
+    p.barrier()?;
+    let s = p.checkpoint()?;
+    check!(p, s.pages == 2, "2 pages checkpointed (got {})", s.pages);
+    check!(
+        p,
+        s.pages_reused == 1,
+        "the page read on another node is reused (got {})",
+        s.pages_reused
+    );
+    check!(
+        p,
+        s.bytes_transferred == ps as u64,
+        "only the unique page moved: {} bytes (page {ps})",
+        s.bytes_transferred
+    );
+    let s = p.checkpoint()?;
+    check!(
+        p,
+        s.pages == 0 && s.bytes_transferred == 0,
+        "nothing written: nothing checkpointed ({} pages, {} bytes)",
+        s.pages,
+        s.bytes_transferred
+    );
+    if p.rank() == 0 {
+        a.set(0, 12);
+        check!(
+            p,
+            p.stats().copied_on_write == 1,
+            "the first write after the checkpoint copied the recovery frame out ({})",
+            p.stats().copied_on_write
+        );
+    }
+    p.barrier()?;
+    if p.rank() == reader {
+        check!(
+            p,
+            p.stats().copied_on_write == 1,
+            "the invalidated reader kept its recovery copy ({})",
+            p.stats().copied_on_write
+        );
+        check!(p, a.get(0) == 12, "the reader sees the new value");
+    }
+    p.barrier()?;
+    let s = p.checkpoint()?;
+    check!(
+        p,
+        s.pages == 1 && s.epoch == 3,
+        "checkpoint 3 took the one page written ({} pages)",
+        s.pages
+    );
+    check!(
+        p,
+        s.copies_freed >= 2,
+        "the copies it replaced were freed ({})",
+        s.copies_freed
+    );
+    p.free(a)
+}
+
+const N: usize = 3000;
+
+/// Registers private state and fills an array, checkpoints, changes both, and dies.
+fn private_crash(p: &Psls) -> Result<()> {
+    let x = p.protect("x", 0u64)?;
+    let v = p.protect("v", [0f64; 3])?;
+    check!(p, p.restarted_from().is_none(), "a fresh start");
+    let a: GlobalArray<u64> = p.alloc(N)?;
+    for i in p.local_range(N) {
+        a.set(i, i as u64 * 3 + 1);
+    }
+    x.set(p.rank() as u64 * 10 + 7);
+    v.set([p.rank() as f64, 0.5, -1.0]);
+    p.barrier()?;
+    let s = p.checkpoint()?;
+    check!(p, s.epoch == 1, "checkpoint 1 taken");
+    // Everything after the checkpoint is lost by the crash.
+    x.set(999);
+    for i in p.local_range(N) {
+        a.set(i, 0);
+    }
+    p.barrier()?;
+    println!("CRASHING rank={}", p.rank());
+    std::process::abort();
+}
+
+/// The run after `private_crash`: the state of checkpoint 1 is back.
+fn private_restart(p: &Psls) -> Result<()> {
+    check!(
+        p,
+        p.restarted_from() == Some(1),
+        "restarted from checkpoint 1 ({:?})",
+        p.restarted_from()
+    );
+    let x = p.protect("x", 0u64)?;
+    let v = p.protect("v", [0f64; 3])?;
+    check!(
+        p,
+        x.get() == p.rank() as u64 * 10 + 7,
+        "private x is back ({})",
+        x.get()
+    );
+    check!(
+        p,
+        v.get() == [p.rank() as f64, 0.5, -1.0],
+        "private v is back ({:?})",
+        v.get()
+    );
+    let a: GlobalArray<u64> = p.alloc(N)?;
+    let bad = (0..N).filter(|&i| a.get(i) != i as u64 * 3 + 1).count();
+    check!(
+        p,
+        bad == 0,
+        "the array is as checkpointed ({bad} of {N} wrong)"
+    );
+    p.barrier()?;
+    // Writes after the restart work, and the next checkpoint follows on.
+    for i in p.local_range(N) {
+        a.set(i, 5);
+    }
+    p.barrier()?;
+    let s = p.checkpoint()?;
+    check!(p, s.epoch == 2, "the next checkpoint is 2 ({})", s.epoch);
+    check!(p, (0..N).all(|i| a.get(i) == 5), "new values everywhere");
+    p.free(a)
+}
+
+/// On one node there is no second node for the second copy: a clear error.
+fn one_node(p: &Psls) -> Result<()> {
+    match p.checkpoint() {
+        Ok(_) => check!(p, false, "a checkpoint on one node must fail"),
+        Err(e) => check!(
+            p,
+            e.to_string().contains("two different nodes"),
+            "error names the problem: {e}"
+        ),
+    }
+    Ok(())
+}

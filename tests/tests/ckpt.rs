@@ -1,0 +1,149 @@
+//! Two-level checkpoint: the memory checkpoint, whole-job crashes at every point of it, and the
+//! restart. Each case runs on several ranks over several virtual nodes under `mpirun`; a crashed
+//! run and its restart share the same memory roots, as the same command run again on the same
+//! nodes would.
+
+use psls_tests::{sibling_binary, Launch, Outcome, Scratch};
+
+fn case(name: &str, ranks: usize, nodes: usize, m: &Scratch, d: &Scratch) -> Launch {
+    Launch::program(sibling_binary("ckpt_cases"), ranks)
+        .arg(name)
+        .nodes(nodes)
+        .roots(m, d)
+}
+
+/// An `mgs` run of a small matrix with a checkpoint every 4 vectors.
+fn mgs(m: &Scratch, d: &Scratch, ranks: usize, nodes: usize) -> Launch {
+    Launch::program(sibling_binary("mgs"), ranks)
+        .args(["--rows", "1024", "--vectors", "32", "--every", "4"])
+        .nodes(nodes)
+        .roots(m, d)
+}
+
+/// The checksum `mgs` printed, after checking that Q was orthonormal.
+fn checksum(out: &Outcome) -> String {
+    out.assert_success();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("checksum"))
+        .unwrap_or_else(|| panic!("no checksum in\n{}", out.stdout));
+    assert!(line.contains("(ok)"), "Q is not orthonormal: {line}");
+    line.rsplit(' ').next().unwrap_or_default().to_string()
+}
+
+/// Kills every rank at each point of the checkpoint (and between checkpoints), runs the same
+/// command again, and compares the final result bit for bit with a fault-free run.
+#[test]
+fn mgs_restarts_bit_identical_after_a_crash_at_every_point() {
+    for (ranks, nodes) in [(4, 4), (4, 2)] {
+        let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+        let clean = mgs(&m, &d, ranks, nodes).run();
+        let want = checksum(&clean);
+        assert!(
+            !clean.stdout.contains("restarted"),
+            "a fault-free run is not a restart"
+        );
+        let crashes: &[(&str, Vec<&str>)] = &[
+            (
+                "between checkpoints",
+                vec!["--crash-at", "13", "--crash-rank", "1"],
+            ),
+            ("in phase 1", vec![]),
+            ("after the vote", vec![]),
+            ("at the commit", vec![]),
+            ("in phase 2", vec![]),
+        ];
+        let faults = [
+            None,
+            Some("ckpt-phase1:epoch=3:rank=1"),
+            Some("ckpt-vote:epoch=3:rank=2"),
+            Some("ckpt-commit:epoch=2:rank=0"),
+            Some("ckpt-phase2:epoch=3:rank=3"),
+        ];
+        for ((what, args), fault) in crashes.iter().zip(faults) {
+            let mut run = mgs(&m, &d, ranks, nodes).args(args.iter().copied());
+            if let Some(f) = fault {
+                run = run.env("PSLS_FAULT", f);
+            }
+            let crashed = run.run();
+            assert!(
+                !crashed.success(),
+                "{what}: the run was meant to die\n{}",
+                crashed.stdout
+            );
+            let again = mgs(&m, &d, ranks, nodes).run();
+            assert!(
+                again.stdout.contains("mgs: restarted from checkpoint"),
+                "{what} ({ranks} ranks, {nodes} nodes): the second run did not restart\n{}\n{}",
+                again.stdout,
+                again.stderr
+            );
+            assert_eq!(
+                checksum(&again),
+                want,
+                "{what} ({ranks} ranks, {nodes} nodes): Q differs from the fault-free run"
+            );
+            // The restarted run finalized: its checkpoint set is gone, the next run is fresh.
+        }
+        let fresh = mgs(&m, &d, ranks, nodes).run();
+        assert_eq!(checksum(&fresh), want);
+        assert!(
+            !fresh.stdout.contains("restarted"),
+            "after a run that finalized, the next one starts afresh"
+        );
+    }
+}
+
+#[test]
+fn a_page_read_on_two_nodes_is_checkpointed_without_transfer() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    for (ranks, nodes) in [(2, 2), (4, 4)] {
+        let out = case("replicated", ranks, nodes, &m, &d).run();
+        out.assert_success();
+        out.assert_lines("PASS", ranks);
+    }
+}
+
+#[test]
+fn private_state_and_arrays_come_back_after_a_restart() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let crashed = case("private_crash", 4, 4, &m, &d).run();
+    assert!(!crashed.success(), "private_crash must die");
+    assert!(
+        crashed.stdout.contains("CRASHING"),
+        "it died at the planned point\n{}\n{}",
+        crashed.stdout,
+        crashed.stderr
+    );
+    let out = case("private_restart", 4, 4, &m, &d).run();
+    out.assert_success();
+    out.assert_lines("PASS", 4);
+}
+
+#[test]
+fn a_restart_with_other_settings_names_them() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let crashed = case("private_crash", 2, 2, &m, &d).run();
+    assert!(!crashed.success());
+    let out = case("private_restart", 2, 2, &m, &d)
+        .env("PSLS_PAGE_SIZE", "8192")
+        .run();
+    assert!(!out.success(), "a restart with another page size must fail");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("PSLS_PAGE_SIZE") && all.contains("to start afresh"),
+        "the error names the setting and the way out:\n{all}"
+    );
+    // With the settings of the checkpoint, the restart works.
+    let out = case("private_restart", 2, 2, &m, &d).run();
+    out.assert_success();
+}
+
+#[test]
+fn a_checkpoint_on_one_node_is_a_clear_error() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let out = case("one_node", 2, 1, &m, &d).run();
+    out.assert_success();
+    out.assert_lines("PASS", 2);
+}
