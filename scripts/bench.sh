@@ -29,6 +29,7 @@ if [[ ${PSLS_BENCH_SMOKE:-0} == 1 ]]; then
   run "rma_bench (smoke)" mpirun.openmpi -n 2 target/debug/rma_bench
   PSLS_VIRTUAL_NODES=4 run "svm_bench (smoke)" mpirun.openmpi -n 4 target/debug/svm_bench
   PSLS_VIRTUAL_NODES=4 run "pfs_bench (smoke)" mpirun.openmpi -n 4 target/debug/pfs_bench
+  PSLS_VIRTUAL_NODES=4 run "ckpt_bench (smoke)" mpirun.openmpi -n 4 target/debug/ckpt_bench
   exit 0
 fi
 
@@ -48,6 +49,8 @@ PSLS_DISK_BASE=$BENCH_DISK run "pfs_bench: Open MPI, 4 ranks on 4 virtual nodes,
   mpirun.openmpi -n 4 target/release/pfs_bench
 PSLS_DISK_BASE=$BENCH_DISK run "pfs_bench: Open MPI, TCP (btl tcp, osc/ucx over UCX's tcp transport)" \
   mpirun.openmpi -n 4 --mca btl self,tcp --mca osc ^sm -x UCX_TLS=tcp,self target/release/pfs_bench
+run "ckpt_bench: Open MPI, 4 ranks on 4 virtual nodes, 16 MiB per rank" \
+  mpirun.openmpi -n 4 target/release/ckpt_bench
 unset PSLS_VIRTUAL_NODES
 
 MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich $CARGO build --quiet --release -p psls-bench

@@ -1,6 +1,8 @@
 //! Shared helpers for the benchmarks: timing with interleaved repetitions and medians, and
 //! environment knobs.
 
+use psls::rma::{Comm, ReduceOp};
+use psls::{Error, Psls};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -60,6 +62,43 @@ pub fn interleaved(
         }
     }
     (median(&mut ta), median(&mut tb))
+}
+
+/// Seconds the slowest rank takes for `f`, from a common start (collective). An error on any
+/// rank is an error on every rank.
+pub fn timed(p: &Psls, comm: &Comm, f: impl FnOnce() -> psls::Result<()>) -> psls::Result<f64> {
+    p.barrier()?;
+    let t = Instant::now();
+    let r = f();
+    let s = t.elapsed().as_secs_f64();
+    agree(comm, r)?;
+    share_max(comm, s)
+}
+
+/// The largest of every rank's `v` (non-negative), on every rank.
+pub fn share_max(comm: &Comm, v: f64) -> psls::Result<f64> {
+    // Non-negative doubles order like their bit patterns.
+    let bits = comm.allreduce_u64(v.max(0.0).to_bits(), ReduceOp::Max)?;
+    Ok(f64::from_bits(bits))
+}
+
+/// `local` on every rank if every rank succeeded; otherwise the first failure, on every rank
+/// (collective), so that no rank waits for one that gave up.
+pub fn agree<T>(comm: &Comm, local: psls::Result<T>) -> psls::Result<T> {
+    let message = local
+        .as_ref()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    let all = comm.allgather_bytes(message.as_bytes())?;
+    let value = local?;
+    match all.iter().enumerate().find(|(_, m)| !m.is_empty()) {
+        None => Ok(value),
+        Some((rank, m)) => Err(Error::Remote {
+            rank,
+            message: String::from_utf8_lossy(m).into_owned(),
+        }),
+    }
 }
 
 #[cfg(test)]

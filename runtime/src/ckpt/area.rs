@@ -179,7 +179,6 @@ pub(crate) struct RecoveryArea {
     slots: LockedWindow<'static>,
     /// Free slot numbers below the high-water mark, and the mark.
     alloc: Mutex<(Vec<usize>, usize)>,
-    slots_file: File,
 }
 
 impl std::fmt::Debug for RecoveryArea {
@@ -263,9 +262,9 @@ impl RecoveryArea {
                     .map_mut(&sfile)
             }
             .map_err(|e| Error::io(format!("mapping {}", spath.display()), e))?;
-            Ok((frame_states, index, record, smap, sfile))
+            Ok((frame_states, index, record, smap))
         })();
-        let (frame_states, index, record, smap, slots_file) = crate::api::agree(comm, files)?;
+        let (frame_states, index, record, smap) = crate::api::agree(comm, files)?;
         let slots = LockedWindow::new(Window::over_mapping(comm, smap)?)?;
         if fresh || record.at(R_MAGIC).load(Ordering::Acquire) != MAGIC {
             for (i, v) in [
@@ -296,7 +295,6 @@ impl RecoveryArea {
             record,
             slots,
             alloc: Mutex::new((free, hwm)),
-            slots_file,
         })
     }
 
@@ -378,18 +376,20 @@ impl RecoveryArea {
         self.slots.window().local_read(slot * self.page_size, buf)
     }
 
-    /// Frees a slot (its index first, then its memory).
+    /// Frees a slot. Its memory stays with the area, for the next checkpoint's copies: the
+    /// area's memory is the peak of its copies, not more.
     pub fn free_slot(&self, slot: usize) {
         self.index.at(slot * 2).store(0, Ordering::Release);
         self.index.at(slot * 2 + 1).store(0, Ordering::Release);
-        // A slot whose memory cannot be freed is still reusable: the error is only logged.
-        if let Err(e) =
-            crate::sys::vm::punch_file(&self.slots_file, slot * self.page_size, self.page_size)
-        {
-            tracing::warn!(target: "psls::ckpt", "freeing recovery slot {slot}: {e}");
-        }
         let mut a = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
         a.0.push(slot);
+    }
+
+    /// Orders the free slots so that the next allocations take them in ascending order, and so
+    /// often consecutively (after many frees).
+    pub fn tidy(&self) {
+        let mut a = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
+        a.0.sort_unstable_by(|x, y| y.cmp(x));
     }
 
     /// Every slot in use: `(slot, page, copy)`.

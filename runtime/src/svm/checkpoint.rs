@@ -154,6 +154,7 @@ impl Svm {
             .ok_or_else(|| Error::Checkpoint("the recovery area is not open".into()))?;
         self.quiesce();
         comm.barrier()?;
+        let t0 = std::time::Instant::now();
         out.epoch = epoch;
         let pre_copy = Copy {
             state: CopyState::PreRecovery,
@@ -165,17 +166,23 @@ impl Svm {
         let step1 = (|| {
             let cur = c.epoch.load(Ordering::Acquire);
             let me = c.rank;
-            for p in 0..c.npages {
-                if !c.allocated[p].load(Ordering::Relaxed) {
-                    continue;
-                }
+            // Writable pages are write-protected in runs (one mprotect per run): the next write
+            // faults, and copies the recovery frame out first.
+            let mut writable: Option<std::ops::Range<usize>> = None;
+            for p in self.used_pages() {
                 let i = c.table.get(p);
                 if i.owner != Some(me) || i.access == Access::None || i.written_epoch != Some(cur) {
                     continue;
                 }
-                // The next write faults, and copies the recovery frame out first.
                 if i.access == Access::Write {
-                    c.set_access(p, Access::Read)?;
+                    match &mut writable {
+                        Some(r) if r.end == p => r.end += 1,
+                        _ => {
+                            if let Some(r) = writable.replace(p..p + 1) {
+                                c.set_access_run(r, Access::Read)?;
+                            }
+                        }
+                    }
                 }
                 let other_node_reader = if i.replicated {
                     let e = c.dir.read(p)?;
@@ -197,10 +204,14 @@ impl Svm {
                 out.frames.push(p);
                 out.counts.pages += 1;
             }
+            if let Some(r) = writable {
+                c.set_access_run(r, Access::Read)?;
+            }
             crate::inject::point("ckpt-phase1", epoch);
             Ok(())
         })();
         crate::api::agree(comm, step1)?;
+        let t1 = std::time::Instant::now();
         // 2. Everyone learns every plan: readers mark their frames, buddies take slots.
         let all = comm.allgather_bytes(&words(&plan))?;
         let mut assigned: Vec<u64> = Vec::new(); // (src, page, slot)
@@ -232,39 +243,80 @@ impl Svm {
         out.all_pages.sort_unstable();
         out.all_pages.dedup();
         crate::api::agree(comm, step2)?;
+        let t2 = std::time::Instant::now();
         // 3. Owners put their unique pages into the slots their buddies assigned.
         let all = comm.allgather_bytes(&words(&assigned))?;
         let ps = c.page_size;
         let step3 = (|| {
-            let mut puts: Vec<(usize, usize, usize)> = Vec::new(); // (dest, page, slot)
+            let mut puts: Vec<(usize, usize, usize)> = Vec::new(); // (dest, slot, page)
             for (dest, b) in all.iter().enumerate() {
                 for t in unwords(b).chunks_exact(3) {
                     if t[0] as usize == c.rank {
-                        puts.push((dest, t[1] as usize, t[2] as usize));
+                        puts.push((dest, t[2] as usize, t[1] as usize));
                     }
                 }
             }
+            // Runs of consecutive pages going to consecutive slots move in one MPI_Put each
+            // (buddies hand out slots in ascending order), up to RUN pages.
+            const RUN: usize = 1024;
+            puts.sort_unstable();
+            let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (dest, slot, page, n)
+            for &(dest, slot, page) in &puts {
+                match runs.last_mut() {
+                    Some((d, s, p, n))
+                        if *d == dest && *s + *n == slot && *p + *n == page && *n < RUN =>
+                    {
+                        *n += 1
+                    }
+                    _ => runs.push((dest, slot, page, 1)),
+                }
+            }
             let mut buf = Vec::new();
-            for chunk in puts.chunks(64) {
-                buf.resize(chunk.len() * ps, 0);
-                for (&(_, page, _), dst) in chunk.iter().zip(buf.chunks_mut(ps)) {
-                    c.frames_win.window().local_read(page * ps, dst)?;
+            let mut k = 0;
+            while k < runs.len() {
+                // A batch of runs, about 4 MiB.
+                let mut e = k;
+                let mut len = 0;
+                while e < runs.len() && (e == k || len + runs[e].3 * ps <= 4 << 20) {
+                    len += runs[e].3 * ps;
+                    e += 1;
+                }
+                buf.resize(len, 0);
+                let mut at = 0;
+                for &(_, _, page, n) in &runs[k..e] {
+                    c.frames_win
+                        .window()
+                        .local_read(page * ps, &mut buf[at..at + n * ps])?;
+                    at += n * ps;
                 }
                 area.window().epoch().batch(|b| {
-                    for (&(dest, _, slot), src) in chunk.iter().zip(buf.chunks(ps)) {
-                        b.put(dest, slot * ps, src)?;
+                    let mut at = 0;
+                    for &(dest, slot, _, n) in &runs[k..e] {
+                        b.put(dest, slot * ps, &buf[at..at + n * ps])?;
+                        at += n * ps;
                     }
                     Ok::<(), Error>(())
                 })??;
-                out.counts.bytes_sent += (chunk.len() * ps) as u64;
+                out.counts.bytes_sent += len as u64;
+                k = e;
             }
             Ok(())
         })();
         // 4. Every put has landed (each sender flushed before agreeing): index the slots.
         crate::api::agree(comm, step3)?;
+        let t3 = std::time::Instant::now();
         for t in assigned.chunks_exact(3) {
             area.set_slot(t[2] as usize, t[1] as usize, pre_copy);
         }
+        tracing::debug!(
+            target: "psls::ckpt",
+            "phase 1 of checkpoint {epoch}: {} pages; scan and protect {:.2} ms, plan exchange {:.2} ms, replicas {:.2} ms, index {:.2} ms",
+            out.counts.pages,
+            (t1 - t0).as_secs_f64() * 1e3,
+            (t2 - t1).as_secs_f64() * 1e3,
+            (t3 - t2).as_secs_f64() * 1e3,
+            t3.elapsed().as_secs_f64() * 1e3
+        );
         Ok(())
     }
 
@@ -318,6 +370,7 @@ impl Svm {
                 p1.counts.slots_freed += 1;
             }
         }
+        area.tidy();
         c.epoch.store(p1.epoch as u32 + 1, Ordering::Release);
         Ok(())
     }
@@ -423,6 +476,7 @@ impl Svm {
         for s in drop_slots {
             area.free_slot(s);
         }
+        area.tidy();
         // Every other frame held active data written after the checkpoint: it goes.
         kept.sort_unstable();
         let mut from = 0;

@@ -298,6 +298,23 @@ impl Svm {
         Ok(start)
     }
 
+    /// Every page in a global array or a mapped file, ascending.
+    pub(crate) fn used_pages(&self) -> impl Iterator<Item = usize> {
+        let free = self.free.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut used = Vec::new();
+        let mut at = 0;
+        for (s, n) in free {
+            if s > at {
+                used.push(at..s);
+            }
+            at = s + n;
+        }
+        if at < self.core.npages {
+            used.push(at..self.core.npages);
+        }
+        used.into_iter().flatten()
+    }
+
     /// Frees global memory allocated by [`Svm::alloc`] (collective).
     pub fn free(&self, comm: &Comm, addr: usize, bytes: usize) -> Result<()> {
         let c = &self.core;

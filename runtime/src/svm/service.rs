@@ -526,6 +526,21 @@ impl Core {
         self.table.get(page).access
     }
 
+    /// Sets the access of a run of pages with one `mprotect`.
+    pub(crate) fn set_access_run(&self, pages: std::ops::Range<usize>, a: Access) -> Result<()> {
+        self.view
+            .protect(
+                pages.start * self.page_size,
+                pages.len() * self.page_size,
+                a,
+            )
+            .map_err(|e| self.protect_error(e))?;
+        for p in pages {
+            self.table.update(p, |i| i.access = a);
+        }
+        Ok(())
+    }
+
     pub(crate) fn set_access(&self, page: usize, a: Access) -> Result<()> {
         self.view
             .protect(page * self.page_size, self.page_size, a)

@@ -1,0 +1,191 @@
+//! `ckpt_bench`: the memory checkpoint against its baseline, measured in the same run.
+//!
+//! ```sh
+//! PSLS_VIRTUAL_NODES=4 mpirun -n 4 target/release/ckpt_bench [--mib D]
+//! ```
+//!
+//! Each rank owns a block of D MiB (16 by default) of one global array. In each round:
+//!
+//! 1. **Memory checkpoint, 100 % dirty**: every rank writes every page of its block, then
+//!    `checkpoint()` is timed (slowest rank, from a common barrier). **Baseline**: every rank
+//!    `MPI_Put`s the same D MiB into a window of its partner on the buddy node (the rank the
+//!    checkpoint sends its replicas to), flushes, and makes one local `memcpy` of the D MiB: the
+//!    two copies on two nodes that the checkpoint makes. **Target: ≤ 1.5×.**
+//! 2. **Incremental**: every tenth page written, then `checkpoint()`. **Target: ≤ 0.15× the
+//!    100 % figure.**
+//! 3. **Replicated pages**: every page written, then read by a rank on another node, then
+//!    `checkpoint()`: the bytes sent to buddies, against the 100 % unique case.
+//!
+//! Rounds alternate the baseline and the checkpoint; medians over the rounds are compared.
+
+use mpi::ffi;
+use psls::rma::{LockedWindow, Window};
+use psls::GlobalArray;
+use psls_bench::{median, smoke, timed};
+use std::ffi::c_void;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    psls_bench::exit("ckpt_bench", run())
+}
+
+fn mib_arg() -> psls::Result<usize> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => Ok(if smoke() { 1 } else { 16 }),
+        [flag, v] if flag == "--mib" => v
+            .parse::<usize>()
+            .ok()
+            .filter(|&m| (1..=4096).contains(&m))
+            .ok_or_else(|| psls::Error::Checkpoint(format!("--mib {v:?}: expected 1 to 4096"))),
+        _ => Err(psls::Error::Checkpoint(
+            "usage: ckpt_bench [--mib D]   (D MiB per rank, 16 by default)".into(),
+        )),
+    }
+}
+
+fn run() -> psls::Result<()> {
+    let mib = mib_arg()?;
+    let p = psls::init()?;
+    let comm = p.dup_comm()?;
+    let m = p.node_map();
+    let node = m.node_of(p.rank());
+    let Some(buddy) = p.buddy_ring().buddy(node).filter(|&b| b != node) else {
+        eprintln!("ckpt_bench: needs at least 2 nodes (PSLS_VIRTUAL_NODES=2 or more)");
+        return p.finalize();
+    };
+    let ranks = m.ranks_on(buddy);
+    let partner = ranks[m.local_index(p.rank()) % ranks.len()];
+    let ps = p.page_size();
+    let bytes = mib << 20;
+    let words = bytes / 8;
+    let pages = bytes / ps;
+    let per_page = ps / 8;
+    let rounds = if smoke() { 1 } else { 5 };
+    if p.rank() == 0 {
+        println!(
+            "ckpt_bench: {}, {} ranks on {} nodes, {mib} MiB per rank, page {ps}, medians of {rounds} rounds",
+            p.mpi_library(),
+            p.size(),
+            m.num_nodes()
+        );
+    }
+    let a: GlobalArray<u64> = p.alloc(words * p.size())?;
+    let mine = p.rank() * words;
+    let win = LockedWindow::new(Window::over_mapping(
+        &comm,
+        memmap2::MmapMut::map_anon(bytes).map_err(|e| psls::Error::io("bench window", e))?,
+    )?)?;
+    let src = vec![7u8; bytes];
+    let mut copy = vec![0u8; bytes];
+    let (mut full, mut base, mut tenth, mut repl) = (vec![], vec![], vec![], vec![]);
+    let (mut full_bytes, mut tenth_pages, mut repl_bytes, mut repl_reused) = (0, 0, 0, 0);
+    let mut stamp = 1u64;
+    let dirty = |step: usize, stamp: u64| {
+        for k in (0..pages).step_by(step) {
+            a.set(mine + k * per_page, stamp);
+        }
+    };
+    for round in 0..rounds {
+        // 1. 100 % dirty, and the baseline, in alternating order.
+        stamp += 1;
+        dirty(1, stamp);
+        let mut ckpt = || -> psls::Result<f64> {
+            let mut stats = None;
+            let s = timed(&p, &comm, || {
+                stats = Some(p.checkpoint()?);
+                Ok(())
+            })?;
+            full_bytes = stats.map_or(0, |s| s.bytes_transferred);
+            Ok(s)
+        };
+        let mut baseline = || -> psls::Result<f64> {
+            timed(&p, &comm, || {
+                // SAFETY: src outlives the flush below, which completes the put; the target
+                // range [0, bytes) lies in the partner's window of `bytes` bytes.
+                let rc = unsafe {
+                    ffi::MPI_Put(
+                        src.as_ptr().cast::<c_void>(),
+                        bytes as i32,
+                        ffi::RSMPI_UINT8_T,
+                        partner as i32,
+                        0,
+                        bytes as i32,
+                        ffi::RSMPI_UINT8_T,
+                        win.window().as_raw(),
+                    )
+                };
+                if rc != 0 {
+                    return Err(psls::Error::Checkpoint(format!("MPI_Put failed: {rc}")));
+                }
+                win.epoch().flush(partner)?;
+                copy.copy_from_slice(&src);
+                std::hint::black_box(&copy);
+                Ok(())
+            })
+        };
+        if round % 2 == 0 {
+            full.push(ckpt()?);
+            base.push(baseline()?);
+        } else {
+            base.push(baseline()?);
+            full.push(ckpt()?);
+        }
+        // 2. 10 % dirty.
+        stamp += 1;
+        dirty(10, stamp);
+        let mut stats = None;
+        tenth.push(timed(&p, &comm, || {
+            stats = Some(p.checkpoint()?);
+            Ok(())
+        })?);
+        tenth_pages = stats.map_or(0, |s| s.pages);
+        // 3. Replicated: written, then read by the next rank (on another node).
+        stamp += 1;
+        dirty(1, stamp);
+        p.barrier()?;
+        let next = (p.rank() + 1) % p.size() * words;
+        let mut sum = 0u64;
+        for k in 0..pages {
+            sum = sum.wrapping_add(a.get(next + k * per_page));
+        }
+        std::hint::black_box(sum);
+        let mut stats = None;
+        repl.push(timed(&p, &comm, || {
+            stats = Some(p.checkpoint()?);
+            Ok(())
+        })?);
+        repl_bytes = stats.map_or(0, |s| s.bytes_transferred);
+        repl_reused = stats.map_or(0, |s| s.pages_reused);
+    }
+    let (full, base, tenth, repl) = (
+        median(&mut full),
+        median(&mut base),
+        median(&mut tenth),
+        median(&mut repl),
+    );
+    let total = (bytes * p.size()) as f64 / (1u64 << 20) as f64;
+    if p.rank() == 0 {
+        println!(
+            "memory checkpoint, 100% dirty: {:8.2} ms ({:.0} MiB/s of pages) vs MPI_Put to the buddy + memcpy {:8.2} ms = {:.2}x (target <= 1.5)",
+            full * 1e3,
+            total / full,
+            base * 1e3,
+            full / base
+        );
+        println!(
+            "incremental, 10% dirty:        {:8.2} ms ({tenth_pages} pages) = {:.3}x the 100% checkpoint (target <= 0.15)",
+            tenth * 1e3,
+            tenth / full
+        );
+        println!(
+            "replicated pages:              {:8.2} ms, {repl_bytes} bytes sent ({repl_reused} pages reused without transfer) vs {full_bytes} bytes when unique",
+            repl * 1e3
+        );
+    }
+    p.barrier()?;
+    p.free(a)?;
+    drop(win);
+    drop(comm);
+    p.finalize()
+}
