@@ -141,6 +141,14 @@ fn a_restart_with_other_settings_names_them() {
 }
 
 #[test]
+fn a_flush_after_a_checkpoint_is_refused() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let out = case("flush_refused", 2, 2, &m, &d).run();
+    out.assert_success();
+    out.assert_lines("PASS", 2);
+}
+
+#[test]
 fn a_checkpoint_on_one_node_is_a_clear_error() {
     let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
     let out = case("one_node", 2, 1, &m, &d).run();

@@ -218,7 +218,16 @@ impl Psls {
     /// is written beside its previous version on its primary and its mirror, with a checksum;
     /// then every node commits, or none does. A crash at any point leaves every file entirely
     /// at its old version or entirely at its new one. Returns the new epoch.
+    ///
+    /// In a job that has taken a checkpoint (or restarted from one), this is an error: the
+    /// files on disk would then be ahead of the memory checkpoint, and a restart would mix the
+    /// two. Such a job publishes its files with the permanent checkpoint.
     pub fn flush(&self) -> Result<u64> {
+        if self.svm.recovery().is_some() && !self.svm.mappings().is_empty() {
+            return Err(crate::Error::Checkpoint(
+                "this job takes checkpoints, so mapped files are published by the permanent checkpoint, not by flush or close: a flush between checkpoints would put the files ahead of the memory checkpoint (the permanent checkpoint is not built yet)".into(),
+            ));
+        }
         let mut catalog = self.volume.state().catalog;
         for m in self.svm.mappings() {
             if let Some(c) = catalog.files.get_mut(&m.meta.name) {

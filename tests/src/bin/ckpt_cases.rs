@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         ("private_crash", private_crash),
         ("private_restart", private_restart),
         ("one_node", one_node),
+        ("flush_refused", flush_refused),
     ];
     psls_tests::cases::run("ckpt_cases", cases, report)
 }
@@ -170,6 +171,23 @@ fn private_restart(p: &Psls) -> Result<()> {
     check!(p, s.epoch == 2, "the next checkpoint is 2 ({})", s.epoch);
     check!(p, (0..N).all(|i| a.get(i) == 5), "new values everywhere");
     p.free(a)
+}
+
+/// After a checkpoint, a flush of mapped files is refused with a clear error.
+fn flush_refused(p: &Psls) -> Result<()> {
+    let f = p.create_file("ckpt-flush-test", 3 * p.page_size() as u64)?;
+    f.bytes().set(0, 1);
+    p.barrier()?;
+    p.checkpoint()?;
+    match f.flush() {
+        Ok(_) => check!(p, false, "a flush after a checkpoint must be refused"),
+        Err(e) => check!(
+            p,
+            e.to_string().contains("permanent checkpoint"),
+            "the error says why: {e}"
+        ),
+    }
+    f.discard()
 }
 
 /// On one node there is no second node for the second copy: a clear error.
