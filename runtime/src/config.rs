@@ -50,6 +50,13 @@ pub struct Config {
     pub service_max_sleep: std::time::Duration,
     /// Pages after a read miss to fetch along with it (0: no prefetch).
     pub prefetch: usize,
+    /// Every how-manieth `checkpoint()` call is a permanent checkpoint (0: none by count).
+    pub ckpt_permanent_every: u64,
+    /// A `checkpoint()` call at least this long after the last permanent checkpoint (or the
+    /// start) is a permanent one (zero: none by time).
+    pub ckpt_permanent_interval: std::time::Duration,
+    /// What a permanent checkpoint leaves in memory.
+    pub ckpt_cleaning: crate::ckpt::Cleaning,
     /// Pages per stripe unit of new PFS files.
     pub stripe_pages: u32,
     /// Test-only fault injection (`NAME[:epoch=N][:rank=R][:count=K]`, comma-separated).
@@ -77,6 +84,9 @@ impl Default for Config {
             svm_size: 16 << 30,
             service_max_sleep: std::time::Duration::from_micros(200),
             prefetch: 0,
+            ckpt_permanent_every: 10,
+            ckpt_permanent_interval: std::time::Duration::ZERO,
+            ckpt_cleaning: crate::ckpt::Cleaning::NoCleaning,
             stripe_pages: 1,
             fault: None,
             log: "info".into(),
@@ -255,6 +265,38 @@ pub const KEYS: &[Key] = &[
         set: |c, v| {
             let n: usize = v.trim().parse().map_err(|_| ())?;
             (n <= 64).then(|| c.prefetch = n).ok_or(())
+        },
+    },
+    Key {
+        name: "ckpt_permanent_every",
+        env: "PSLS_CKPT_PERMANENT_EVERY",
+        allowed: "a whole number from 0 (never by count) to 1000000",
+        set: |c, v| {
+            let n: u64 = v.trim().parse().map_err(|_| ())?;
+            (n <= 1_000_000)
+                .then(|| c.ckpt_permanent_every = n)
+                .ok_or(())
+        },
+    },
+    Key {
+        name: "ckpt_permanent_seconds",
+        env: "PSLS_CKPT_PERMANENT_SECONDS",
+        allowed: "a whole number of seconds from 0 (never by time) to 31536000",
+        set: |c, v| {
+            let n: u64 = v.trim().parse().map_err(|_| ())?;
+            (n <= 31_536_000)
+                .then(|| c.ckpt_permanent_interval = std::time::Duration::from_secs(n))
+                .ok_or(())
+        },
+    },
+    Key {
+        name: "ckpt_cleaning",
+        env: "PSLS_CKPT_CLEANING",
+        allowed: "one of none, total, keep-dirty-and-recovery, keep-dirty, one-active",
+        set: |c, v| {
+            crate::ckpt::Cleaning::from_name(v.trim())
+                .map(|p| c.ckpt_cleaning = p)
+                .ok_or(())
         },
     },
     Key {

@@ -140,6 +140,105 @@ fn a_restart_with_other_settings_names_them() {
     out.assert_success();
 }
 
+/// Each cleaning policy leaves the copies its definition says (see `ckpt_cases policy` for the
+/// pages): (active, readable recovery, evicted) over the job.
+#[test]
+fn each_cleaning_policy_keeps_what_it_defines() {
+    for (policy, want) in [
+        ("none", [4, 3, 0]),
+        ("total", [0, 0, 7]),
+        ("keep-dirty-and-recovery", [2, 4, 1]),
+        ("keep-dirty", [2, 4, 1]),
+        ("one-active", [3, 3, 1]),
+    ] {
+        let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+        let out = case("policy", 2, 2, &m, &d)
+            .args(want.iter().map(|n| n.to_string()))
+            .env("PSLS_CKPT_CLEANING", policy)
+            .run();
+        assert!(
+            out.success(),
+            "policy {policy}:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        out.assert_lines("PASS", 2);
+    }
+}
+
+/// With permanent checkpoints in the run, under every cleaning policy, mgs ends with the same
+/// bits; killed inside a cleaner's flush, or after it, it restarts and still does; and after a
+/// "power cut" (the memory roots wiped) it restarts from the permanent checkpoint.
+#[test]
+fn permanent_checkpoints_survive_crashes_and_power_cuts() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let want = checksum(
+        &mgs(&m, &d, 4, 4)
+            .env("PSLS_CKPT_PERMANENT_EVERY", "0")
+            .run(),
+    );
+    for policy in [
+        "none",
+        "total",
+        "keep-dirty-and-recovery",
+        "keep-dirty",
+        "one-active",
+    ] {
+        let out = mgs(&m, &d, 4, 4)
+            .env("PSLS_CKPT_PERMANENT_EVERY", "2")
+            .env("PSLS_CKPT_CLEANING", policy)
+            .run();
+        assert_eq!(checksum(&out), want, "policy {policy} changed the result");
+    }
+    // Calls 3 and 6 of checkpoint() are permanent (at vectors 8 and 20).
+    for (what, fault) in [
+        ("inside the cleaner's flush", "pfs-write:count=3:rank=1"),
+        (
+            "after the cleaner committed",
+            "ckpt-permanent-committed:epoch=6:rank=2",
+        ),
+        ("before the cleaner", "ckpt-permanent:epoch=6:rank=0"),
+    ] {
+        let crashed = mgs(&m, &d, 4, 4)
+            .env("PSLS_CKPT_PERMANENT_EVERY", "3")
+            .env("PSLS_FAULT", fault)
+            .run();
+        assert!(!crashed.success(), "{what}: the run was meant to die");
+        let again = mgs(&m, &d, 4, 4)
+            .env("PSLS_CKPT_PERMANENT_EVERY", "3")
+            .run();
+        assert!(
+            again.stdout.contains("mgs: restarted from checkpoint"),
+            "{what}: no restart\n{}\n{}",
+            again.stdout,
+            again.stderr
+        );
+        assert_eq!(checksum(&again), want, "{what}: Q differs");
+    }
+    // A power cut: every rank dies after checkpoint 7 (memory, vector 24); the memory roots
+    // are lost; the permanent checkpoint 6 (vector 20) is all that is left.
+    let crashed = mgs(&m, &d, 4, 4)
+        .env("PSLS_CKPT_PERMANENT_EVERY", "3")
+        .args(["--crash-at", "26", "--crash-rank", "0"])
+        .run();
+    assert!(!crashed.success());
+    for e in std::fs::read_dir(m.path()).unwrap().flatten() {
+        std::fs::remove_dir_all(e.path()).unwrap();
+    }
+    let again = mgs(&m, &d, 4, 4)
+        .env("PSLS_CKPT_PERMANENT_EVERY", "3")
+        .run();
+    assert!(
+        again
+            .stdout
+            .contains("mgs: restarted from checkpoint 6 at vector 20"),
+        "after the power cut, the permanent checkpoint 6 is the restart point\n{}\n{}",
+        again.stdout,
+        again.stderr
+    );
+    assert_eq!(checksum(&again), want, "after the power cut: Q differs");
+}
+
 #[test]
 fn a_flush_after_a_checkpoint_is_refused() {
     let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));

@@ -11,18 +11,30 @@ use std::time::Instant;
 
 impl Psls {
     /// Takes a checkpoint (collective): call it at the head of the main loop, where every
-    /// rank's state is consistent. Every call takes a memory checkpoint (the permanent one
-    /// comes with the cleaner). After it returns, a crash of every rank is survived: running
-    /// the same command again on the same nodes restarts from here
-    /// ([`Psls::restarted_from`]).
+    /// rank's state is consistent. Every call takes a memory checkpoint, except every
+    /// `PSLS_CKPT_PERMANENT_EVERY`-th call (10 by default), or a call
+    /// `PSLS_CKPT_PERMANENT_SECONDS` or more after the last permanent checkpoint, which takes a
+    /// permanent one. After it returns, a crash of every rank is survived: running the same
+    /// command again on the same nodes restarts from here ([`Psls::restarted_from`]).
     pub fn checkpoint(&self) -> Result<CheckpointStats> {
-        self.checkpoint_now(CheckpointKind::Memory)
+        let due = self.ckpt.permanent_due(
+            self.cfg.ckpt_permanent_every,
+            self.cfg.ckpt_permanent_interval,
+        );
+        // Rank 0's clock decides for everyone.
+        let due = self.comm.bcast_bytes(0, &[u8::from(due)])?;
+        if due.first() == Some(&1) {
+            self.checkpoint_now(CheckpointKind::Permanent)
+        } else {
+            self.checkpoint_now(CheckpointKind::Memory)
+        }
     }
 
     /// Takes a checkpoint of the given kind now (collective).
     pub fn checkpoint_now(&self, kind: CheckpointKind) -> Result<CheckpointStats> {
         match kind {
             CheckpointKind::Memory => self.memory_checkpoint(),
+            CheckpointKind::Permanent => self.permanent_checkpoint(),
         }
     }
 
@@ -74,7 +86,8 @@ impl Psls {
             .svm
             .recovery()
             .ok_or_else(|| Error::Checkpoint("the recovery area did not open".into()))?;
-        let epoch = comm.allreduce_u64(area.committed(), ReduceOp::Max)? + 1;
+        let epoch =
+            comm.allreduce_u64(area.committed().max(self.ckpt.epoch_floor()), ReduceOp::Max)? + 1;
         let t0 = Instant::now();
         // Phase 1, then the vote: phase 1 ends in an agreement, and so does saving the private
         // state; a failure anywhere fails every rank here, and the checkpoint is abandoned.
@@ -118,6 +131,8 @@ impl Psls {
             copies_freed: sum(c.slots_freed)?,
             slot_bytes: sum(slot_bytes)?,
             private_bytes,
+            pfs_epoch: 0,
+            cleaned: Default::default(),
         };
         if self.rank == 0 {
             tracing::info!(
@@ -136,5 +151,164 @@ impl Psls {
         }
         self.ckpt.set_last(stats);
         Ok(stats)
+    }
+}
+
+/// The hidden PFS file that keeps the `serial`-th array of checkpoint set `set`.
+pub(super) fn array_file(set: &str, serial: u64) -> String {
+    format!(".psls-ckpt.{set}.array-{serial}")
+}
+
+impl Psls {
+    /// The permanent checkpoint (the cleaner, paper section 3.2), collective: every live
+    /// volatile array gets a hidden PFS file (created once, at the first permanent checkpoint
+    /// that sees it), and every page of mapped files and arrays modified since the last flush
+    /// is written in place to its primary and its mirror, with every rank's private state in
+    /// the catalog, in one atomic PFS epoch: the commit point. Then memory is cleaned under
+    /// `PSLS_CKPT_CLEANING`.
+    fn permanent_checkpoint(&self) -> Result<CheckpointStats> {
+        let comm = &self.comm;
+        self.svm.open_recovery(comm, true)?;
+        let area = self
+            .svm
+            .recovery()
+            .ok_or_else(|| Error::Checkpoint("the recovery area did not open".into()))?;
+        let epoch =
+            comm.allreduce_u64(area.committed().max(self.ckpt.epoch_floor()), ReduceOp::Max)? + 1;
+        let t0 = Instant::now();
+        self.svm.quiesce();
+        comm.barrier()?;
+        let dirty = self.svm.dirty_owned();
+        let ps = self.svm.page_size() as u64;
+        let set = self.ckpt.set().to_string();
+        let st = self.volume.state();
+        let mut catalog = st.catalog;
+        for m in self.svm.mappings() {
+            if let Some(c) = catalog.files.get_mut(&m.meta.name) {
+                if c.id == m.meta.id {
+                    c.size = m.meta.size;
+                }
+            }
+        }
+        let old = catalog.checkpoints.get(&set).cloned().unwrap_or_default();
+        let live = self.svm.arrays();
+        let mut arrays = Vec::new();
+        let mut attached = Vec::new();
+        for a in &live {
+            let name = array_file(&set, a.serial);
+            if !catalog.files.contains_key(&name) {
+                let (c, meta) =
+                    self.with_new_file(catalog, st.epoch + 1, &name, a.pages as u64 * ps)?;
+                catalog = c;
+                self.svm.attach(a.first, a.pages, meta);
+                attached.push(a.first);
+            }
+            arrays.push((a.serial, name));
+        }
+        // The files of arrays freed since the last permanent checkpoint go.
+        let gone: Vec<crate::pfs::FileMeta> = old
+            .arrays
+            .iter()
+            .filter(|(s, _)| !live.iter().any(|a| a.serial == *s))
+            .filter_map(|(_, n)| catalog.files.remove(n))
+            .collect();
+        let private = comm.allgather_bytes(&self.ckpt.encode_private())?;
+        let private_bytes = private.get(self.rank).map_or(0, |b| b.len() as u64);
+        catalog.checkpoints.insert(
+            set.clone(),
+            crate::pfs::PermanentCheckpoint {
+                epoch,
+                private,
+                arrays,
+            },
+        );
+        let t1 = Instant::now();
+        crate::inject::point("ckpt-permanent", epoch);
+        // The commit point: the PFS publishes files, arrays and private state at once.
+        let pfs_epoch = match self.svm.flush_files(comm, &self.volume, catalog) {
+            Ok(e) => e,
+            Err(e) => {
+                for first in attached {
+                    self.svm.detach(first);
+                }
+                tracing::warn!(target: "psls::ckpt", "permanent checkpoint {epoch} abandoned: {e}");
+                return Err(e);
+            }
+        };
+        for meta in gone {
+            agree(comm, self.volume.remove_local(&meta))?;
+        }
+        area.set_committed(epoch);
+        crate::inject::point("ckpt-permanent-committed", epoch);
+        let t2 = Instant::now();
+        let place_nodes: Vec<usize> = (0..self.size).map(|r| self.node_map.node_of(r)).collect();
+        let cleaned = self
+            .svm
+            .clean(comm, self.cfg.ckpt_cleaning, epoch, &dirty, &place_nodes)?;
+        self.ckpt.drop_private_except(epoch);
+        self.ckpt.permanent_taken();
+        let t3 = Instant::now();
+        let sum = |v: u64| comm.allreduce_u64(v, ReduceOp::Sum);
+        let pages = sum(dirty.len() as u64)?;
+        let cleaned = crate::ckpt::CleanCounts {
+            active: sum(cleaned.active)?,
+            readable: sum(cleaned.readable)?,
+            evicted: sum(cleaned.evicted)?,
+            discarded: sum(cleaned.discarded)?,
+        };
+        let stats = CheckpointStats {
+            epoch,
+            kind: CheckpointKind::Permanent,
+            phase1: t1 - t0,
+            commit: t2 - t1,
+            phase2: t3 - t2,
+            pages,
+            bytes: pages * ps,
+            bytes_transferred: 0,
+            pages_reused: 0,
+            copies_freed: cleaned.discarded,
+            slot_bytes: 0,
+            private_bytes,
+            pfs_epoch,
+            cleaned,
+        };
+        if self.rank == 0 {
+            tracing::info!(
+                target: "psls::ckpt",
+                "permanent checkpoint {epoch} (PFS epoch {pfs_epoch}): {} pages ({} bytes) written to disk; cleaning {:?} kept {} active and {} readable recovery copies, evicted {}, discarded {} recovery slots; prepare {:.2} ms, flush and commit {:.2} ms, cleaning {:.2} ms",
+                stats.pages,
+                stats.bytes,
+                self.cfg.ckpt_cleaning.name(),
+                cleaned.active,
+                cleaned.readable,
+                cleaned.evicted,
+                cleaned.discarded,
+                stats.phase1.as_secs_f64() * 1e3,
+                stats.commit.as_secs_f64() * 1e3,
+                stats.phase2.as_secs_f64() * 1e3,
+            );
+        }
+        self.ckpt.set_last(stats);
+        Ok(stats)
+    }
+
+    /// Removes this job's permanent checkpoint from the PFS (collective; at a normal
+    /// finalize): its catalog entry and the hidden files of its arrays.
+    pub(super) fn remove_permanent_checkpoint(&self) -> Result<()> {
+        let set = self.ckpt.set().to_string();
+        let mut catalog = self.volume.state().catalog;
+        let Some(pc) = catalog.checkpoints.remove(&set) else {
+            return Ok(());
+        };
+        let gone: Vec<crate::pfs::FileMeta> = pc
+            .arrays
+            .iter()
+            .filter_map(|(_, n)| catalog.files.remove(n))
+            .collect();
+        self.volume.publish(&self.comm, catalog, |_, _| Ok(()))?;
+        for meta in gone {
+            agree(&self.comm, self.volume.remove_local(&meta))?;
+        }
+        Ok(())
     }
 }

@@ -99,7 +99,12 @@ impl Psls {
                 requested: usize::MAX,
                 size: 0,
             })?;
-        let addr = self.svm.alloc(&self.comm, bytes)?;
+        let serial = self.svm.next_array_serial();
+        let backing = self
+            .ckpt
+            .saved_array(serial)
+            .and_then(|name| self.volume.file(&name));
+        let addr = self.svm.alloc(&self.comm, bytes, backing)?;
         Ok(GlobalArray::new(addr, len))
     }
 

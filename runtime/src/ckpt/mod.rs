@@ -29,6 +29,70 @@ pub enum CheckpointKind {
     /// Two recovery copies of each page modified since the last checkpoint, in the memories of
     /// two nodes; no disk access.
     Memory,
+    /// The cleaner (paper, section 3.2): every modified page of mapped files and volatile
+    /// arrays, and the private state, written to the mirrored disks in one atomic PFS epoch;
+    /// it alone survives a power cut. Then memory is cleaned under the configured policy.
+    Permanent,
+}
+
+/// What a permanent checkpoint leaves in memory: the paper's five cleaning policies (section
+/// 3.2, "Cleaner strategies"). In every policy the pure recovery copies are discarded (the
+/// disks now hold the checkpoint), and a copy that stays is clean (equal to the disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleaning {
+    /// `none`: no active and no readable recovery copy is discarded; the working set stays.
+    NoCleaning,
+    /// `total`: every active and readable recovery copy is evicted; pages load from the disks
+    /// again on their next use.
+    TotalCleaning,
+    /// `keep-dirty-and-recovery`: one copy of each clean page; two readable recovery copies of
+    /// each dirty active page (where a second copy on another node exists); and the readable
+    /// recovery copies of the pages checkpointed in memory before.
+    KeepDirtyAndRecovery,
+    /// `keep-dirty`: one copy of each clean page and two readable recovery copies of each dirty
+    /// active page; the readable recovery copies of earlier checkpoints are discarded.
+    KeepDirty,
+    /// `one-active`: one active copy of each loaded page, and the readable recovery copies of
+    /// earlier checkpoints.
+    OneActive,
+}
+
+impl Cleaning {
+    /// The policy named `name` (as in `PSLS_CKPT_CLEANING`).
+    pub fn from_name(name: &str) -> Option<Cleaning> {
+        Some(match name {
+            "none" => Cleaning::NoCleaning,
+            "total" => Cleaning::TotalCleaning,
+            "keep-dirty-and-recovery" => Cleaning::KeepDirtyAndRecovery,
+            "keep-dirty" => Cleaning::KeepDirty,
+            "one-active" => Cleaning::OneActive,
+            _ => return None,
+        })
+    }
+
+    /// The policy's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cleaning::NoCleaning => "none",
+            Cleaning::TotalCleaning => "total",
+            Cleaning::KeepDirtyAndRecovery => "keep-dirty-and-recovery",
+            Cleaning::KeepDirty => "keep-dirty",
+            Cleaning::OneActive => "one-active",
+        }
+    }
+}
+
+/// What cleaning left in memory, over the job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanCounts {
+    /// Copies kept as active data.
+    pub active: u64,
+    /// Copies kept as readable recovery copies of the new checkpoint.
+    pub readable: u64,
+    /// Copies evicted.
+    pub evicted: u64,
+    /// Pure recovery copies and replicas discarded.
+    pub discarded: u64,
 }
 
 /// What one checkpoint did, summed over the job (the times are this rank's).
@@ -61,6 +125,10 @@ pub struct CheckpointStats {
     pub slot_bytes: u64,
     /// Bytes of private state saved by this rank.
     pub private_bytes: u64,
+    /// For a permanent checkpoint: the PFS epoch that holds it (0 for a memory checkpoint).
+    pub pfs_epoch: u64,
+    /// For a permanent checkpoint: what cleaning left in memory.
+    pub cleaned: CleanCounts,
 }
 
 /// Private state of one rank, registered with [`crate::Psls::protect`]: saved at every
@@ -120,6 +188,12 @@ pub(crate) struct Checkpointer {
     /// Private state saved by the checkpoint a restart rolled back to.
     restored_private: Mutex<HashMap<String, Vec<u8>>>,
     last: Mutex<Option<CheckpointStats>>,
+    /// Calls of `checkpoint()` so far.
+    calls: std::sync::atomic::AtomicU64,
+    /// When the last permanent checkpoint was taken (or the job started).
+    last_permanent: Mutex<std::time::Instant>,
+    /// The arrays a permanent checkpoint saved, by allocation serial: their hidden files.
+    saved_arrays: HashMap<u64, String>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -228,7 +302,81 @@ impl Checkpointer {
             private: Mutex::new(Vec::new()),
             restored_private: Mutex::new(HashMap::new()),
             last: Mutex::new(None),
+            calls: std::sync::atomic::AtomicU64::new(0),
+            last_permanent: Mutex::new(std::time::Instant::now()),
+            saved_arrays: HashMap::new(),
         }
+    }
+
+    /// Counts a call of `checkpoint()`, and says whether it should be permanent: every
+    /// `every`-th call, or once `interval` has passed since the last permanent one (this
+    /// rank's view; the caller makes the choice collective).
+    pub fn permanent_due(&self, every: u64, interval: Duration) -> bool {
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let by_count = every > 0 && n % every == 0;
+        let by_time = !interval.is_zero()
+            && self
+                .last_permanent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                >= interval;
+        by_count || by_time
+    }
+
+    /// Notes that a permanent checkpoint was just taken.
+    pub fn permanent_taken(&self) {
+        *self
+            .last_permanent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    /// The epoch below which no new checkpoint may be numbered: the one a restart came from.
+    pub fn epoch_floor(&self) -> u64 {
+        self.restarted_from.unwrap_or(0)
+    }
+
+    /// Remembers the arrays of the permanent checkpoint `pc` (a restarted job allocates them
+    /// again and gets their hidden files back).
+    pub fn set_saved_arrays(&mut self, pc: &crate::pfs::PermanentCheckpoint) {
+        self.saved_arrays = pc.arrays.iter().cloned().collect();
+    }
+
+    /// The hidden file of the array allocated `serial`-th, if a permanent checkpoint saved it.
+    pub fn saved_array(&self, serial: u64) -> Option<String> {
+        self.saved_arrays.get(&serial).cloned()
+    }
+
+    /// Restores the private state that permanent checkpoint `epoch` saved for this rank.
+    pub fn load_private_from(&mut self, epoch: u64, bytes: &[u8]) -> Result<()> {
+        let map = decode_private(bytes).ok_or_else(|| {
+            Error::Checkpoint(format!(
+                "the private state of rank {} in permanent checkpoint {epoch} is damaged",
+                self.rank
+            ))
+        })?;
+        *self
+            .restored_private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = map;
+        self.restarted_from = Some(epoch);
+        Ok(())
+    }
+
+    /// This rank's private state, encoded, as it is now.
+    pub fn encode_private(&self) -> Vec<u8> {
+        let items: Vec<(String, Vec<u8>)> = self
+            .private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(n, s)| (n.clone(), s.bytes()))
+            .collect();
+        encode_private(&items)
     }
 
     /// The checkpoint set's name.
@@ -303,14 +451,7 @@ impl Checkpointer {
     /// Saves the private state for checkpoint `epoch` (phase 1): written whole, then renamed
     /// into place. Returns its size.
     pub fn save_private(&self, epoch: u64) -> Result<u64> {
-        let items: Vec<(String, Vec<u8>)> = self
-            .private
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(n, s)| (n.clone(), s.bytes()))
-            .collect();
-        let bytes = encode_private(&items);
+        let bytes = self.encode_private();
         let path = private_path(&self.dir, self.rank, epoch);
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &bytes)

@@ -15,7 +15,7 @@ mod store;
 mod volume;
 
 pub(crate) use error::StoreError;
-pub(crate) use record::{Catalog, FileMeta};
+pub(crate) use record::{Catalog, FileMeta, PermanentCheckpoint};
 // The rest of the store's API, not used outside the module yet.
 pub(crate) use slot::PageState;
 pub(crate) use store::NodeStore;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub(crate) const RECORD_MAGIC: [u8; 8] = *b"PSLSREC\0";
 
 /// The record format this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// Longest PFS file name, in bytes.
 pub(crate) const MAX_NAME: usize = 255;
@@ -81,6 +81,20 @@ pub(crate) struct Catalog {
     pub next_id: u64,
     /// The files, keyed by their name.
     pub files: BTreeMap<String, FileMeta>,
+    /// The permanent checkpoints, by checkpoint set: published in the same epoch as the files
+    /// and the hidden files of the set's volatile arrays, so that they are one atomic state.
+    pub checkpoints: BTreeMap<String, PermanentCheckpoint>,
+}
+
+/// A job's permanent checkpoint, as the catalog keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PermanentCheckpoint {
+    /// The checkpoint's epoch (in the job's checkpoint numbering).
+    pub epoch: u64,
+    /// Each rank's private state, encoded.
+    pub private: Vec<Vec<u8>>,
+    /// The volatile arrays saved: (allocation serial, hidden file name).
+    pub arrays: Vec<(u64, String)>,
 }
 
 /// A node's commit (or prepare) record: the catalog as of an epoch.
@@ -452,7 +466,8 @@ mod tests {
         .unwrap();
         let crc = crc32c::crc32c(&future);
         future.extend_from_slice(&crc.to_le_bytes());
-        cases.push((future, "format version 3"));
+        let newer = format!("format version {}", FORMAT_VERSION + 1);
+        cases.push((future, newer.as_str()));
         for (bytes, why) in cases {
             fs::write(&path, &bytes).unwrap();
             let e = read_record(&path).unwrap_err();

@@ -378,7 +378,10 @@ impl Svm {
     /// Rolls this rank back to the committed checkpoint `epoch` (collective, at `init` of a
     /// restarted job, before the application allocates anything). Returns the pages this rank
     /// restored.
-    pub(crate) fn restore(&self, comm: &Comm, epoch: u64) -> Result<u64> {
+    ///
+    /// Copies older than the permanent checkpoint `permanent` (0: none) are dropped too: the
+    /// disks hold the page as of that checkpoint, or newer.
+    pub(crate) fn restore(&self, comm: &Comm, epoch: u64, permanent: u64) -> Result<u64> {
         let c = &self.core;
         let area = c
             .recovery
@@ -396,7 +399,7 @@ impl Svm {
         let mut drop_slots: Vec<usize> = Vec::new();
         for p in 0..c.npages {
             if let Some(copy) = area.frame(p) {
-                if copy.epoch <= epoch {
+                if copy.epoch <= epoch && copy.epoch >= permanent {
                     best.insert(p, (copy.epoch, Src::Frame));
                 } else {
                     area.set_frame(p, None);
@@ -404,7 +407,7 @@ impl Svm {
             }
         }
         for (s, page, copy) in area.slots_in_use() {
-            if copy.epoch > epoch {
+            if copy.epoch > epoch || copy.epoch < permanent {
                 drop_slots.push(s);
                 continue;
             }
@@ -558,5 +561,201 @@ impl Core {
             }
         }
         Ok(())
+    }
+}
+
+/// Flags of one held copy, exchanged by the cleaning.
+const HELD_OWNER: u64 = 1;
+const HELD_DIRTY: u64 = 2;
+const HELD_RECOVERY: u64 = 4;
+
+impl Svm {
+    /// The pages this rank owns with modifications not on disk yet (what a flush writes).
+    pub(crate) fn dirty_owned(&self) -> Vec<usize> {
+        let c = &self.core;
+        self.used_pages()
+            .filter(|&p| {
+                let i = c.table.get(p);
+                i.owner == Some(c.rank) && i.access != Access::None && i.written_epoch.is_some()
+            })
+            .collect()
+    }
+
+    /// Cleans memory after the permanent checkpoint `epoch` committed (collective): every
+    /// recovery slot goes (the disks hold the checkpoint), and each page keeps the copies that
+    /// `policy` says, as active data or as readable recovery copies of `epoch`. `dirty` is
+    /// what this rank owned dirty before the flush; `node_of` the node of each rank.
+    pub(crate) fn clean(
+        &self,
+        comm: &Comm,
+        policy: crate::ckpt::Cleaning,
+        epoch: u64,
+        dirty: &[usize],
+        node_of: &[usize],
+    ) -> Result<crate::ckpt::CleanCounts> {
+        use crate::ckpt::Cleaning::*;
+        let c = &self.core;
+        self.quiesce();
+        comm.barrier()?;
+        let mut counts = crate::ckpt::CleanCounts::default();
+        // 1. Slots: pure recovery copies and replicas are all older than the disks' copy.
+        if let Some(area) = c.recovery.get() {
+            for (s, _, _) in area.slots_in_use() {
+                area.free_slot(s);
+                counts.discarded += 1;
+            }
+            area.tidy();
+        }
+        // 2. Everyone learns every held copy: (page, holder flags).
+        let mut mine: Vec<u64> = Vec::new();
+        for p in self.used_pages() {
+            let i = c.table.get(p);
+            if i.access == Access::None {
+                continue;
+            }
+            let mut f = 0;
+            if i.owner == Some(c.rank) {
+                f |= HELD_OWNER;
+                if dirty.binary_search(&p).is_ok() {
+                    f |= HELD_DIRTY;
+                }
+            }
+            if c.recovery
+                .get()
+                .and_then(|a| a.frame(p))
+                .is_some_and(|cp| cp.epoch < epoch)
+            {
+                f |= HELD_RECOVERY;
+            }
+            mine.extend([p as u64, f]);
+        }
+        let all = comm.allgather_bytes(&words(&mine))?;
+        let mut held: std::collections::BTreeMap<usize, Vec<(usize, u64)>> = Default::default();
+        for (r, b) in all.iter().enumerate() {
+            for t in unwords(b).chunks_exact(2) {
+                held.entry(t[0] as usize).or_default().push((r, t[1]));
+            }
+        }
+        // 3. Every rank decides the same for every page: who keeps a copy, and whether it is a
+        //    readable recovery copy.
+        let mut restored_dir: Vec<(usize, Entry)> = Vec::new();
+        for (&p, holders) in &held {
+            let owner = holders.iter().find(|h| h.1 & HELD_OWNER != 0).map(|h| h.0);
+            let dirty = holders.iter().any(|h| h.1 & HELD_DIRTY != 0);
+            let first = owner.unwrap_or(holders[0].0);
+            // A second holder on another node than `first`, if any.
+            let second = holders
+                .iter()
+                .map(|h| h.0)
+                .find(|&r| r != first && node_of.get(r) != node_of.get(first));
+            let recovery: Vec<usize> = holders
+                .iter()
+                .filter(|h| h.1 & HELD_RECOVERY != 0)
+                .map(|h| h.0)
+                .collect();
+            // (rank, readable recovery?)
+            let keep: Vec<(usize, bool)> = match policy {
+                NoCleaning => holders
+                    .iter()
+                    .map(|h| (h.0, h.1 & HELD_RECOVERY != 0))
+                    .collect(),
+                TotalCleaning => Vec::new(),
+                KeepDirtyAndRecovery | KeepDirty if dirty => std::iter::once(first)
+                    .chain(second)
+                    .map(|r| (r, true))
+                    .collect(),
+                KeepDirtyAndRecovery | OneActive if !recovery.is_empty() => {
+                    let mut k: Vec<(usize, bool)> = recovery.iter().map(|&r| (r, true)).collect();
+                    if policy == OneActive && !recovery.contains(&first) {
+                        k.push((first, false));
+                    }
+                    k
+                }
+                KeepDirtyAndRecovery | KeepDirty | OneActive => vec![(first, false)],
+            };
+            let mask = keep.iter().fold(0u64, |m, &(r, _)| m | 1 << r);
+            // This rank's copy.
+            if holders.iter().any(|h| h.0 == c.rank) {
+                match keep.iter().find(|k| k.0 == c.rank) {
+                    Some(&(_, readable)) => {
+                        if c.access(p) == Access::Write {
+                            c.set_access(p, Access::Read)?;
+                        }
+                        let new_owner = if mask & (1 << first) != 0 {
+                            first
+                        } else {
+                            mask.trailing_zeros() as usize
+                        };
+                        c.table.set(
+                            p,
+                            PageInfo {
+                                access: Access::Read,
+                                replicated: mask.count_ones() > 1,
+                                owner: Some(new_owner),
+                                written_epoch: None,
+                            },
+                        );
+                        if let Some(area) = c.recovery.get() {
+                            area.set_frame(
+                                p,
+                                readable.then_some(Copy {
+                                    state: CopyState::ReadableRecovery,
+                                    epoch,
+                                }),
+                            );
+                        }
+                        if readable {
+                            counts.readable += 1;
+                        } else {
+                            counts.active += 1;
+                        }
+                    }
+                    None => {
+                        if c.access(p) != Access::None {
+                            c.set_access(p, Access::None)?;
+                        }
+                        if let Some(area) = c.recovery.get() {
+                            area.set_frame(p, None);
+                        }
+                        c.table.set(p, PageInfo::default());
+                        c.frames
+                            .punch_hole(p * c.page_size, c.page_size)
+                            .map_err(|e| Error::io(format!("evicting page {p}"), e))?;
+                        counts.evicted += 1;
+                    }
+                }
+            }
+            // The page's directory entry, at its home.
+            if c.dir.home(p).0 == c.rank {
+                let e = if mask == 0 {
+                    Entry::default()
+                } else {
+                    Entry {
+                        owner: Some(if mask & (1 << first) != 0 {
+                            first
+                        } else {
+                            mask.trailing_zeros() as usize
+                        }),
+                        writable: false,
+                        copyset: mask,
+                        version: 1,
+                    }
+                };
+                restored_dir.push((p, e));
+            }
+        }
+        for (p, e) in restored_dir {
+            c.dir.set_local(p, &e)?;
+        }
+        c.epoch.store(epoch as u32 + 1, Ordering::Release);
+        comm.barrier()?;
+        Ok(counts)
+    }
+
+    /// Detaches the backing file of the array at `first` (a permanent checkpoint that failed
+    /// had attached it).
+    pub(crate) fn detach(&self, first: usize) {
+        let mut files = self.core.files.write().unwrap_or_else(|p| p.into_inner());
+        files.retain(|m| m.first != first);
     }
 }

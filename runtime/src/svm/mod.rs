@@ -116,11 +116,23 @@ pub(crate) struct Core {
     frames: FrameFile,
 }
 
+/// A live global array: the how-manieth allocation it was (allocations happen in the same
+/// order on every rank and in every run, so a restarted job finds its arrays by this number),
+/// and its pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ArrayRec {
+    pub serial: u64,
+    pub first: usize,
+    pub pages: usize,
+}
+
 /// The SVM of this rank.
 pub(crate) struct Svm {
     core: Arc<Core>,
     service: Option<JoinHandle<()>>,
     free: Mutex<Vec<(usize, usize)>>,
+    arrays: Mutex<Vec<ArrayRec>>,
+    next_serial: AtomicU64,
 }
 
 impl std::fmt::Debug for Svm {
@@ -228,6 +240,8 @@ impl Svm {
             core,
             service: Some(service),
             free: Mutex::new(vec![(0, npages)]),
+            arrays: Mutex::new(Vec::new()),
+            next_serial: AtomicU64::new(0),
         })
     }
 
@@ -245,13 +259,64 @@ impl Svm {
 
     /// Allocates `bytes` of global memory (collective over `comm`): every rank gets the same
     /// address. Pages read as zeros until written.
-    pub fn alloc(&self, comm: &Comm, bytes: usize) -> Result<usize> {
+    ///
+    /// `backing` is the hidden PFS file a permanent checkpoint saved this array to (a restarted
+    /// job gets it back): its written pages load from disk on first touch, like a mapped file's.
+    pub fn alloc(
+        &self,
+        comm: &Comm,
+        bytes: usize,
+        backing: Option<crate::pfs::FileMeta>,
+    ) -> Result<usize> {
         let pages = bytes.div_ceil(self.core.page_size).max(1);
         let start = self.reserve(comm, bytes)?;
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        self.arrays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ArrayRec {
+                serial,
+                first: start,
+                pages,
+            });
+        let backed = backing.is_some();
+        if let Some(meta) = backing {
+            self.attach(start, pages, meta);
+        }
         for p in start..start + pages {
             self.core.allocated[p].store(true, Ordering::Release);
         }
+        if backed {
+            // Nobody may touch the array before every rank knows its backing file: a leader
+            // serving a LOAD looks the page up in it.
+            comm.barrier()?;
+        }
         Ok(self.core.base + start * self.core.page_size)
+    }
+
+    /// The allocation serial the next `alloc` gets.
+    pub(crate) fn next_array_serial(&self) -> u64 {
+        self.next_serial.load(Ordering::Relaxed)
+    }
+
+    /// The live global arrays.
+    pub(crate) fn arrays(&self) -> Vec<ArrayRec> {
+        self.arrays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Backs the array at pages `first..first + pages` with the PFS file `meta` (its hidden
+    /// checkpoint file): from now on its pages are flushed to and loaded from that file.
+    pub(crate) fn attach(&self, first: usize, pages: usize, meta: crate::pfs::FileMeta) {
+        let mut files = self.core.files.write().unwrap_or_else(|p| p.into_inner());
+        files.retain(|m| m.first != first);
+        files.push(FileMap {
+            first,
+            reserved: pages,
+            meta,
+        });
     }
 
     /// Reserves pages for `bytes` of the global range (collective) and returns the first page
@@ -337,6 +402,18 @@ impl Svm {
             .punch_hole(start * c.page_size, pages * c.page_size)
             .map_err(|e| Error::io("freeing frames", e))?;
         comm.barrier()?;
+        let was_array = {
+            let mut arrays = self.arrays.lock().unwrap_or_else(|p| p.into_inner());
+            let n = arrays.len();
+            arrays.retain(|a| a.first != start);
+            arrays.len() != n
+        };
+        if was_array {
+            // A saved array's backing file goes with it (the permanent checkpoint drops the
+            // file from the catalog).
+            let mut files = self.core.files.write().unwrap_or_else(|p| p.into_inner());
+            files.retain(|m| m.first != start);
+        }
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         free.push((start, pages));
         free.sort_unstable();

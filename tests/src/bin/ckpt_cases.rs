@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         ("private_restart", private_restart),
         ("one_node", one_node),
         ("flush_refused", flush_refused),
+        ("policy", policy),
     ];
     psls_tests::cases::run("ckpt_cases", cases, report)
 }
@@ -171,6 +172,85 @@ fn private_restart(p: &Psls) -> Result<()> {
     check!(p, s.epoch == 2, "the next checkpoint is 2 ({})", s.epoch);
     check!(p, (0..N).all(|i| a.get(i) == 5), "new values everywhere");
     p.free(a)
+}
+
+/// A permanent checkpoint under the policy of `PSLS_CKPT_CLEANING` (2 ranks on 2 nodes) keeps
+/// the copies the arguments say: `policy ACTIVE READABLE EVICTED`, over the job. The pages:
+/// C, clean (in a flushed file), held by both ranks; C1, clean, held by rank 0; D, written by
+/// rank 0 and read by rank 1, then memory-checkpointed; U, written by rank 0 and
+/// memory-checkpointed; U2, written by rank 0 after the memory checkpoint.
+fn policy(p: &Psls) -> Result<()> {
+    let want: Vec<u64> = std::env::args()
+        .skip(2)
+        .map(|a| a.parse().expect("numbers"))
+        .collect();
+    let ps = p.page_size();
+    let w = ps / 8;
+    // The clean pages: a file written and flushed before any checkpoint.
+    let f = p.create_file("policy-test", 2 * ps as u64)?;
+    let fv = f.view::<u64>();
+    if p.rank() == 0 {
+        fv.set(0, 100);
+        fv.set(w, 101);
+    }
+    p.barrier()?;
+    f.flush()?;
+    p.barrier()?;
+    if p.rank() == 0 {
+        check!(
+            p,
+            fv.get(0) == 100 && fv.get(w) == 101,
+            "rank 0 holds C and C1"
+        );
+    }
+    p.barrier()?;
+    if p.rank() == 1 {
+        check!(p, fv.get(0) == 100, "rank 1 holds C");
+    }
+    p.barrier()?;
+    // The array pages.
+    let x: GlobalArray<u64> = p.alloc(3 * w)?;
+    if p.rank() == 0 {
+        x.set(0, 1);
+        x.set(w, 2);
+    }
+    p.barrier()?;
+    if p.rank() == 1 {
+        check!(p, x.get(0) == 1, "rank 1 holds D");
+    }
+    p.barrier()?;
+    p.checkpoint_now(psls::CheckpointKind::Memory)?;
+    if p.rank() == 0 {
+        x.set(2 * w, 3);
+    }
+    p.barrier()?;
+    let s = p.checkpoint_now(psls::CheckpointKind::Permanent)?;
+    let c = s.cleaned;
+    check!(
+        p,
+        [c.active, c.readable, c.evicted] == want[..3],
+        "cleaning kept {} active, {} readable recovery copies and evicted {} (wanted {:?})",
+        c.active,
+        c.readable,
+        c.evicted,
+        want
+    );
+    check!(
+        p,
+        c.discarded >= 1,
+        "the replica slot of U was discarded ({})",
+        c.discarded
+    );
+    // Whatever stayed, every value reads right (evicted pages come back from the disks).
+    p.barrier()?;
+    check!(
+        p,
+        fv.get(0) == 100 && fv.get(w) == 101 && x.get(0) == 1 && x.get(w) == 2 && x.get(2 * w) == 3,
+        "every page reads right after the cleaning"
+    );
+    p.barrier()?;
+    p.free(x)?;
+    f.discard()
 }
 
 /// After a checkpoint, a flush of mapped files is refused with a clear error.

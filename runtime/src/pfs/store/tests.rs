@@ -56,6 +56,7 @@ fn catalog(files: &[&FileMeta]) -> Catalog {
             .iter()
             .map(|m| (m.name.clone(), (*m).clone()))
             .collect(),
+        checkpoints: Default::default(),
     }
 }
 
