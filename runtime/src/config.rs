@@ -57,6 +57,9 @@ pub struct Config {
     pub ckpt_permanent_interval: std::time::Duration,
     /// What a permanent checkpoint leaves in memory.
     pub ckpt_cleaning: crate::ckpt::Cleaning,
+    /// The memory a node may hold for the job (frames and recovery copies) after a memory
+    /// checkpoint's phase 1: bytes, or a share of the node's memory.
+    pub ckpt_memory: crate::ckpt::Budget,
     /// Pages per stripe unit of new PFS files.
     pub stripe_pages: u32,
     /// Test-only fault injection (`NAME[:epoch=N][:rank=R][:count=K]`, comma-separated).
@@ -87,6 +90,7 @@ impl Default for Config {
             ckpt_permanent_every: 10,
             ckpt_permanent_interval: std::time::Duration::ZERO,
             ckpt_cleaning: crate::ckpt::Cleaning::NoCleaning,
+            ckpt_memory: crate::ckpt::Budget::Percent(50),
             stripe_pages: 1,
             fault: None,
             log: "info".into(),
@@ -286,6 +290,25 @@ pub const KEYS: &[Key] = &[
             let n: u64 = v.trim().parse().map_err(|_| ())?;
             (n <= 31_536_000)
                 .then(|| c.ckpt_permanent_interval = std::time::Duration::from_secs(n))
+                .ok_or(())
+        },
+    },
+    Key {
+        name: "ckpt_memory",
+        env: "PSLS_CKPT_MEMORY",
+        allowed: "a size (64K, 512M, 8G) or a percentage of the node's memory from 1% to 100%",
+        set: |c, v| {
+            let v = v.trim();
+            if let Some(p) = v.strip_suffix('%') {
+                let p: u32 = p.trim().parse().map_err(|_| ())?;
+                return (1..=100)
+                    .contains(&p)
+                    .then(|| c.ckpt_memory = crate::ckpt::Budget::Percent(p))
+                    .ok_or(());
+            }
+            let n = parse_size(v).ok_or(())?;
+            (n >= 4096)
+                .then(|| c.ckpt_memory = crate::ckpt::Budget::Bytes(n as u64))
                 .ok_or(())
         },
     },

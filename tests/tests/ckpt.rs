@@ -239,6 +239,43 @@ fn permanent_checkpoints_survive_crashes_and_power_cuts() {
     assert_eq!(checksum(&again), want, "after the power cut: Q differs");
 }
 
+/// A budget too small for any memory checkpoint turns every checkpoint into a permanent one,
+/// says why, and the run (crashed and restarted too) still ends with the same bits.
+#[test]
+fn a_memory_budget_too_small_runs_the_cleaner_instead() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let want = checksum(&mgs(&m, &d, 4, 4).run());
+    let tight = |l: Launch| {
+        l.env("PSLS_CKPT_MEMORY", "64K")
+            .env("PSLS_CKPT_PERMANENT_EVERY", "0")
+    };
+    let out = tight(mgs(&m, &d, 4, 4)).run();
+    assert_eq!(checksum(&out), want);
+    assert!(
+        out.stderr.contains("over its budget") && out.stderr.contains("permanent checkpoint"),
+        "the log says why the cleaner ran:\n{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("memory checkpoint 2:"),
+        "no memory checkpoint fits in 64 KiB:\n{}",
+        out.stderr
+    );
+    let crashed = tight(mgs(&m, &d, 4, 4))
+        .args(["--crash-at", "13", "--crash-rank", "2"])
+        .run();
+    assert!(!crashed.success());
+    let again = tight(mgs(&m, &d, 4, 4)).run();
+    assert!(
+        again
+            .stdout
+            .contains("mgs: restarted from checkpoint 4 at vector 12"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(checksum(&again), want);
+}
+
 #[test]
 fn a_flush_after_a_checkpoint_is_refused() {
     let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));

@@ -24,10 +24,64 @@ impl Psls {
         // Rank 0's clock decides for everyone.
         let due = self.comm.bcast_bytes(0, &[u8::from(due)])?;
         if due.first() == Some(&1) {
-            self.checkpoint_now(CheckpointKind::Permanent)
-        } else {
-            self.checkpoint_now(CheckpointKind::Memory)
+            return self.checkpoint_now(CheckpointKind::Permanent);
         }
+        if self.node_map.num_nodes() < 2 {
+            if self.rank == 0 && self.ckpt.last().is_none() {
+                tracing::info!(target: "psls::ckpt", "the job runs on one node, where a memory checkpoint cannot keep its two copies on two nodes: every checkpoint is a permanent one");
+            }
+            return self.checkpoint_now(CheckpointKind::Permanent);
+        }
+        if let Some(why) = self.over_budget()? {
+            if self.rank == 0 {
+                tracing::info!(target: "psls::ckpt", "{why}: taking a permanent checkpoint (the cleaner) instead");
+            }
+            return self.checkpoint_now(CheckpointKind::Permanent);
+        }
+        self.checkpoint_now(CheckpointKind::Memory)
+    }
+
+    /// Whether a memory checkpoint now would take a node over its memory budget
+    /// (`PSLS_CKPT_MEMORY`), and why (collective). Phase 1 keeps the old recovery copies until
+    /// the new ones are made, so a node must hold its frames, its recovery slots, and the
+    /// replicas its ranks receive (beyond the free slots they can reuse).
+    fn over_budget(&self) -> Result<Option<String>> {
+        let m = &self.node_map;
+        let u = self.svm.memory_use();
+        let dest = self.placement().map_or(self.rank, |p| p.buddy_rank);
+        let mine: Vec<u8> = [u.frames, u.slots, u.free_slots, u.outgoing, dest as u64]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let all = self.comm.allgather_bytes(&mine)?;
+        let w = |b: &[u8], i: usize| {
+            u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]))
+        };
+        let mut incoming = vec![0u64; self.size];
+        for b in &all {
+            if let Some(x) = incoming.get_mut(w(b, 4) as usize) {
+                *x += w(b, 3);
+            }
+        }
+        for n in 0..m.num_nodes() {
+            let mut need = 0u64;
+            for r in m.ranks_on(n) {
+                let b = &all[r];
+                need += w(b, 0) + w(b, 1) + incoming[r].saturating_sub(w(b, 2));
+            }
+            let res = self.resources[n];
+            let memory = res.memory_bytes.min(res.os_memory_bytes).max(1);
+            let budget = self.cfg.ckpt_memory.bytes(memory);
+            if need > budget {
+                return Ok(Some(format!(
+                    "a memory checkpoint would need {:.1} MiB on node {} (frames, recovery copies and incoming replicas), over its budget of {:.1} MiB (PSLS_CKPT_MEMORY)",
+                    need as f64 / (1u64 << 20) as f64,
+                    m.name(n),
+                    budget as f64 / (1u64 << 20) as f64
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Takes a checkpoint of the given kind now (collective).

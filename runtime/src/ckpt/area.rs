@@ -385,6 +385,12 @@ impl RecoveryArea {
         a.0.push(slot);
     }
 
+    /// Slots ever used (their memory is the area's), and of them the free ones.
+    pub fn slot_counts(&self) -> (usize, usize) {
+        let a = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
+        (a.1, a.0.len())
+    }
+
     /// Orders the free slots so that the next allocations take them in ascending order, and so
     /// often consecutively (after many frees).
     pub fn tidy(&self) {

@@ -82,6 +82,25 @@ impl Cleaning {
     }
 }
 
+/// The memory budget of a node (`PSLS_CKPT_MEMORY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// This many bytes.
+    Bytes(u64),
+    /// This share of the node's memory (the smaller of hwloc's and the kernel's figures).
+    Percent(u32),
+}
+
+impl Budget {
+    /// The budget in bytes for a node with `memory` bytes.
+    pub fn bytes(self, memory: u64) -> u64 {
+        match self {
+            Budget::Bytes(b) => b,
+            Budget::Percent(p) => memory / 100 * u64::from(p),
+        }
+    }
+}
+
 /// What cleaning left in memory, over the job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanCounts {

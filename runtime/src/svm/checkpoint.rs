@@ -759,3 +759,42 @@ impl Svm {
         files.retain(|m| m.first != first);
     }
 }
+
+/// What a rank holds in memory, and what a memory checkpoint now would add, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MemoryUse {
+    /// Frames of this rank that hold a page.
+    pub frames: u64,
+    /// Recovery slots this rank's area has ever used (free ones keep their memory).
+    pub slots: u64,
+    /// Of them, free.
+    pub free_slots: u64,
+    /// Replicas this rank would send to its buddy partner (dirty pages no other node holds).
+    pub outgoing: u64,
+}
+
+impl Svm {
+    /// This rank's memory use, for the budget check before a memory checkpoint.
+    pub(crate) fn memory_use(&self) -> MemoryUse {
+        let c = &self.core;
+        let ps = c.page_size as u64;
+        let cur = c.epoch.load(Ordering::Acquire);
+        let mut u = MemoryUse::default();
+        for p in self.used_pages() {
+            let i = c.table.get(p);
+            if i.access == Access::None {
+                continue;
+            }
+            u.frames += ps;
+            if i.owner == Some(c.rank) && i.written_epoch == Some(cur) && !i.replicated {
+                u.outgoing += ps;
+            }
+        }
+        if let Some(area) = c.recovery.get() {
+            let (used, free) = area.slot_counts();
+            u.slots = used as u64 * ps;
+            u.free_slots = free as u64 * ps;
+        }
+        u
+    }
+}

@@ -270,9 +270,17 @@ fn flush_refused(p: &Psls) -> Result<()> {
     f.discard()
 }
 
-/// On one node there is no second node for the second copy: a clear error.
+/// On one node there is no second node for the second copy: `checkpoint()` takes permanent
+/// checkpoints, and an explicit memory checkpoint is a clear error.
 fn one_node(p: &Psls) -> Result<()> {
-    match p.checkpoint() {
+    let s = p.checkpoint()?;
+    check!(
+        p,
+        s.kind == psls::CheckpointKind::Permanent,
+        "checkpoint() on one node is permanent ({:?})",
+        s.kind
+    );
+    match p.checkpoint_now(psls::CheckpointKind::Memory) {
         Ok(_) => check!(p, false, "a checkpoint on one node must fail"),
         Err(e) => check!(
             p,
