@@ -89,7 +89,14 @@ fn run(psls: &Psls, o: &Opts) -> psls::Result<bool> {
     let a: GlobalArray<f64> = psls.alloc(m * n)?;
     let mine = psls.local_range(n);
     let next = psls.protect("next", 0u64)?;
+    let shape = psls.protect("shape", [m as u64, n as u64])?;
     let restarted = psls.restarted_from();
+    if restarted.is_some() && shape.get() != [m as u64, n as u64] {
+        let [rm, rn] = shape.get();
+        return Err(psls::Error::Checkpoint(format!(
+            "this run restarts a {rm} x {rn} run: give it --rows {rm} --vectors {rn}, or set PSLS_CKPT_NAME to start a separate one"
+        )));
+    }
     if restarted.is_none() {
         let mut col = vec![0.0; m];
         for j in mine.clone() {
@@ -106,6 +113,7 @@ fn run(psls: &Psls, o: &Opts) -> psls::Result<bool> {
         );
     }
     psls.barrier()?;
+    let started = std::time::Instant::now();
     let mut q = vec![0.0; m];
     let mut v = vec![0.0; m];
     let mut checkpoints = 0;
@@ -141,6 +149,7 @@ fn run(psls: &Psls, o: &Opts) -> psls::Result<bool> {
         }
         psls.barrier()?;
     }
+    let elapsed = started.elapsed().as_secs_f64();
     let mut ok = true;
     if psls.rank() == 0 {
         let qm = a.to_vec(0..m * n);
@@ -162,6 +171,7 @@ fn run(psls: &Psls, o: &Opts) -> psls::Result<bool> {
             o.every,
             if ok { "ok" } else { "FAILED" }
         );
+        println!("mgs: main loop {elapsed:.3} s");
         if let Some(s) = psls.last_checkpoint() {
             println!(
                 "mgs: last checkpoint {}: {} pages, {} bytes to buddies, {} pages reused without transfer",

@@ -276,6 +276,36 @@ fn a_memory_budget_too_small_runs_the_cleaner_instead() {
     assert_eq!(checksum(&again), want);
 }
 
+/// A restart with other arguments (another matrix) fails with an error that says so, instead of
+/// computing on the other run's data; with the right arguments it restarts.
+#[test]
+fn a_restart_with_other_arguments_is_refused() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let crashed = mgs(&m, &d, 4, 4)
+        .args(["--crash-at", "9", "--crash-rank", "3"])
+        .run();
+    assert!(!crashed.success());
+    // Other sizes: the arrays do not match the checkpoint's.
+    let other = Launch::program(sibling_binary("mgs"), 4)
+        .args(["--rows", "2048", "--vectors", "32", "--every", "4"])
+        .nodes(4)
+        .roots(&m, &d)
+        .run();
+    assert!(!other.success(), "a restart with other sizes must fail");
+    let all = format!("{}{}", other.stdout, other.stderr);
+    assert!(
+        all.contains("same arguments") || all.contains("--rows 1024 --vectors 32"),
+        "the error says what to do:\n{all}"
+    );
+    let again = mgs(&m, &d, 4, 4).run();
+    assert!(
+        again.stdout.contains("mgs: restarted from checkpoint"),
+        "{}",
+        again.stdout
+    );
+    checksum(&again);
+}
+
 #[test]
 fn a_flush_after_a_checkpoint_is_refused() {
     let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));

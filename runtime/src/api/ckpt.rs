@@ -115,6 +115,15 @@ impl Psls {
         self.ckpt.protect(name, init)
     }
 
+    /// The live arrays: (allocation serial, first page, pages).
+    fn array_layout(&self) -> Vec<(u64, usize, usize)> {
+        self.svm
+            .arrays()
+            .iter()
+            .map(|a| (a.serial, a.first, a.pages))
+            .collect()
+    }
+
     /// Where this rank's replicas go.
     fn placement(&self) -> Result<Placement> {
         let m = &self.node_map;
@@ -149,7 +158,7 @@ impl Psls {
         let voted = self
             .svm
             .phase1(comm, epoch, &place, &mut p1)
-            .and_then(|()| agree(comm, self.ckpt.save_private(epoch)));
+            .and_then(|()| agree(comm, self.ckpt.save_private(epoch, &self.array_layout())));
         let private_bytes = match voted {
             Ok(b) => b,
             Err(e) => {
@@ -266,7 +275,7 @@ impl Psls {
             .filter(|(s, _)| !live.iter().any(|a| a.serial == *s))
             .filter_map(|(_, n)| catalog.files.remove(n))
             .collect();
-        let private = comm.allgather_bytes(&self.ckpt.encode_private())?;
+        let private = comm.allgather_bytes(&self.ckpt.encode_private(&self.array_layout()))?;
         let private_bytes = private.get(self.rank).map_or(0, |b| b.len() as u64);
         catalog.checkpoints.insert(
             set.clone(),

@@ -105,6 +105,12 @@ impl Psls {
             .saved_array(serial)
             .and_then(|name| self.volume.file(&name));
         let addr = self.svm.alloc(&self.comm, bytes, backing)?;
+        let ps = self.svm.page_size();
+        self.ckpt.check_array(
+            serial,
+            (addr - self.cfg.svm_base) / ps,
+            bytes.div_ceil(ps).max(1),
+        )?;
         Ok(GlobalArray::new(addr, len))
     }
 

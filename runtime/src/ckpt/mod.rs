@@ -213,6 +213,8 @@ pub(crate) struct Checkpointer {
     last_permanent: Mutex<std::time::Instant>,
     /// The arrays a permanent checkpoint saved, by allocation serial: their hidden files.
     saved_arrays: HashMap<u64, String>,
+    /// The array layout of the checkpoint a restart came from: serial -> (first page, pages).
+    saved_layout: HashMap<u64, (usize, usize)>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -275,6 +277,9 @@ pub(crate) fn take_lock(dir: &Path, rank: usize, set: &str) -> Result<File> {
     Ok(f)
 }
 
+/// The entry of the saved private state that holds the array layout.
+const ARRAYS_ENTRY: &str = "psls.arrays";
+
 fn private_path(dir: &Path, rank: usize, epoch: u64) -> PathBuf {
     dir.join(format!("private.rank{rank}.e{epoch}"))
 }
@@ -324,6 +329,7 @@ impl Checkpointer {
             calls: std::sync::atomic::AtomicU64::new(0),
             last_permanent: Mutex::new(std::time::Instant::now()),
             saved_arrays: HashMap::new(),
+            saved_layout: HashMap::new(),
         }
     }
 
@@ -383,19 +389,58 @@ impl Checkpointer {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = map;
         self.restarted_from = Some(epoch);
+        self.take_layout();
         Ok(())
     }
 
-    /// This rank's private state, encoded, as it is now.
-    pub fn encode_private(&self) -> Vec<u8> {
-        let items: Vec<(String, Vec<u8>)> = self
+    /// This rank's private state, encoded, as it is now, with the layout of the live arrays
+    /// (allocation serial, first page, pages), which a restart checks its allocations against.
+    pub fn encode_private(&self, arrays: &[(u64, usize, usize)]) -> Vec<u8> {
+        let mut items: Vec<(String, Vec<u8>)> = self
             .private
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|(n, s)| (n.clone(), s.bytes()))
             .collect();
+        let layout: Vec<u8> = arrays
+            .iter()
+            .flat_map(|&(s, f, n)| [s, f as u64, n as u64])
+            .flat_map(u64::to_le_bytes)
+            .collect();
+        items.push((ARRAYS_ENTRY.to_string(), layout));
         encode_private(&items)
+    }
+
+    /// Takes the array layout out of restored private state.
+    fn take_layout(&mut self) {
+        let mut map = self
+            .restored_private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = map.remove(ARRAYS_ENTRY) {
+            let w: Vec<u64> = b
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
+            self.saved_layout = w
+                .chunks_exact(3)
+                .map(|t| (t[0], (t[1] as usize, t[2] as usize)))
+                .collect();
+        }
+    }
+
+    /// Checks an allocation of a restarted job against the checkpoint: the `serial`-th array
+    /// must get the pages it had.
+    pub fn check_array(&self, serial: u64, first: usize, pages: usize) -> Result<()> {
+        match self.saved_layout.get(&serial) {
+            Some(&(f, n)) if (f, n) != (first, pages) => Err(Error::Checkpoint(format!(
+                "this run restarted from checkpoint {} of set {:?}, but its global allocation number {serial} asks for {pages} pages where the checkpoint's had {n}: a restarted job must allocate the same arrays in the same order, so run the same program with the same arguments (or give this run another PSLS_CKPT_NAME, or remove the checkpoint set to start afresh)",
+                self.restarted_from.unwrap_or(0),
+                self.set
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The checkpoint set's name.
@@ -431,12 +476,18 @@ impl Checkpointer {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = map;
         self.restarted_from = Some(epoch);
+        self.take_layout();
         Ok(())
     }
 
     /// Registers private state `name` with its initial value, or, after a restart, the value
     /// the checkpoint saved.
     pub fn protect<T: Pod>(&self, name: &str, init: T) -> Result<Protected<T>> {
+        if name.starts_with("psls.") {
+            return Err(Error::Checkpoint(format!(
+                "private state name {name:?}: names starting with \"psls.\" are the runtime's"
+            )));
+        }
         let mut reg = self.private.lock().unwrap_or_else(|p| p.into_inner());
         if reg.iter().any(|(n, _)| n == name) {
             return Err(Error::Checkpoint(format!(
@@ -469,8 +520,8 @@ impl Checkpointer {
 
     /// Saves the private state for checkpoint `epoch` (phase 1): written whole, then renamed
     /// into place. Returns its size.
-    pub fn save_private(&self, epoch: u64) -> Result<u64> {
-        let bytes = self.encode_private();
+    pub fn save_private(&self, epoch: u64, arrays: &[(u64, usize, usize)]) -> Result<u64> {
+        let bytes = self.encode_private(arrays);
         let path = private_path(&self.dir, self.rank, epoch);
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &bytes)
