@@ -25,15 +25,16 @@ run() {
 }
 
 if [[ ${PSLS_BENCH_SMOKE:-0} == 1 ]]; then
-  $CARGO build --quiet -p psls-bench
+  $CARGO build --quiet -p psls-bench -p psls-examples
   run "rma_bench (smoke)" mpirun.openmpi -n 2 target/debug/rma_bench
   PSLS_VIRTUAL_NODES=4 run "svm_bench (smoke)" mpirun.openmpi -n 4 target/debug/svm_bench
   PSLS_VIRTUAL_NODES=4 run "pfs_bench (smoke)" mpirun.openmpi -n 4 target/debug/pfs_bench
   PSLS_VIRTUAL_NODES=4 run "ckpt_bench (smoke)" mpirun.openmpi -n 4 target/debug/ckpt_bench
+  PSLS_MPIRUN=mpirun.openmpi run "mgs_overhead (smoke)" target/debug/mgs_overhead --out "$BENCH_TMP/plots"
   exit 0
 fi
 
-$CARGO build --quiet --release -p psls-bench
+$CARGO build --quiet --release -p psls-bench -p psls-examples
 run "rma_bench: Open MPI, shared memory (osc/sm)" \
   mpirun.openmpi -n 2 target/release/rma_bench
 run "rma_bench: Open MPI, TCP (btl tcp, osc/ucx over UCX's tcp transport)" \
@@ -49,9 +50,11 @@ PSLS_DISK_BASE=$BENCH_DISK run "pfs_bench: Open MPI, 4 ranks on 4 virtual nodes,
   mpirun.openmpi -n 4 target/release/pfs_bench
 PSLS_DISK_BASE=$BENCH_DISK run "pfs_bench: Open MPI, TCP (btl tcp, osc/ucx over UCX's tcp transport)" \
   mpirun.openmpi -n 4 --mca btl self,tcp --mca osc ^sm -x UCX_TLS=tcp,self target/release/pfs_bench
-run "ckpt_bench: Open MPI, 4 ranks on 4 virtual nodes, 16 MiB per rank" \
+PSLS_DISK_BASE=$BENCH_DISK run "ckpt_bench: Open MPI, 4 ranks on 4 virtual nodes, 16 MiB per rank" \
   mpirun.openmpi -n 4 target/release/ckpt_bench
 unset PSLS_VIRTUAL_NODES
+PSLS_DISK_BASE=$BENCH_DISK PSLS_MPIRUN=mpirun.openmpi run "mgs_overhead: Open MPI, 4 ranks on 4 virtual nodes (plots in docs/)" \
+  target/release/mgs_overhead --out docs
 
 MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich $CARGO build --quiet --release -p psls-bench
 run "rma_bench: MPICH, one host (ch4, shared memory)" \

@@ -15,6 +15,9 @@
 //!    100 % figure.**
 //! 3. **Replicated pages**: every page written, then read by a rank on another node, then
 //!    `checkpoint()`: the bytes sent to buddies, against the 100 % unique case.
+//! 4. **Permanent checkpoint**, 100 % dirty, against a plain write + `fsync` of twice the bytes
+//!    (primary and mirror) into each node's disk root, all ranks at once: the ratio of the
+//!    bandwidths. **Target ≥ 0.8×.** Put `PSLS_DISK_BASE` on a disk for this figure.
 //!
 //! Rounds alternate the baseline and the checkpoint; medians over the rounds are compared.
 
@@ -181,6 +184,52 @@ fn run() -> psls::Result<()> {
         println!(
             "replicated pages:              {:8.2} ms, {repl_bytes} bytes sent ({repl_reused} pages reused without transfer) vs {full_bytes} bytes when unique",
             repl * 1e3
+        );
+    }
+    // 4. The permanent checkpoint of D MiB dirty per rank, against a plain write + fsync of
+    //    twice the bytes (primary and mirror) into each node's disk root, all ranks at once.
+    let scratch = p.disk_root().join(format!("ckpt_bench.rank{}", p.rank()));
+    let twice = vec![5u8; 2 * bytes];
+    let (mut perm, mut raw) = (vec![], vec![]);
+    let mut perm_pages = 0;
+    for round in 0..rounds.min(3) {
+        stamp += 1;
+        dirty(1, stamp);
+        let mut permanent = || -> psls::Result<f64> {
+            let mut stats = None;
+            let s = timed(&p, &comm, || {
+                stats = Some(p.checkpoint_now(psls::CheckpointKind::Permanent)?);
+                Ok(())
+            })?;
+            perm_pages = stats.map_or(0, |s| s.pages);
+            Ok(s)
+        };
+        let plain = || -> psls::Result<f64> {
+            timed(&p, &comm, || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&scratch)
+                    .map_err(|e| psls::Error::io(format!("creating {}", scratch.display()), e))?;
+                f.write_all(&twice)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| psls::Error::io(format!("writing {}", scratch.display()), e))
+            })
+        };
+        if round % 2 == 0 {
+            perm.push(permanent()?);
+            raw.push(plain()?);
+        } else {
+            raw.push(plain()?);
+            perm.push(permanent()?);
+        }
+        let _ = std::fs::remove_file(&scratch);
+    }
+    let (perm, raw) = (median(&mut perm), median(&mut raw));
+    if p.rank() == 0 {
+        println!(
+            "permanent checkpoint, 100% dirty: {:8.2} ms ({perm_pages} pages) vs plain write + fsync of twice the bytes {:8.2} ms = {:.3}x its bandwidth (target >= 0.8)",
+            perm * 1e3,
+            raw * 1e3,
+            raw / perm
         );
     }
     p.barrier()?;
