@@ -25,7 +25,7 @@ mod sys;
 pub use api::{
     init, init_with, FileInfo, GlobalMutex, MutexGuard, PfsFile, Progress, Psls, VerifyReport,
 };
-pub use ckpt::{CheckpointKind, CheckpointStats, CleanCounts, Cleaning, Protected};
+pub use ckpt::{CheckpointKind, CheckpointStats, CleanCounts, Cleaning, Protected, ProtectedBytes};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use svm::{PageInfo, SvmStats};

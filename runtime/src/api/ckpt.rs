@@ -124,6 +124,12 @@ impl Psls {
             .collect()
     }
 
+    /// Registers a byte region of this rank's private state under `name`, like
+    /// [`Psls::protect`]: after a restart it holds the bytes the checkpoint saved.
+    pub fn protect_bytes(&self, name: &str, init: Vec<u8>) -> Result<crate::ckpt::ProtectedBytes> {
+        self.ckpt.protect_bytes(name, init)
+    }
+
     /// Where this rank's replicas go.
     fn placement(&self) -> Result<Placement> {
         let m = &self.node_map;

@@ -179,6 +179,40 @@ impl<T: Pod> Protected<T> {
     }
 }
 
+/// A byte region of private state of one rank, registered with [`crate::Psls::protect_bytes`].
+pub struct ProtectedBytes {
+    value: Arc<Mutex<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for ProtectedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProtectedBytes({} bytes)", self.lock().len())
+    }
+}
+
+impl ProtectedBytes {
+    /// A copy of the bytes.
+    pub fn get(&self) -> Vec<u8> {
+        self.lock().clone()
+    }
+
+    /// Replaces the bytes (any length).
+    pub fn set(&self, v: &[u8]) {
+        *self.lock() = v.to_vec();
+    }
+
+    /// The bytes, for reading and writing in place.
+    pub fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.value.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Snapshot for Mutex<Vec<u8>> {
+    fn bytes(&self) -> Vec<u8> {
+        self.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// A registered piece of private state, as bytes.
 trait Snapshot: Send + Sync {
     fn bytes(&self) -> Vec<u8>;
@@ -384,13 +418,18 @@ impl Checkpointer {
                 self.rank
             ))
         })?;
+        self.install_private(epoch, map);
+        Ok(())
+    }
+
+    /// Makes `map` the private state a restart from `epoch` gives back.
+    fn install_private(&mut self, epoch: u64, map: HashMap<String, Vec<u8>>) {
         *self
             .restored_private
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = map;
         self.restarted_from = Some(epoch);
         self.take_layout();
-        Ok(())
     }
 
     /// This rank's private state, encoded, as it is now, with the layout of the live arrays
@@ -471,37 +510,15 @@ impl Checkpointer {
                 self.dir.display()
             ))
         })?;
-        *self
-            .restored_private
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = map;
-        self.restarted_from = Some(epoch);
-        self.take_layout();
+        self.install_private(epoch, map);
         Ok(())
     }
 
     /// Registers private state `name` with its initial value, or, after a restart, the value
     /// the checkpoint saved.
     pub fn protect<T: Pod>(&self, name: &str, init: T) -> Result<Protected<T>> {
-        if name.starts_with("psls.") {
-            return Err(Error::Checkpoint(format!(
-                "private state name {name:?}: names starting with \"psls.\" are the runtime's"
-            )));
-        }
-        let mut reg = self.private.lock().unwrap_or_else(|p| p.into_inner());
-        if reg.iter().any(|(n, _)| n == name) {
-            return Err(Error::Checkpoint(format!(
-                "private state {name:?} is registered twice on rank {}: give each piece its own name",
-                self.rank
-            )));
-        }
         let mut value = init;
-        if let Some(saved) = self
-            .restored_private
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
-        {
+        let reg = self.register(name, |saved| {
             if saved.len() != std::mem::size_of::<T>() {
                 return Err(Error::Checkpoint(format!(
                     "private state {name:?} of rank {} was saved with {} bytes, and is now registered with a type of {} bytes: register it with the type it had",
@@ -512,10 +529,65 @@ impl Checkpointer {
             }
             // SAFETY: T is Pod, so any bytes of its size are a valid T; the sizes match.
             value = unsafe { std::ptr::read_unaligned(saved.as_ptr().cast::<T>()) };
-        }
+            Ok(())
+        })?;
         let cell = Arc::new(Mutex::new(value));
-        reg.push((name.to_string(), cell.clone() as Arc<dyn Snapshot>));
+        reg(cell.clone());
         Ok(Protected { value: cell })
+    }
+
+    /// Registers a byte region of private state under `name`, like [`Checkpointer::protect`];
+    /// after a restart it holds the saved bytes (whatever their length) instead of `init`.
+    pub fn protect_bytes(&self, name: &str, init: Vec<u8>) -> Result<ProtectedBytes> {
+        let mut value = init;
+        let reg = self.register(name, |saved| {
+            value = saved;
+            Ok(())
+        })?;
+        let cell = Arc::new(Mutex::new(value));
+        reg(cell.clone());
+        Ok(ProtectedBytes { value: cell })
+    }
+
+    /// Checks `name`, hands its saved bytes (after a restart) to `restore`, and returns the
+    /// function that adds the value's cell to the registry.
+    fn register(
+        &self,
+        name: &str,
+        restore: impl FnOnce(Vec<u8>) -> Result<()>,
+    ) -> Result<impl FnOnce(Arc<dyn Snapshot>) + '_> {
+        if name.starts_with("psls.") {
+            return Err(Error::Checkpoint(format!(
+                "private state name {name:?}: names starting with \"psls.\" are the runtime's"
+            )));
+        }
+        if self
+            .private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(n, _)| n == name)
+        {
+            return Err(Error::Checkpoint(format!(
+                "private state {name:?} is registered twice on rank {}: give each piece its own name",
+                self.rank
+            )));
+        }
+        let saved = self
+            .restored_private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(saved) = saved {
+            restore(saved)?;
+        }
+        let name = name.to_string();
+        Ok(move |cell: Arc<dyn Snapshot>| {
+            self.private
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((name, cell));
+        })
     }
 
     /// Saves the private state for checkpoint `epoch` (phase 1): written whole, then renamed

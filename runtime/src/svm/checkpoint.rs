@@ -515,6 +515,7 @@ impl Svm {
                         replicated: holders.count_ones() > 1,
                         owner: Some(owner),
                         written_epoch: (owner == c.rank).then_some(e as u32),
+                        exclusive: false,
                     },
                 );
             }
@@ -693,6 +694,7 @@ impl Svm {
                                 replicated: mask.count_ones() > 1,
                                 owner: Some(new_owner),
                                 written_epoch: None,
+                                exclusive: false,
                             },
                         );
                         if let Some(area) = c.recovery.get() {

@@ -181,6 +181,7 @@ impl Core {
                         replicated: false,
                         owner: Some(self.rank),
                         written_epoch: None,
+                        exclusive: false,
                     },
                 );
                 self.counters.pages_loaded.fetch_add(1, Ordering::Relaxed);

@@ -47,6 +47,7 @@ pub(crate) struct Counters {
     pub pages_flushed: AtomicU64,
     pub claimed: AtomicU64,
     pub cow: AtomicU64,
+    pub local_upgrades: AtomicU64,
 }
 
 /// A snapshot of one rank's SVM counters.
@@ -76,6 +77,9 @@ pub struct SvmStats {
     pub claimed: u64,
     /// Recovery frames copied out to pure recovery slots before a write (copy-on-write).
     pub copied_on_write: u64,
+    /// Write faults on pages this rank still owned for writing (a checkpoint or a flush had
+    /// protected them locally), served without the directory.
+    pub local_upgrades: u64,
 }
 
 /// State shared by the application threads and the service thread.
@@ -459,6 +463,7 @@ impl Svm {
             pages_flushed: l(&c.pages_flushed),
             claimed: l(&c.claimed),
             copied_on_write: l(&c.cow),
+            local_upgrades: l(&c.local_upgrades),
         }
     }
 

@@ -154,8 +154,12 @@ impl Core {
         if self.access(page) == Access::Write {
             self.set_access(page, Access::Read)?;
         }
-        // A reader is joining: this copy is no longer unique.
-        self.table.update(page, |i| i.replicated = true);
+        // A reader is joining: this copy is no longer unique, and the directory no longer says
+        // this rank writes.
+        self.table.update(page, |i| {
+            i.replicated = true;
+            i.exclusive = false;
+        });
         self.counters.downgrades.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -265,6 +269,20 @@ impl Core {
                 "address {:#x} is in the global range but not in any global array or mapped file (use after free?)",
                 f.addr
             )));
+        }
+        // A write to a page whose directory entry still names this rank the writing owner (a
+        // checkpoint or a flush only protected it here): no other copy exists and nobody can
+        // fetch one without asking this thread first, so write access comes back without the
+        // directory. A recovery frame is copied out first.
+        let info = self.table.get(page);
+        if f.write && have == Access::Read && info.exclusive && info.owner == Some(self.rank) {
+            self.counters.write_faults.fetch_add(1, Ordering::Relaxed);
+            self.counters.local_upgrades.fetch_add(1, Ordering::Relaxed);
+            self.preserve_recovery(page)?;
+            self.set_access(page, Access::Write)?;
+            let epoch = self.epoch.load(Ordering::Acquire);
+            self.table.update(page, |i| i.written_epoch = Some(epoch));
+            return Ok(Served::Other);
         }
         self.lock_page(page)?;
         let result = if f.write {
@@ -433,6 +451,7 @@ impl Core {
                 replicated: false,
                 owner: Some(self.rank),
                 written_epoch: Some(epoch),
+                exclusive: true,
             },
         );
         Ok(if fresh {
@@ -479,6 +498,7 @@ impl Core {
                         replicated: false,
                         owner: Some(self.rank),
                         written_epoch: Some(epoch),
+                        exclusive: true,
                     },
                 );
                 Ok::<bool, Error>(true)

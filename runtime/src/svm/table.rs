@@ -7,6 +7,8 @@
 //! | --- | --- |
 //! | 0–1 | access of the application view: 0 none, 1 read, 2 write |
 //! | 2 | replicated: other ranks may hold copies too (else this copy is unique) |
+//! | 3 | exclusive: the directory names this rank the page's writing owner (even while the
+//! checkpoint or a flush has write-protected the copy locally) |
 //! | 8–15 | owner + 1 as last seen by this rank (0: unknown) |
 //! | 32–63 | the epoch in which this rank last got write access (0: never written here) |
 //!
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 const ACCESS_MASK: u64 = 0b11;
 const REPLICATED: u64 = 1 << 2;
+const EXCLUSIVE: u64 = 1 << 3;
 const OWNER_SHIFT: u32 = 8;
 const OWNER_MASK: u64 = 0xff << OWNER_SHIFT;
 const EPOCH_SHIFT: u32 = 32;
@@ -34,6 +37,9 @@ pub struct PageInfo {
     /// The epoch in which this rank last got write access, if it ever did and still holds the
     /// copy: the page is dirty since that epoch.
     pub written_epoch: Option<u32>,
+    /// The directory names this rank the writing owner: write access may come back without
+    /// asking it (after a checkpoint or a flush protected the copy locally).
+    pub exclusive: bool,
 }
 
 impl PageInfo {
@@ -46,6 +52,7 @@ impl PageInfo {
         let owner = self.owner.map_or(0, |o| (o as u64 + 1) & 0xff);
         access
             | if self.replicated { REPLICATED } else { 0 }
+            | if self.exclusive { EXCLUSIVE } else { 0 }
             | owner << OWNER_SHIFT
             | u64::from(self.written_epoch.unwrap_or(0)) << EPOCH_SHIFT
     }
@@ -58,6 +65,7 @@ impl PageInfo {
                 _ => Access::None,
             },
             replicated: w & REPLICATED != 0,
+            exclusive: w & EXCLUSIVE != 0,
             owner: match (w & OWNER_MASK) >> OWNER_SHIFT {
                 0 => None,
                 o => Some(o as usize - 1),
@@ -118,12 +126,14 @@ mod tests {
                 replicated: false,
                 owner: Some(0),
                 written_epoch: Some(1),
+                exclusive: true,
             },
             PageInfo {
                 access: Access::Read,
                 replicated: true,
                 owner: Some(63),
                 written_epoch: Some(u32::MAX),
+                exclusive: false,
             },
             PageInfo::default(),
         ] {

@@ -79,6 +79,17 @@ fn replicated(p: &Psls) -> Result<()> {
             "the first write after the checkpoint copied the recovery frame out ({})",
             p.stats().copied_on_write
         );
+        // Page 1 was never read elsewhere: the directory still names rank 0 its writer, so
+        // the write after the checkpoint needs no directory operation.
+        let before = p.stats().local_upgrades;
+        a.set(words, 23);
+        check!(
+            p,
+            p.stats().local_upgrades == before + 1 && p.stats().copied_on_write == 2,
+            "the unique page came back writable locally, after its copy-out ({} local upgrades, {} copies)",
+            p.stats().local_upgrades,
+            p.stats().copied_on_write
+        );
     }
     p.barrier()?;
     if p.rank() == reader {
@@ -94,8 +105,8 @@ fn replicated(p: &Psls) -> Result<()> {
     let s = p.checkpoint()?;
     check!(
         p,
-        s.pages == 1 && s.epoch == 3,
-        "checkpoint 3 took the one page written ({} pages)",
+        s.pages == 2 && s.epoch == 3,
+        "checkpoint 3 took the two pages written ({} pages)",
         s.pages
     );
     check!(
@@ -113,6 +124,7 @@ const N: usize = 3000;
 fn private_crash(p: &Psls) -> Result<()> {
     let x = p.protect("x", 0u64)?;
     let v = p.protect("v", [0f64; 3])?;
+    let region = p.protect_bytes("region", Vec::new())?;
     check!(p, p.restarted_from().is_none(), "a fresh start");
     let a: GlobalArray<u64> = p.alloc(N)?;
     for i in p.local_range(N) {
@@ -120,11 +132,13 @@ fn private_crash(p: &Psls) -> Result<()> {
     }
     x.set(p.rank() as u64 * 10 + 7);
     v.set([p.rank() as f64, 0.5, -1.0]);
+    region.set(format!("rank {} region", p.rank()).as_bytes());
     p.barrier()?;
     let s = p.checkpoint()?;
     check!(p, s.epoch == 1, "checkpoint 1 taken");
     // Everything after the checkpoint is lost by the crash.
     x.set(999);
+    region.set(b"lost");
     for i in p.local_range(N) {
         a.set(i, 0);
     }
@@ -143,6 +157,13 @@ fn private_restart(p: &Psls) -> Result<()> {
     );
     let x = p.protect("x", 0u64)?;
     let v = p.protect("v", [0f64; 3])?;
+    let region = p.protect_bytes("region", Vec::new())?;
+    check!(
+        p,
+        region.get() == format!("rank {} region", p.rank()).as_bytes(),
+        "the private byte region is back ({:?})",
+        String::from_utf8_lossy(&region.get())
+    );
     check!(
         p,
         x.get() == p.rank() as u64 * 10 + 7,
