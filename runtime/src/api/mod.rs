@@ -484,8 +484,8 @@ impl Psls {
         let s = self.svm.stats();
         tracing::info!(
             target: "psls::svm",
-            "rank {}: {} read faults, {} write faults, {} fetches ({} prefetched, {} bytes), {} untouched pages claimed for writing, {} invalidations sent, {} received, {} downgrades",
-            self.rank, s.read_faults, s.write_faults, s.fetches, s.prefetches, s.bytes_moved, s.claimed, s.invalidations_sent, s.invalidations_received, s.downgrades
+            "rank {}: {} read faults, {} write faults ({} served locally), {} fetches ({} prefetched, {} bytes), {} untouched pages claimed for writing, {} invalidations sent, {} received, {} downgrades, {} recovery frames copied out",
+            self.rank, s.read_faults, s.write_faults, s.local_upgrades, s.fetches, s.prefetches, s.bytes_moved, s.claimed, s.invalidations_sent, s.invalidations_received, s.downgrades, s.copied_on_write
         );
         // Finished normally: the job will not restart, so its checkpoints go.
         self.remove_permanent_checkpoint()?;

@@ -342,15 +342,6 @@ impl RecoveryArea {
         Ok(s)
     }
 
-    /// Writes a whole slot: its data first, then its index.
-    pub fn write_slot(&self, slot: usize, page: usize, copy: Copy, data: &[u8]) -> Result<()> {
-        self.slots
-            .window()
-            .local_write(slot * self.page_size, data)?;
-        self.set_slot(slot, page, copy);
-        Ok(())
-    }
-
     /// Writes a slot's index (its data is already in place).
     pub fn set_slot(&self, slot: usize, page: usize, copy: Copy) {
         self.index

@@ -248,6 +248,26 @@ impl<'m> Window<'m> {
         Ok(())
     }
 
+    /// Copies `len` bytes from `offset` of this rank's window memory to `offset2` of `other`'s
+    /// (both this process's own memory), without a buffer in between: async-signal-safe (no
+    /// allocation), for the SIGSEGV handler. Same rules as [`Window::local_read`].
+    pub fn local_copy_to(
+        &self,
+        offset: usize,
+        other: &Window<'_>,
+        offset2: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.check_local("local_copy_to", offset, len)?;
+        other.check_local("local_copy_to", offset2, len)?;
+        // SAFETY: both ranges lie inside this process's window memories (checked above), which
+        // stay reserved while the windows live; two windows never share memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.add(offset), other.base.add(offset2), len)
+        };
+        Ok(())
+    }
+
     fn check_local(&self, op: &'static str, offset: usize, len: usize) -> Result<()> {
         check_bounds(op, self.rank, offset, len, self.len)
     }

@@ -89,20 +89,22 @@ impl Core {
         let Some(copy) = area.frame(page) else {
             return Ok(());
         };
-        let mut buf = vec![0u8; self.page_size];
-        self.frames_win
-            .window()
-            .local_read(page * self.page_size, &mut buf)?;
+        // No buffer: this also runs in the SIGSEGV handler (see `try_local_upgrade`).
         let slot = area.alloc_slot()?;
-        area.write_slot(
+        self.frames_win.window().local_copy_to(
+            page * self.page_size,
+            area.window().window(),
+            slot * self.page_size,
+            self.page_size,
+        )?;
+        area.set_slot(
             slot,
             page,
             Copy {
                 state: CopyState::PureRecovery,
                 epoch: copy.epoch,
             },
-            &buf,
-        )?;
+        );
         area.set_frame(page, None);
         self.counters.cow.fetch_add(1, Ordering::Relaxed);
         Ok(())

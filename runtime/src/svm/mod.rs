@@ -130,6 +130,21 @@ pub(crate) struct ArrayRec {
     pub pages: usize,
 }
 
+/// The handler's fast path for write faults (see [`Core::try_local_upgrade`]); `ctx` is the
+/// `Core`, which `Svm` keeps alive until `shutdown` has removed this function.
+fn fast_write(ctx: usize, addr: usize) -> bool {
+    // SAFETY: ctx is `Arc::as_ptr` of the Svm's Core, installed in `Svm::new` and removed in
+    // `Svm::shutdown` before the Svm (and so its Arc) can be dropped.
+    let core = unsafe { &*(ctx as *const Core) };
+    let Some(off) = addr.checked_sub(core.base) else {
+        return false;
+    };
+    let page = off / core.page_size;
+    page < core.npages
+        && core.allocated[page].load(Ordering::Acquire)
+        && core.try_local_upgrade(page)
+}
+
 /// The SVM of this rank.
 pub(crate) struct Svm {
     core: Arc<Core>,
@@ -234,6 +249,8 @@ impl Svm {
             view,
             frames,
         });
+        // Write faults on pages this rank still owns for writing are served in the handler.
+        crate::sys::fault::set_fast_path(Some((fast_write, Arc::as_ptr(&core) as usize)));
         let svc = Arc::clone(&core);
         let service = std::thread::Builder::new()
             .name(format!("psls-service-{rank}"))
@@ -480,6 +497,7 @@ impl Svm {
     /// Stops the service thread. Every rank must have stopped touching global memory (the
     /// caller passes a barrier first), since nobody would serve a fault afterwards.
     pub fn shutdown(&mut self) {
+        crate::sys::fault::set_fast_path(None);
         self.core.stop.store(true, Ordering::Release);
         if let Some(h) = self.service.take() {
             if h.join().is_err() {

@@ -151,15 +151,27 @@ impl Core {
 
     /// Revokes write access to `page` here, keeping a read copy.
     fn downgrade_local(&self, page: usize) -> Result<()> {
-        if self.access(page) == Access::Write {
-            self.set_access(page, Access::Read)?;
-        }
+        // Under the page's busy bit, so that the SIGSEGV handler's local upgrade cannot slip in
+        // between the protection and the end of `exclusive`.
+        self.table.acquire(page);
+        let was_writing = self.table.get(page).access == Access::Write;
+        let protected = if was_writing {
+            self.view
+                .protect(page * self.page_size, self.page_size, Access::Read)
+        } else {
+            Ok(())
+        };
+        let ok = protected.is_ok();
         // A reader is joining: this copy is no longer unique, and the directory no longer says
         // this rank writes.
-        self.table.update(page, |i| {
+        self.table.release(page, |i| {
+            if ok && was_writing {
+                i.access = Access::Read;
+            }
             i.replicated = true;
             i.exclusive = false;
         });
+        protected.map_err(|e| self.protect_error(e))?;
         self.counters.downgrades.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -259,6 +271,8 @@ impl Core {
             )));
         }
         let page = (f.addr - self.base) / self.page_size;
+        // The handler may be changing this page's protection right now: let it finish.
+        self.table.wait_not_busy(page);
         let have = self.access(page);
         // Another thread's fault on the same page may have been served already.
         if have == Access::Write || (!f.write && have == Access::Read) {
@@ -271,17 +285,9 @@ impl Core {
             )));
         }
         // A write to a page whose directory entry still names this rank the writing owner (a
-        // checkpoint or a flush only protected it here): no other copy exists and nobody can
-        // fetch one without asking this thread first, so write access comes back without the
-        // directory. A recovery frame is copied out first.
-        let info = self.table.get(page);
-        if f.write && have == Access::Read && info.exclusive && info.owner == Some(self.rank) {
-            self.counters.write_faults.fetch_add(1, Ordering::Relaxed);
-            self.counters.local_upgrades.fetch_add(1, Ordering::Relaxed);
-            self.preserve_recovery(page)?;
-            self.set_access(page, Access::Write)?;
-            let epoch = self.epoch.load(Ordering::Acquire);
-            self.table.update(page, |i| i.written_epoch = Some(epoch));
+        // checkpoint or a flush only protected it here) comes back without the directory. The
+        // SIGSEGV handler usually did it already; this serves it when the page was busy then.
+        if f.write && self.try_local_upgrade(page) {
             return Ok(Served::Other);
         }
         self.lock_page(page)?;
@@ -546,27 +552,84 @@ impl Core {
         self.table.get(page).access
     }
 
-    /// Sets the access of a run of pages with one `mprotect`.
+    /// Sets the access of a run of pages with one `mprotect` (under each page's busy bit).
     pub(crate) fn set_access_run(&self, pages: std::ops::Range<usize>, a: Access) -> Result<()> {
-        self.view
-            .protect(
-                pages.start * self.page_size,
-                pages.len() * self.page_size,
-                a,
-            )
-            .map_err(|e| self.protect_error(e))?;
-        for p in pages {
-            self.table.update(p, |i| i.access = a);
+        for p in pages.clone() {
+            self.table.acquire(p);
         }
-        Ok(())
+        let r = self.view.protect(
+            pages.start * self.page_size,
+            pages.len() * self.page_size,
+            a,
+        );
+        let ok = r.is_ok();
+        for p in pages {
+            self.table.release(p, |i| {
+                if ok {
+                    i.access = a
+                }
+            });
+        }
+        r.map_err(|e| self.protect_error(e))
     }
 
+    /// Sets the access of one page (under its busy bit, see [`PageTable::try_acquire`]).
     pub(crate) fn set_access(&self, page: usize, a: Access) -> Result<()> {
-        self.view
-            .protect(page * self.page_size, self.page_size, a)
-            .map_err(|e| self.protect_error(e))?;
-        self.table.update(page, |i| i.access = a);
-        Ok(())
+        self.set_access_run(page..page + 1, a)
+    }
+
+    /// Gives write access back to `page` if this rank still owns it for writing (its directory
+    /// entry says so; a checkpoint or a flush only protected it here): the recovery frame is
+    /// copied out, then the page is unprotected. No directory operation, no allocation, no
+    /// MPI: the SIGSEGV handler calls this for write faults before handing them to the service
+    /// thread. Returns false when the page does not qualify, another thread is changing its
+    /// protection, or something failed (the service thread then serves the fault, and reports).
+    ///
+    /// With `PSLS_PREFETCH=N`, the following pages that qualify too (up to N) come back with it,
+    /// in one `mprotect`: a sequential rewrite after a checkpoint then faults once per run. They
+    /// count as written, so the next checkpoint takes them.
+    pub(crate) fn try_local_upgrade(&self, page: usize) -> bool {
+        let me = self.rank;
+        let qualifies =
+            |i: &PageInfo| i.access == Access::Read && i.exclusive && i.owner == Some(me);
+        if self.table.try_acquire(page, qualifies).is_none() {
+            return false;
+        }
+        // The run: this page and the following ones that qualify, each taken busy.
+        let ahead = self.prefetch.load(Ordering::Relaxed);
+        let mut end = page + 1;
+        while end < self.npages
+            && end - page <= ahead
+            && self.allocated(end)
+            && self.table.try_acquire(end, qualifies).is_some()
+        {
+            end += 1;
+        }
+        let ok = (page..end).all(|p| self.preserve_recovery(p).is_ok())
+            && self
+                .view
+                .protect(
+                    page * self.page_size,
+                    (end - page) * self.page_size,
+                    Access::Write,
+                )
+                .is_ok();
+        let epoch = self.epoch.load(Ordering::Acquire);
+        for p in page..end {
+            self.table.release(p, |i| {
+                if ok {
+                    i.access = Access::Write;
+                    i.written_epoch = Some(epoch);
+                }
+            });
+        }
+        if ok {
+            self.counters.write_faults.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .local_upgrades
+                .fetch_add((end - page) as u64, Ordering::Relaxed);
+        }
+        ok
     }
 
     pub(super) fn protect_error(&self, e: std::io::Error) -> Error {

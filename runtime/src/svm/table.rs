@@ -9,6 +9,8 @@
 //! | 2 | replicated: other ranks may hold copies too (else this copy is unique) |
 //! | 3 | exclusive: the directory names this rank the page's writing owner (even while the
 //! checkpoint or a flush has write-protected the copy locally) |
+//! | 4 | busy: a thread is changing the page's protection (the SIGSEGV handler's local upgrade,
+//! or the service thread), see [`PageTable::try_acquire`] |
 //! | 8–15 | owner + 1 as last seen by this rank (0: unknown) |
 //! | 32–63 | the epoch in which this rank last got write access (0: never written here) |
 //!
@@ -21,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const ACCESS_MASK: u64 = 0b11;
 const REPLICATED: u64 = 1 << 2;
 const EXCLUSIVE: u64 = 1 << 3;
+const BUSY: u64 = 1 << 4;
 const OWNER_SHIFT: u32 = 8;
 const OWNER_MASK: u64 = 0xff << OWNER_SHIFT;
 const EPOCH_SHIFT: u32 = 32;
@@ -97,18 +100,61 @@ impl PageTable {
         PageInfo::decode(self.words[page].load(Ordering::Acquire))
     }
 
-    /// Replaces the entry of `page`.
+    /// Replaces the entry of `page` (keeping its busy bit).
     pub fn set(&self, page: usize, info: PageInfo) {
-        self.words[page].store(info.encode(), Ordering::Release);
+        self.update(page, |i| *i = info);
     }
 
-    /// Changes the entry of `page` with `f`.
+    /// Changes the entry of `page` with `f` (keeping its busy bit).
     pub fn update(&self, page: usize, f: impl Fn(&mut PageInfo)) {
+        let _ = self.words[page].fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+            let mut info = PageInfo::decode(w);
+            f(&mut info);
+            Some(info.encode() | (w & BUSY))
+        });
+    }
+
+    /// Takes `page`'s busy bit if it is free and the entry satisfies `pred`; returns the entry.
+    /// Lock-free and async-signal-safe: the SIGSEGV handler uses it.
+    pub fn try_acquire(&self, page: usize, pred: impl Fn(&PageInfo) -> bool) -> Option<PageInfo> {
+        let w = self.words[page].load(Ordering::Acquire);
+        let info = PageInfo::decode(w);
+        if w & BUSY != 0 || !pred(&info) {
+            return None;
+        }
+        self.words[page]
+            .compare_exchange(w, w | BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| info)
+    }
+
+    /// Takes `page`'s busy bit, waiting while another thread holds it (only ever briefly: the
+    /// holder changes one page's protection and returns).
+    pub fn acquire(&self, page: usize) {
+        let mut spins = 0u32;
+        while self.try_acquire(page, |_| true).is_none() {
+            spins += 1;
+            if spins > 64 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Changes the entry with `f` and frees the busy bit this thread holds.
+    pub fn release(&self, page: usize, f: impl Fn(&mut PageInfo)) {
         let _ = self.words[page].fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
             let mut info = PageInfo::decode(w);
             f(&mut info);
             Some(info.encode())
         });
+    }
+
+    /// Waits until nobody holds `page`'s busy bit.
+    pub fn wait_not_busy(&self, page: usize) {
+        self.acquire(page);
+        self.release(page, |_| {});
     }
 }
 

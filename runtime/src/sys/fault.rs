@@ -104,6 +104,9 @@ static LEN: AtomicUsize = AtomicUsize::new(0);
 static SERVICE_TID: AtomicI32 = AtomicI32::new(0);
 /// Counts posted faults; the service thread sleeps on it.
 static DOORBELL: AtomicU32 = AtomicU32::new(0);
+/// A function the handler tries first for a write fault in the range (0: none), and its context.
+static FAST: AtomicUsize = AtomicUsize::new(0);
+static FAST_CTX: AtomicUsize = AtomicUsize::new(0);
 /// Counts freed slots, and how many faulting threads sleep on it waiting for one.
 static FREED: AtomicU32 = AtomicU32::new(0);
 static FREE_WAITERS: AtomicU32 = AtomicU32::new(0);
@@ -373,6 +376,16 @@ unsafe fn handle(signo: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
             .fault(kind, addr, tid)
             .s(text));
     }
+    if kind == Kind::Write {
+        let f = FAST.load(SeqCst);
+        if f != 0 {
+            // SAFETY: FAST only ever holds 0 or a `FastPath` stored by `set_fast_path`.
+            let f: FastPath = unsafe { std::mem::transmute::<usize, FastPath>(f) };
+            if f(FAST_CTX.load(SeqCst), addr) {
+                return;
+            }
+        }
+    }
     let slot = post(addr, kind == Kind::Write, tid);
     loop {
         match slot.state.load(SeqCst) {
@@ -398,6 +411,23 @@ unsafe fn handle(signo: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     FREED.fetch_add(1, SeqCst);
     if FREE_WAITERS.load(SeqCst) != 0 {
         futex_wake(&FREED, 1);
+    }
+}
+
+/// A function the handler calls for a write fault before posting it: `f(context, address)`
+/// returns true when it served the fault itself. It runs in the signal handler, so it must be
+/// async-signal-safe: no allocation, no lock an interrupted thread could hold, no MPI.
+pub type FastPath = fn(usize, usize) -> bool;
+
+/// Installs (`Some`) or removes (`None`) the handler's fast path for write faults. Whoever
+/// installs it keeps `context` valid until it removes it.
+pub fn set_fast_path(f: Option<(FastPath, usize)>) {
+    match f {
+        Some((f, ctx)) => {
+            FAST_CTX.store(ctx, SeqCst);
+            FAST.store(f as usize, SeqCst);
+        }
+        None => FAST.store(0, SeqCst),
     }
 }
 
