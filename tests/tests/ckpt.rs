@@ -145,11 +145,11 @@ fn a_restart_with_other_settings_names_them() {
 #[test]
 fn each_cleaning_policy_keeps_what_it_defines() {
     for (policy, want) in [
-        ("none", [4, 3, 0]),
-        ("total", [0, 0, 7]),
-        ("keep-dirty-and-recovery", [2, 4, 1]),
-        ("keep-dirty", [2, 4, 1]),
-        ("one-active", [3, 3, 1]),
+        ("none", [6, 3, 0]),
+        ("total", [0, 0, 4]),
+        ("keep-dirty-and-recovery", [2, 6, 0]),
+        ("keep-dirty", [3, 4, 1]),
+        ("one-active", [4, 3, 0]),
     ] {
         let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
         let out = case("policy", 2, 2, &m, &d)

@@ -196,10 +196,12 @@ fn private_restart(p: &Psls) -> Result<()> {
 }
 
 /// A permanent checkpoint under the policy of `PSLS_CKPT_CLEANING` (2 ranks on 2 nodes) keeps
-/// the copies the arguments say: `policy ACTIVE READABLE EVICTED`, over the job. The pages:
-/// C, clean (in a flushed file), held by both ranks; C1, clean, held by rank 0; D, written by
-/// rank 0 and read by rank 1, then memory-checkpointed; U, written by rank 0 and
-/// memory-checkpointed; U2, written by rank 0 after the memory checkpoint.
+/// the copies the arguments say: `policy ACTIVE READABLE EVICTED`, over the job, at the second
+/// permanent checkpoint P2. The pages: C, clean (in a flushed file), read by both ranks; C1,
+/// clean, held by rank 0; E, written by rank 0 and read by rank 1 before the first permanent
+/// checkpoint P0 (so clean at P2, with whatever P0 left of it); D, written by rank 0 and read by
+/// rank 1, then memory-checkpointed; U, written by rank 0 and memory-checkpointed; U2, written
+/// by rank 0 after the memory checkpoint.
 fn policy(p: &Psls) -> Result<()> {
     let want: Vec<u64> = std::env::args()
         .skip(2)
@@ -217,20 +219,20 @@ fn policy(p: &Psls) -> Result<()> {
     p.barrier()?;
     f.flush()?;
     p.barrier()?;
-    if p.rank() == 0 {
-        check!(
-            p,
-            fv.get(0) == 100 && fv.get(w) == 101,
-            "rank 0 holds C and C1"
-        );
-    }
-    p.barrier()?;
     if p.rank() == 1 {
         check!(p, fv.get(0) == 100, "rank 1 holds C");
     }
     p.barrier()?;
-    // The array pages.
-    let x: GlobalArray<u64> = p.alloc(3 * w)?;
+    let x: GlobalArray<u64> = p.alloc(4 * w)?;
+    if p.rank() == 0 {
+        x.set(3 * w, 4);
+    }
+    p.barrier()?;
+    if p.rank() == 1 {
+        check!(p, x.get(3 * w) == 4, "rank 1 holds E");
+    }
+    p.barrier()?;
+    p.checkpoint_now(psls::CheckpointKind::Permanent)?;
     if p.rank() == 0 {
         x.set(0, 1);
         x.set(w, 2);
@@ -266,7 +268,12 @@ fn policy(p: &Psls) -> Result<()> {
     p.barrier()?;
     check!(
         p,
-        fv.get(0) == 100 && fv.get(w) == 101 && x.get(0) == 1 && x.get(w) == 2 && x.get(2 * w) == 3,
+        fv.get(0) == 100
+            && fv.get(w) == 101
+            && x.get(0) == 1
+            && x.get(w) == 2
+            && x.get(2 * w) == 3
+            && x.get(3 * w) == 4,
         "every page reads right after the cleaning"
     );
     p.barrier()?;
