@@ -28,6 +28,14 @@ mgs() {
     "$BIN/mgs" "${MGS_ARGS[@]}" "$@" 2>&1 | grep -E '^mgs:|psls-launch: job .* (failed|killed)' || true
 }
 checksum() { sed -n 's/.*checksum \([0-9a-f]*\).*/\1/p' | tail -1; }
+# Runs mgs again; it must restart as PATTERN says and end with the fault-free checksum.
+restarts() {
+  local out got
+  out=$(mgs); echo "$out"
+  got=$(echo "$out" | checksum)
+  grep -q "$1" <<<"$out" || { echo "demo: the run did not print '$1'" >&2; exit 1; }
+  [[ $got == "$want" ]] || { echo "demo: checksum $got differs from $want" >&2; exit 1; }
+}
 
 echo
 echo "== mgs, no failure (checkpoint every 4 vectors; every 10th checkpoint is permanent)"
@@ -39,10 +47,7 @@ want=$(echo "$out" | checksum)
 echo
 echo "== mgs, rank 1 crashes at vector 13; then the same command again"
 mgs --crash-at 13 --crash-rank 1
-out=$(mgs); echo "$out"
-got=$(echo "$out" | checksum)
-grep -q 'restarted from checkpoint' <<<"$out" || { echo "demo: the second run did not restart" >&2; exit 1; }
-[[ $got == "$want" ]] || { echo "demo: checksum $got differs from $want" >&2; exit 1; }
+restarts 'restarted from checkpoint 4 at vector 12'
 echo "-> restarted from the memory checkpoint; same result as without the crash"
 
 echo
@@ -51,10 +56,7 @@ export PSLS_CKPT_PERMANENT_EVERY=3
 mgs --crash-at 26 --crash-rank 0
 rm -rf "${MEM:?}"/*
 echo "(every memory root wiped: the memory checkpoints are gone)"
-out=$(mgs); echo "$out"
-got=$(echo "$out" | checksum)
-grep -q 'restarted from checkpoint 6 at vector 20' <<<"$out" || { echo "demo: no restart from the permanent checkpoint" >&2; exit 1; }
-[[ $got == "$want" ]] || { echo "demo: checksum $got differs from $want" >&2; exit 1; }
+restarts 'restarted from checkpoint 6 at vector 20'
 echo "-> restarted from the permanent checkpoint on the mirrored disks; same result"
 echo
 echo "== demo finished"

@@ -20,8 +20,7 @@
 
 use crate::error::{Error, Result};
 use crate::rma::{Comm, LockedWindow, Window};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -130,17 +129,8 @@ impl Words {
 }
 
 fn open_file(path: &Path, len: u64, fresh: bool) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(fresh)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    file.set_len(len)
-        .map_err(|e| Error::io(format!("sizing {}", path.display()), e))?;
-    Ok(file)
+    crate::sys::vm::open_sized(path, len, fresh)
+        .map_err(|e| Error::io(format!("opening {} ({len} bytes)", path.display()), e))
 }
 
 /// The geometry a recovery area is made for; a restart must find the same.

@@ -64,14 +64,7 @@ impl FrameFile {
     /// Opens the frame file `path` with `len` bytes: emptied when `fresh`, else with the frames
     /// a crashed run left in it (a restart keeps its recovery copies).
     pub fn open(path: &Path, len: usize, fresh: bool) -> io::Result<FrameFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(fresh)
-            .mode(0o600)
-            .open(path)?;
-        file.set_len(len as u64)?;
+        let file = open_sized(path, len as u64, fresh)?;
         Ok(FrameFile { file, len })
     }
 
@@ -180,6 +173,20 @@ impl Drop for AppView {
         // global addresses, which the runtime guarantees by dropping the view at finalize only.
         unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
     }
+}
+
+/// Opens (creating, mode 0600) the private file `path` of `len` bytes, read-write: emptied when
+/// `fresh`, else keeping what a previous process left in it.
+pub fn open_sized(path: &Path, len: u64, fresh: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(fresh)
+        .mode(0o600)
+        .open(path)?;
+    file.set_len(len)?;
+    Ok(file)
 }
 
 /// Frees the memory of `len` bytes at `offset` of `file` (both page aligned): they read as
