@@ -249,6 +249,8 @@ impl Svm {
         // 3. Owners put their unique pages into the slots their buddies assigned.
         let all = comm.allgather_bytes(&words(&assigned))?;
         let ps = c.page_size;
+        let mut t_copy = std::time::Duration::ZERO;
+        let mut n_runs = 0;
         let step3 = (|| {
             let mut puts: Vec<(usize, usize, usize)> = Vec::new(); // (dest, slot, page)
             for (dest, b) in all.iter().enumerate() {
@@ -275,6 +277,7 @@ impl Svm {
             }
             let mut buf = Vec::new();
             let mut k = 0;
+            n_runs = runs.len();
             while k < runs.len() {
                 // A batch of runs, about 4 MiB.
                 let mut e = k;
@@ -284,6 +287,7 @@ impl Svm {
                     e += 1;
                 }
                 buf.resize(len, 0);
+                let tc = std::time::Instant::now();
                 let mut at = 0;
                 for &(_, _, page, n) in &runs[k..e] {
                     c.frames_win
@@ -291,6 +295,7 @@ impl Svm {
                         .local_read(page * ps, &mut buf[at..at + n * ps])?;
                     at += n * ps;
                 }
+                t_copy += tc.elapsed();
                 area.window().epoch().batch(|b| {
                     let mut at = 0;
                     for &(dest, slot, _, n) in &runs[k..e] {
@@ -312,11 +317,12 @@ impl Svm {
         }
         tracing::debug!(
             target: "psls::ckpt",
-            "phase 1 of checkpoint {epoch}: {} pages; scan and protect {:.2} ms, plan exchange {:.2} ms, replicas {:.2} ms, index {:.2} ms",
+            "phase 1 of checkpoint {epoch}: {} pages; scan and protect {:.2} ms, plan exchange {:.2} ms, replicas {:.2} ms ({n_runs} runs; staging copies {:.2} ms), index {:.2} ms",
             out.counts.pages,
             (t1 - t0).as_secs_f64() * 1e3,
             (t2 - t1).as_secs_f64() * 1e3,
             (t3 - t2).as_secs_f64() * 1e3,
+            t_copy.as_secs_f64() * 1e3,
             t3.elapsed().as_secs_f64() * 1e3
         );
         Ok(())
