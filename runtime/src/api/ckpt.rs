@@ -49,14 +49,14 @@ impl Psls {
         let m = &self.node_map;
         let u = self.svm.memory_use();
         let dest = self.placement().map_or(self.rank, |p| p.buddy_rank);
-        let mine: Vec<u8> = [u.frames, u.slots, u.free_slots, u.outgoing, dest as u64]
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
-        let all = self.comm.allgather_bytes(&mine)?;
-        let w = |b: &[u8], i: usize| {
-            u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]))
-        };
+        let all = self.comm.allgather_u64s(&[
+            u.frames,
+            u.slots,
+            u.free_slots,
+            u.outgoing,
+            dest as u64,
+        ])?;
+        let w = |b: &[u64], i: usize| b.get(i).copied().unwrap_or(0);
         let mut incoming = vec![0u64; self.size];
         for b in &all {
             if let Some(x) = incoming.get_mut(w(b, 4) as usize) {
@@ -150,13 +150,7 @@ impl Psls {
     fn memory_checkpoint(&self) -> Result<CheckpointStats> {
         let comm = &self.comm;
         let place = agree(comm, self.placement())?;
-        self.svm.open_recovery(comm, true)?;
-        let area = self
-            .svm
-            .recovery()
-            .ok_or_else(|| Error::Checkpoint("the recovery area did not open".into()))?;
-        let epoch =
-            comm.allreduce_u64(area.committed().max(self.ckpt.epoch_floor()), ReduceOp::Max)? + 1;
+        let (area, epoch) = self.svm.next_checkpoint(comm, self.ckpt.epoch_floor())?;
         let t0 = Instant::now();
         // Phase 1, then the vote: phase 1 ends in an agreement, and so does saving the private
         // state; a failure anywhere fails every rank here, and the checkpoint is abandoned.
@@ -237,13 +231,7 @@ impl Psls {
     /// `PSLS_CKPT_CLEANING`.
     fn permanent_checkpoint(&self) -> Result<CheckpointStats> {
         let comm = &self.comm;
-        self.svm.open_recovery(comm, true)?;
-        let area = self
-            .svm
-            .recovery()
-            .ok_or_else(|| Error::Checkpoint("the recovery area did not open".into()))?;
-        let epoch =
-            comm.allreduce_u64(area.committed().max(self.ckpt.epoch_floor()), ReduceOp::Max)? + 1;
+        let (area, epoch) = self.svm.next_checkpoint(comm, self.ckpt.epoch_floor())?;
         let t0 = Instant::now();
         self.svm.quiesce();
         comm.barrier()?;

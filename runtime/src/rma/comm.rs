@@ -250,6 +250,20 @@ impl Comm {
             .collect())
     }
 
+    /// Gathers a list of words from every rank, in rank order, on every rank.
+    pub fn allgather_u64s(&self, mine: &[u64]) -> Result<Vec<Vec<u64>>> {
+        let bytes: Vec<u8> = mine.iter().flat_map(|w| w.to_le_bytes()).collect();
+        Ok(self
+            .allgather_bytes(&bytes)?
+            .iter()
+            .map(|b| {
+                b.chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Broadcasts a byte string from `root` to every rank; returns it on every rank.
     pub fn bcast_bytes(&self, root: usize, data: &[u8]) -> Result<Vec<u8>> {
         let root_c = self.check_rank(root)?;

@@ -68,17 +68,14 @@ pub struct MemoryCounts {
 const MARK: u64 = 1;
 const REPLICA: u64 = 2;
 
-fn words(v: &[u64]) -> Vec<u8> {
-    v.iter().flat_map(|w| w.to_le_bytes()).collect()
-}
-
-fn unwords(b: &[u8]) -> Vec<u64> {
-    b.chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-        .collect()
-}
-
 impl Core {
+    /// The recovery area, which the caller needs open.
+    fn area(&self) -> Result<&RecoveryArea> {
+        self.recovery
+            .get()
+            .ok_or_else(|| Error::Checkpoint("the recovery area is not open".into()))
+    }
+
     /// Copy-on-write of a recovery frame: if this rank's frame of `page` is a recovery copy,
     /// moves it to a pure recovery slot before the frame changes (a write, an invalidation, a
     /// fetch over it, a free). Runs on the service thread, or while it is quiet on the page.
@@ -138,6 +135,16 @@ impl Svm {
         self.core.recovery.get()
     }
 
+    /// Opens the recovery area (collective) if needed, and returns it with the epoch the next
+    /// checkpoint takes: above every rank's committed epoch and above `floor` (the epoch a
+    /// restart came from).
+    pub(crate) fn next_checkpoint(&self, comm: &Comm, floor: u64) -> Result<(&RecoveryArea, u64)> {
+        self.open_recovery(comm, true)?;
+        let area = self.core.area()?;
+        let epoch = comm.allreduce_u64(area.committed().max(floor), ReduceOp::Max)? + 1;
+        Ok((area, epoch))
+    }
+
     /// Phase 1 of a memory checkpoint of `epoch` (collective; the application is stopped).
     /// Each step ends in an agreement, so an error on one rank fails every rank at the same
     /// step (nobody is left in a collective); the caller then calls [`Svm::abort_memory`] with
@@ -150,10 +157,7 @@ impl Svm {
         out: &mut Phase1,
     ) -> Result<()> {
         let c = &self.core;
-        let area = c
-            .recovery
-            .get()
-            .ok_or_else(|| Error::Checkpoint("the recovery area is not open".into()))?;
+        let area = c.area()?;
         self.quiesce();
         comm.barrier()?;
         let t0 = std::time::Instant::now();
@@ -215,11 +219,11 @@ impl Svm {
         crate::api::agree(comm, step1)?;
         let t1 = std::time::Instant::now();
         // 2. Everyone learns every plan: readers mark their frames, buddies take slots.
-        let all = comm.allgather_bytes(&words(&plan))?;
+        let all = comm.allgather_u64s(&plan)?;
         let mut assigned: Vec<u64> = Vec::new(); // (src, page, slot)
         let step2 = (|| {
             for (src, b) in all.iter().enumerate() {
-                for t in unwords(b).chunks_exact(3) {
+                for t in b.chunks_exact(3) {
                     let (kind, dest, page) = (t[0], t[1] as usize, t[2] as usize);
                     out.all_pages.push(page);
                     if dest != c.rank {
@@ -247,14 +251,14 @@ impl Svm {
         crate::api::agree(comm, step2)?;
         let t2 = std::time::Instant::now();
         // 3. Owners put their unique pages into the slots their buddies assigned.
-        let all = comm.allgather_bytes(&words(&assigned))?;
+        let all = comm.allgather_u64s(&assigned)?;
         let ps = c.page_size;
         let mut t_copy = std::time::Duration::ZERO;
         let mut n_runs = 0;
         let step3 = (|| {
             let mut puts: Vec<(usize, usize, usize)> = Vec::new(); // (dest, slot, page)
             for (dest, b) in all.iter().enumerate() {
-                for t in unwords(b).chunks_exact(3) {
+                for t in b.chunks_exact(3) {
                     if t[0] as usize == c.rank {
                         puts.push((dest, t[2] as usize, t[1] as usize));
                     }
@@ -347,10 +351,7 @@ impl Svm {
     /// Phase 2 of the memory checkpoint, after this rank committed `p1.epoch`: local.
     pub(crate) fn phase2(&self, p1: &mut Phase1) -> Result<()> {
         let c = &self.core;
-        let area = c
-            .recovery
-            .get()
-            .ok_or_else(|| Error::Checkpoint("the recovery area is not open".into()))?;
+        let area = c.area()?;
         let readable = Copy {
             state: CopyState::ReadableRecovery,
             epoch: p1.epoch,
@@ -391,10 +392,7 @@ impl Svm {
     /// disks hold the page as of that checkpoint, or newer.
     pub(crate) fn restore(&self, comm: &Comm, epoch: u64, permanent: u64) -> Result<u64> {
         let c = &self.core;
-        let area = c
-            .recovery
-            .get()
-            .ok_or_else(|| Error::Checkpoint("the recovery area is not open".into()))?;
+        let area = c.area()?;
         let ps = c.page_size;
         // 1. This rank's newest copy of each page, from its frames and its slots; copies of
         //    later epochs (a checkpoint that never committed) are dropped.
@@ -440,10 +438,10 @@ impl Svm {
             .iter()
             .flat_map(|(&p, &(e, _))| [p as u64, e])
             .collect();
-        let all = comm.allgather_bytes(&words(&mine))?;
+        let all = comm.allgather_u64s(&mine)?;
         let mut newest: HashMap<usize, (u64, u64)> = HashMap::new(); // page -> (epoch, holders)
         for (r, b) in all.iter().enumerate() {
-            for t in unwords(b).chunks_exact(2) {
+            for t in b.chunks_exact(2) {
                 let (p, e) = (t[0] as usize, t[1]);
                 let n = newest.entry(p).or_insert((0, 0));
                 if e > n.0 {
@@ -638,16 +636,16 @@ impl Svm {
             }
             mine.extend([p as u64, f]);
         }
-        let all = comm.allgather_bytes(&words(&mine))?;
+        let all = comm.allgather_u64s(&mine)?;
         let mut held: std::collections::BTreeMap<usize, Vec<(usize, u64)>> = Default::default();
         for (r, b) in all.iter().enumerate() {
-            for t in unwords(b).chunks_exact(2) {
+            for t in b.chunks_exact(2) {
                 held.entry(t[0] as usize).or_default().push((r, t[1]));
             }
         }
         // 3. Every rank decides the same for every page: who keeps a copy, and whether it is a
         //    readable recovery copy.
-        let mut restored_dir: Vec<(usize, Entry)> = Vec::new();
+        let mut entries: Vec<(usize, Entry)> = Vec::new();
         for (&p, holders) in &held {
             let owner = holders.iter().find(|h| h.1 & HELD_OWNER != 0).map(|h| h.0);
             let dirty = holders.iter().any(|h| h.1 & HELD_DIRTY != 0);
@@ -751,10 +749,10 @@ impl Svm {
                         version: 1,
                     }
                 };
-                restored_dir.push((p, e));
+                entries.push((p, e));
             }
         }
-        for (p, e) in restored_dir {
+        for (p, e) in entries {
             c.dir.set_local(p, &e)?;
         }
         c.epoch.store(epoch as u32 + 1, Ordering::Release);

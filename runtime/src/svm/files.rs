@@ -321,15 +321,10 @@ impl Svm {
             }
         }
         // 2. Everyone learns every dirty page and its owner.
-        let bytes: Vec<u8> = mine.iter().flat_map(|p| p.to_le_bytes()).collect();
-        let all = comm.allgather_bytes(&bytes)?;
+        let all = comm.allgather_u64s(&mine)?;
         let mut dirty: Vec<(usize, usize)> = Vec::new();
-        for (owner, b) in all.iter().enumerate() {
-            for w in b.chunks_exact(8) {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(w);
-                dirty.push((u64::from_le_bytes(a) as usize, owner));
-            }
+        for (owner, pages) in all.iter().enumerate() {
+            dirty.extend(pages.iter().map(|&p| (p as usize, owner)));
         }
         dirty.sort_unstable();
         let total = dirty.len();

@@ -131,14 +131,8 @@ impl PageTable {
     /// Takes `page`'s busy bit, waiting while another thread holds it (only ever briefly: the
     /// holder changes one page's protection and returns).
     pub fn acquire(&self, page: usize) {
-        let mut spins = 0u32;
         while self.try_acquire(page, |_| true).is_none() {
-            spins += 1;
-            if spins > 64 {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+            self.wait_not_busy(page);
         }
     }
 
@@ -151,10 +145,17 @@ impl PageTable {
         });
     }
 
-    /// Waits until nobody holds `page`'s busy bit.
+    /// Waits until nobody holds `page`'s busy bit (reads only: it is on every fault's path).
     pub fn wait_not_busy(&self, page: usize) {
-        self.acquire(page);
-        self.release(page, |_| {});
+        let mut spins = 0u32;
+        while self.words[page].load(Ordering::Acquire) & BUSY != 0 {
+            spins += 1;
+            if spins > 64 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
     }
 }
 
