@@ -52,16 +52,28 @@ pub fn interleaved(
 ) -> (f64, f64) {
     let (mut ta, mut tb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     for i in 0..rounds {
-        // Alternate which side goes first, so warm-up effects do not favour one.
-        if i % 2 == 0 {
-            ta.push(a());
-            tb.push(b());
-        } else {
-            tb.push(b());
-            ta.push(a());
-        }
+        let (x, y) = in_turn::<_, std::convert::Infallible>(i, || Ok(a()), || Ok(b()))
+            .unwrap_or_else(|never| match never {});
+        ta.push(x);
+        tb.push(y);
     }
     (median(&mut ta), median(&mut tb))
+}
+
+/// Runs `a` and `b` once each, `a` first in even rounds and `b` first in odd ones, so that
+/// warm-up effects do not favour one side; returns both results (the first error stops it).
+pub fn in_turn<T, E>(
+    round: usize,
+    a: impl FnOnce() -> Result<T, E>,
+    b: impl FnOnce() -> Result<T, E>,
+) -> Result<(T, T), E> {
+    if round % 2 == 0 {
+        let x = a()?;
+        Ok((x, b()?))
+    } else {
+        let y = b()?;
+        Ok((a()?, y))
+    }
 }
 
 /// Seconds the slowest rank takes for `f`, from a common start (collective). An error on any

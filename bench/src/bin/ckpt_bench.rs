@@ -24,12 +24,31 @@
 use mpi::ffi;
 use psls::rma::{LockedWindow, Window};
 use psls::GlobalArray;
-use psls_bench::{median, smoke, timed};
+use psls_bench::{in_turn, median, smoke, timed};
 use std::ffi::c_void;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     psls_bench::exit("ckpt_bench", run())
+}
+
+/// Seconds the slowest rank takes for one checkpoint (`checkpoint()`, or the kind given), and
+/// its figures.
+fn timed_checkpoint(
+    p: &psls::Psls,
+    comm: &psls::rma::Comm,
+    kind: Option<psls::CheckpointKind>,
+) -> psls::Result<(f64, psls::CheckpointStats)> {
+    let mut stats = None;
+    let s = timed(p, comm, || {
+        stats = Some(match kind {
+            None => p.checkpoint()?,
+            Some(k) => p.checkpoint_now(k)?,
+        });
+        Ok(())
+    })?;
+    let stats = stats.ok_or_else(|| psls::Error::Checkpoint("no checkpoint was taken".into()))?;
+    Ok((s, stats))
 }
 
 fn mib_arg() -> psls::Result<usize> {
@@ -93,16 +112,12 @@ fn run() -> psls::Result<()> {
         // 1. 100 % dirty, and the baseline, in alternating order.
         stamp += 1;
         dirty(1, stamp);
-        let mut ckpt = || -> psls::Result<f64> {
-            let mut stats = None;
-            let s = timed(&p, &comm, || {
-                stats = Some(p.checkpoint()?);
-                Ok(())
-            })?;
-            full_bytes = stats.map_or(0, |s| s.bytes_transferred);
+        let ckpt = || -> psls::Result<f64> {
+            let (s, stats) = timed_checkpoint(&p, &comm, None)?;
+            full_bytes = stats.bytes_transferred;
             Ok(s)
         };
-        let mut baseline = || -> psls::Result<f64> {
+        let baseline = || -> psls::Result<f64> {
             timed(&p, &comm, || {
                 // SAFETY: src outlives the flush below, which completes the put; the target
                 // range [0, bytes) lies in the partner's window of `bytes` bytes.
@@ -127,22 +142,15 @@ fn run() -> psls::Result<()> {
                 Ok(())
             })
         };
-        if round % 2 == 0 {
-            full.push(ckpt()?);
-            base.push(baseline()?);
-        } else {
-            base.push(baseline()?);
-            full.push(ckpt()?);
-        }
+        let (f, b) = in_turn(round, ckpt, baseline)?;
+        full.push(f);
+        base.push(b);
         // 2. 10 % dirty.
         stamp += 1;
         dirty(10, stamp);
-        let mut stats = None;
-        tenth.push(timed(&p, &comm, || {
-            stats = Some(p.checkpoint()?);
-            Ok(())
-        })?);
-        tenth_pages = stats.map_or(0, |s| s.pages);
+        let (s, stats) = timed_checkpoint(&p, &comm, None)?;
+        tenth.push(s);
+        tenth_pages = stats.pages;
         // 3. Replicated: written, then read by the next rank (on another node).
         stamp += 1;
         dirty(1, stamp);
@@ -153,13 +161,10 @@ fn run() -> psls::Result<()> {
             sum = sum.wrapping_add(a.get(next + k * per_page));
         }
         std::hint::black_box(sum);
-        let mut stats = None;
-        repl.push(timed(&p, &comm, || {
-            stats = Some(p.checkpoint()?);
-            Ok(())
-        })?);
-        repl_bytes = stats.map_or(0, |s| s.bytes_transferred);
-        repl_reused = stats.map_or(0, |s| s.pages_reused);
+        let (s, stats) = timed_checkpoint(&p, &comm, None)?;
+        repl.push(s);
+        repl_bytes = stats.bytes_transferred;
+        repl_reused = stats.pages_reused;
     }
     let (full, base, tenth, repl) = (
         median(&mut full),
@@ -195,13 +200,9 @@ fn run() -> psls::Result<()> {
     for round in 0..rounds.min(3) {
         stamp += 1;
         dirty(1, stamp);
-        let mut permanent = || -> psls::Result<f64> {
-            let mut stats = None;
-            let s = timed(&p, &comm, || {
-                stats = Some(p.checkpoint_now(psls::CheckpointKind::Permanent)?);
-                Ok(())
-            })?;
-            perm_pages = stats.map_or(0, |s| s.pages);
+        let permanent = || -> psls::Result<f64> {
+            let (s, stats) = timed_checkpoint(&p, &comm, Some(psls::CheckpointKind::Permanent))?;
+            perm_pages = stats.pages;
             Ok(s)
         };
         let plain = || -> psls::Result<f64> {
@@ -214,13 +215,9 @@ fn run() -> psls::Result<()> {
                     .map_err(|e| psls::Error::io(format!("writing {}", scratch.display()), e))
             })
         };
-        if round % 2 == 0 {
-            perm.push(permanent()?);
-            raw.push(plain()?);
-        } else {
-            raw.push(plain()?);
-            perm.push(permanent()?);
-        }
+        let (c, r) = in_turn(round, permanent, plain)?;
+        perm.push(c);
+        raw.push(r);
         let _ = std::fs::remove_file(&scratch);
     }
     let (perm, raw) = (median(&mut perm), median(&mut raw));
