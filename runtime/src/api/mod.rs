@@ -160,12 +160,9 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
     )?);
     let set = crate::ckpt::set_name(cfg.ckpt_name.as_deref(), size);
     let permanent = volume.state().catalog.checkpoints.get(&set).cloned();
-    let (ckpt_dir, ckpt_lock, restart) = checkpoint_set(
-        &cfg,
-        &comm,
-        &my_node,
-        permanent.as_ref().map_or(0, |p| p.epoch),
-    )?;
+    let permanent_epoch = permanent.as_ref().map_or(0, |p| p.epoch);
+    let (ckpt_dir, ckpt_lock, restart) =
+        checkpoint_set(&cfg, &comm, &set, &my_node, permanent_epoch)?;
     let mut ckpt = crate::ckpt::Checkpointer::new(set, ckpt_dir.clone(), rank, ckpt_lock);
     let svm = crate::svm::Svm::new(
         &cfg,
@@ -180,7 +177,7 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
     match (restart, &permanent) {
         (Restart::Memory(epoch), _) => {
             svm.open_recovery(&comm, false)?;
-            svm.restore(&comm, epoch, permanent.as_ref().map_or(0, |p| p.epoch))?;
+            svm.restore(&comm, epoch, permanent_epoch)?;
             agree(&comm, ckpt.load_private(epoch))?;
         }
         (Restart::Permanent(epoch), Some(pc)) => {
@@ -259,12 +256,12 @@ enum Restart {
 fn checkpoint_set(
     cfg: &Config,
     comm: &Comm,
+    set: &str,
     my_node: &str,
     permanent: u64,
 ) -> Result<(PathBuf, std::fs::File, Restart)> {
     use crate::ckpt::area::{Found, Geometry, RecoveryArea};
     let (rank, size) = (comm.rank(), comm.size());
-    let set = crate::ckpt::set_name(cfg.ckpt_name.as_deref(), size);
     let dir = agree(
         comm,
         cluster::prepare_root(
@@ -275,7 +272,7 @@ fn checkpoint_set(
             cfg.require_tmpfs,
         ),
     )?;
-    let lock = agree(comm, crate::ckpt::take_lock(&dir, rank, &set))?;
+    let lock = agree(comm, crate::ckpt::take_lock(&dir, rank, set))?;
     let len = cfg.svm_size - cfg.svm_size % cfg.page_size;
     let geo = Geometry {
         page_size: cfg.page_size,
