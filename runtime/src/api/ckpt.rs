@@ -3,6 +3,7 @@
 
 use super::{agree, Psls};
 use crate::ckpt::{CheckpointKind, CheckpointStats, Protected};
+use crate::cluster::{BuddyRing, NodeMap};
 use crate::error::{Error, Result};
 use crate::rma::ReduceOp;
 use crate::svm::{Phase1, Placement};
@@ -21,6 +22,9 @@ impl Psls {
             self.cfg.ckpt_permanent_every,
             self.cfg.ckpt_permanent_interval,
         );
+        // The launcher's `--inject kill-rank:epoch=E` (and node faults) land here: the E-th
+        // checkpoint of the job, counted from the one a restart came from.
+        crate::inject::point("ckpt-begin", self.ckpt.epoch_floor() + self.ckpt.calls());
         // Rank 0's clock decides for everyone.
         let due = self.comm.bcast_bytes(0, &[u8::from(due)])?;
         if due.first() == Some(&1) {
@@ -132,19 +136,7 @@ impl Psls {
 
     /// Where this rank's replicas go.
     fn placement(&self) -> Result<Placement> {
-        let m = &self.node_map;
-        let node = m.node_of(self.rank);
-        let buddy = self.ring.buddy(node).filter(|&b| b != node).ok_or_else(|| {
-            Error::Checkpoint(
-                "a memory checkpoint keeps two copies of every page on two different nodes, and this job runs on one node: run on at least two nodes (PSLS_VIRTUAL_NODES=2 on one host)".into(),
-            )
-        })?;
-        let ranks = m.ranks_on(buddy);
-        let buddy_rank = ranks[m.local_index(self.rank) % ranks.len()];
-        Ok(Placement {
-            node_of: (0..self.size).map(|r| m.node_of(r)).collect(),
-            buddy_rank,
-        })
+        placement(&self.node_map, &self.ring, self.rank)
     }
 
     fn memory_checkpoint(&self) -> Result<CheckpointStats> {
@@ -158,7 +150,12 @@ impl Psls {
         let voted = self
             .svm
             .phase1(comm, epoch, &place, &mut p1)
-            .and_then(|()| agree(comm, self.ckpt.save_private(epoch, &self.array_layout())));
+            .and_then(|()| {
+                let saved =
+                    self.ckpt
+                        .save_private(comm, place.buddy_rank, epoch, &self.array_layout());
+                agree(comm, saved)
+            });
         let private_bytes = match voted {
             Ok(b) => b,
             Err(e) => {
@@ -215,6 +212,23 @@ impl Psls {
         self.ckpt.set_last(stats);
         Ok(stats)
     }
+}
+
+/// Where the replicas of `rank` go: the rank of the buddy node that keeps them (and a copy of
+/// its private state), chosen by the rank's index on its node.
+pub(super) fn placement(m: &NodeMap, ring: &BuddyRing, rank: usize) -> Result<Placement> {
+    let node = m.node_of(rank);
+    let buddy = ring.buddy(node).filter(|&b| b != node).ok_or_else(|| {
+        Error::Checkpoint(
+            "a memory checkpoint keeps two copies of every page on two different nodes, and this job runs on one node: run on at least two nodes (PSLS_VIRTUAL_NODES=2 on one host)".into(),
+        )
+    })?;
+    let ranks = m.ranks_on(buddy);
+    let buddy_rank = ranks[m.local_index(rank) % ranks.len()];
+    Ok(Placement {
+        node_of: (0..m.num_ranks()).map(|r| m.node_of(r)).collect(),
+        buddy_rank,
+    })
 }
 
 /// The hidden PFS file that keeps the `serial`-th array of checkpoint set `set`.

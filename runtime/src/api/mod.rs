@@ -13,7 +13,7 @@ pub use memory::{GlobalMutex, MutexGuard};
 use crate::cluster::{self, BuddyRing, NodeMap, NodeResources, NodeSource, RootKind};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::rma::{self, Comm, Mpi, ReduceOp};
+use crate::rma::{self, Comm, Mpi};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -110,6 +110,14 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
     })();
     let (memory_root, disk_root) = agree(&comm, roots)?;
     crate::inject::set_rank(rank);
+    launcher_file(
+        &format!("ranks/rank.{rank}"),
+        &format!(
+            "{} {} {my_node}\n",
+            std::process::id(),
+            crate::sys::host_name().unwrap_or_default()
+        ),
+    );
     agree(
         &comm,
         crate::inject::configure(cfg.fault.as_deref()).map_err(|why| Error::Config {
@@ -162,7 +170,7 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
     let permanent = volume.state().catalog.checkpoints.get(&set).cloned();
     let permanent_epoch = permanent.as_ref().map_or(0, |p| p.epoch);
     let (ckpt_dir, ckpt_lock, restart) =
-        checkpoint_set(&cfg, &comm, &set, &my_node, permanent_epoch)?;
+        checkpoint_set(&cfg, &comm, &set, &node_map, permanent_epoch)?;
     let mut ckpt = crate::ckpt::Checkpointer::new(set, ckpt_dir.clone(), rank, ckpt_lock);
     let svm = crate::svm::Svm::new(
         &cfg,
@@ -176,15 +184,29 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
     }
     match (restart, &permanent) {
         (Restart::Memory(epoch), _) => {
+            // With one node's memory lost, its pages come from their other copies, and each
+            // copy that is now alone is copied to a buddy again (as is the private state).
+            let place = agree(&comm, ckpt::placement(&node_map, &ring, rank))?;
             svm.open_recovery(&comm, false)?;
-            svm.restore(&comm, epoch, permanent_epoch)?;
-            agree(&comm, ckpt.load_private(epoch))?;
+            svm.restore(&comm, epoch, permanent_epoch, &place)?;
+            crate::inject::point("restart-restore", epoch);
+            agree(&comm, ckpt.load_private(&comm, epoch))?;
+            agree(&comm, ckpt.replicate_loaded(&comm, place.buddy_rank))?;
         }
         (Restart::Permanent(epoch), Some(pc)) => {
             let mine = pc.private.get(rank).cloned().unwrap_or_default();
+            crate::inject::point("restart-restore", epoch);
             agree(&comm, ckpt.load_private_from(epoch, &mine))?;
         }
         _ => {}
+    }
+    if rank == 0 {
+        let resumed = match (restart, ckpt.restarted_from()) {
+            (Restart::Permanent(_), Some(e)) => format!("permanent {e}\n"),
+            (_, Some(e)) => format!("memory {e}\n"),
+            _ => "fresh\n".to_string(),
+        };
+        launcher_file("resumed", &resumed);
     }
     if let (Some(epoch), 0) = (ckpt.restarted_from(), rank) {
         tracing::info!(
@@ -239,6 +261,28 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
     Ok(psls)
 }
 
+/// Writes `text` to `name` under the launcher's run directory (`PSLS_RUN_DIR`), atomically (a
+/// temporary file renamed into place), for `psls-launch` to read: the process id of each rank
+/// (`ranks/rank.R`: `PID HOST NODE`), and where the job resumed from (`resumed`). Without a
+/// launcher this does nothing; a failure is logged, never fatal.
+fn launcher_file(name: &str, text: &str) {
+    let Some(dir) = std::env::var_os("PSLS_RUN_DIR") else {
+        return;
+    };
+    let path = std::path::Path::new(&dir).join(name);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let r = (|| {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = r {
+        tracing::warn!(target: "psls::api", "cannot write {} for the launcher: {e}", path.display());
+    }
+}
+
 /// Where a job starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Restart {
@@ -257,9 +301,10 @@ fn checkpoint_set(
     cfg: &Config,
     comm: &Comm,
     set: &str,
-    my_node: &str,
+    node_map: &NodeMap,
     permanent: u64,
 ) -> Result<(PathBuf, std::fs::File, Restart)> {
+    let my_node = node_map.name(node_map.node_of(comm.rank()));
     use crate::ckpt::area::{Found, Geometry, RecoveryArea};
     let (rank, size) = (comm.rank(), comm.size());
     let dir = agree(
@@ -286,26 +331,49 @@ fn checkpoint_set(
         Found::Uncommitted => 1,
         Found::Committed(e) => e + 1,
     };
-    let newest = comm.allreduce_u64(code, ReduceOp::Max)?;
-    if newest < 2 || newest - 1 <= permanent {
-        let r = if permanent > 0 {
+    let codes: Vec<u64> = comm
+        .allgather_u64s(&[code])?
+        .iter()
+        .map(|c| c.first().copied().unwrap_or(0))
+        .collect();
+    let newest = codes.iter().copied().max().unwrap_or(0);
+    let from_disks = || {
+        if permanent > 0 {
             Restart::Permanent(permanent)
         } else {
             Restart::Fresh
-        };
-        return Ok((dir, lock, r));
+        }
+    };
+    if newest < 2 || newest - 1 <= permanent {
+        return Ok((dir, lock, from_disks()));
     }
     let epoch = newest - 1;
-    let mine = if found == Found::Absent {
-        Err(Error::Checkpoint(format!(
-            "checkpoint {epoch} of set {set:?} was found on other ranks, but rank {rank} has no recovery area in {}: restart on the same nodes with the same ranks per node, or remove the ckpt-{set} directories under the memory base ({}) to start afresh",
-            dir.display(),
+    // A rank without a recovery area lost its node's memory (a reboot, or a spare in the place
+    // of a lost node): every rank made its area at the job's first checkpoint. Each page has
+    // its two copies on two nodes, so the memory checkpoint survives one such node; with two or
+    // more, some page may have lost both copies, and the job goes back to the disks.
+    let mut lost: Vec<&str> = (0..size)
+        .filter(|&r| codes[r] == 0)
+        .map(|r| node_map.name(node_map.node_of(r)))
+        .collect();
+    lost.sort_unstable();
+    lost.dedup();
+    if lost.len() > 1 {
+        if permanent > 0 {
+            if rank == 0 {
+                tracing::warn!(target: "psls::ckpt", "the memory of nodes {} is gone: memory checkpoint {epoch} may have lost both copies of some pages; restarting from permanent checkpoint {permanent} on the disks", lost.join(", "));
+            }
+            return Ok((dir, lock, Restart::Permanent(permanent)));
+        }
+        return Err(Error::Checkpoint(format!(
+            "the memory of nodes {} is gone, so memory checkpoint {epoch} of set {set:?} may have lost both copies of some pages, and there is no permanent checkpoint to fall back to: the job cannot be restored. Take permanent checkpoints (PSLS_CKPT_PERMANENT_EVERY) to survive this; remove the ckpt-{set} directories under the memory base ({}) to start afresh",
+            lost.join(", "),
             cfg.memory_base.display()
-        )))
-    } else {
-        Ok(())
-    };
-    agree(comm, mine)?;
+        )));
+    }
+    if let (Some(node), 0) = (lost.first(), rank) {
+        tracing::warn!(target: "psls::ckpt", "the memory of node {node} is gone: restoring memory checkpoint {epoch} from the other copy of each page");
+    }
     Ok((dir, lock, Restart::Memory(epoch)))
 }
 

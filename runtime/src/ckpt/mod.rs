@@ -16,6 +16,7 @@
 pub(crate) mod area;
 
 use crate::error::{Error, Result};
+use crate::rma::Comm;
 use crate::sys::global::Pod;
 use std::collections::HashMap;
 use std::fs::File;
@@ -247,6 +248,11 @@ pub(crate) struct Checkpointer {
     last_permanent: Mutex<std::time::Instant>,
     /// The arrays a permanent checkpoint saved, by allocation serial: their hidden files.
     saved_arrays: HashMap<u64, String>,
+    /// The ranks of another node whose private state this rank keeps a copy of (in its
+    /// directory), as of the last save.
+    kept: Mutex<Vec<usize>>,
+    /// The encoded private state a restart loaded, until it is saved again on the buddy node.
+    loaded: Vec<u8>,
     /// The array layout of the checkpoint a restart came from: serial -> (first page, pages).
     saved_layout: HashMap<u64, (usize, usize)>,
 }
@@ -318,6 +324,28 @@ fn private_path(dir: &Path, rank: usize, epoch: u64) -> PathBuf {
     dir.join(format!("private.rank{rank}.e{epoch}"))
 }
 
+/// Writes `bytes` to `path` whole: to a temporary file, renamed into place.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::io(format!("saving private state to {}", path.display()), e))
+}
+
+/// The private state of `rank` in an offer of copies: (rank, length, bytes) records.
+fn find_offer(mut o: &[u8], rank: usize) -> Option<Vec<u8>> {
+    while let Some((r, rest)) = o.split_first_chunk::<8>() {
+        let (n, rest) = rest.split_first_chunk::<8>()?;
+        let n = usize::try_from(u64::from_le_bytes(*n)).ok()?;
+        let b = rest.get(..n)?;
+        if u64::from_le_bytes(*r) == rank as u64 {
+            return Some(b.to_vec());
+        }
+        o = &rest[n..];
+    }
+    None
+}
+
 fn encode_private(items: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, bytes) in items {
@@ -364,6 +392,8 @@ impl Checkpointer {
             last_permanent: Mutex::new(std::time::Instant::now()),
             saved_arrays: HashMap::new(),
             saved_layout: HashMap::new(),
+            kept: Mutex::new(Vec::new()),
+            loaded: Vec::new(),
         }
     }
 
@@ -384,6 +414,11 @@ impl Checkpointer {
                 .elapsed()
                 >= interval;
         by_count || by_time
+    }
+
+    /// Calls of `checkpoint()` in this run so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Notes that a permanent checkpoint was just taken.
@@ -492,12 +527,39 @@ impl Checkpointer {
         self.restarted_from
     }
 
-    /// Loads the private state saved by checkpoint `epoch`, after a restart.
-    pub fn load_private(&mut self, epoch: u64) -> Result<()> {
+    /// Loads the private state saved by checkpoint `epoch`, after a restart (collective): from
+    /// this node, or, when this node's memory was lost (a reboot, or a spare in a lost node's
+    /// place), from the copy the buddy node keeps.
+    pub fn load_private(&mut self, comm: &Comm, epoch: u64) -> Result<()> {
         let path = private_path(&self.dir, self.rank, epoch);
-        let bytes = std::fs::read(&path).map_err(|e| {
+        let own = std::fs::read(&path);
+        // Every rank takes part in the exchange, whatever it found.
+        let missing = comm.allgather_u64s(&[u64::from(own.is_err())])?;
+        let lost: Vec<usize> = (0..missing.len())
+            .filter(|&r| missing[r].first() == Some(&1))
+            .collect();
+        let bytes = if lost.is_empty() {
+            own
+        } else {
+            let mut offer = Vec::new();
+            for &r in lost.iter().filter(|&&r| r != self.rank) {
+                if let Ok(b) = std::fs::read(private_path(&self.dir, r, epoch)) {
+                    offer.extend((r as u64).to_le_bytes());
+                    offer.extend((b.len() as u64).to_le_bytes());
+                    offer.extend(b);
+                }
+            }
+            let offers = comm.allgather_bytes(&offer)?;
+            own.or_else(|e| {
+                offers
+                    .iter()
+                    .find_map(|o| find_offer(o, self.rank))
+                    .ok_or(e)
+            })
+        };
+        let bytes = bytes.map_err(|e| {
             Error::Checkpoint(format!(
-                "the private state of rank {} for checkpoint {epoch} ({}) cannot be read: {e}; remove {} to start afresh",
+                "the private state of rank {} for checkpoint {epoch} ({}) cannot be read, and no other node keeps a copy: {e}; remove {} to start afresh",
                 self.rank,
                 path.display(),
                 self.dir.display()
@@ -511,7 +573,18 @@ impl Checkpointer {
             ))
         })?;
         self.install_private(epoch, map);
+        self.loaded = bytes;
         Ok(())
+    }
+
+    /// Saves the private state a restart loaded again, here and on the buddy node (collective),
+    /// so that it has two copies on two nodes again before the job goes on.
+    pub fn replicate_loaded(&mut self, comm: &Comm, keeper: usize) -> Result<()> {
+        let Some(epoch) = self.restarted_from else {
+            return Ok(());
+        };
+        let bytes = std::mem::take(&mut self.loaded);
+        self.store_private(comm, keeper, epoch, &bytes)
     }
 
     /// Registers private state `name` with its initial value, or, after a restart, the value
@@ -590,28 +663,59 @@ impl Checkpointer {
         })
     }
 
-    /// Saves the private state for checkpoint `epoch` (phase 1): written whole, then renamed
-    /// into place. Returns its size.
-    pub fn save_private(&self, epoch: u64, arrays: &[(u64, usize, usize)]) -> Result<u64> {
+    /// Saves the private state for checkpoint `epoch` (phase 1; collective): on this node, and
+    /// on the buddy node, where rank `keeper` keeps the copy. Returns its size.
+    pub fn save_private(
+        &self,
+        comm: &Comm,
+        keeper: usize,
+        epoch: u64,
+        arrays: &[(u64, usize, usize)],
+    ) -> Result<u64> {
         let bytes = self.encode_private(arrays);
-        let path = private_path(&self.dir, self.rank, epoch);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| Error::io(format!("saving private state to {}", path.display()), e))?;
+        self.store_private(comm, keeper, epoch, &bytes)?;
         Ok(bytes.len() as u64)
     }
 
-    /// Drops the private state of checkpoints other than `keep` (after `keep` committed, or
-    /// when the checkpoint `keep + 1` was abandoned… the caller says which to keep).
+    /// Writes `bytes` as this rank's private state of `epoch` here, sends them to `keeper`, and
+    /// writes the copies this rank keeps for others (collective: every rank takes part in the
+    /// exchange even when its own write failed). Each file is written whole, then renamed into
+    /// place. The state is small (counters, a few buffers): an allgather carries it.
+    fn store_private(&self, comm: &Comm, keeper: usize, epoch: u64, bytes: &[u8]) -> Result<()> {
+        let own = write_whole(&private_path(&self.dir, self.rank, epoch), bytes);
+        let mut msg = (keeper as u64).to_le_bytes().to_vec();
+        msg.extend(bytes);
+        let all = comm.allgather_bytes(&msg)?;
+        own?;
+        let mut kept = Vec::new();
+        for (r, m) in all.iter().enumerate() {
+            let Some((k, b)) = m.split_first_chunk::<8>() else {
+                continue;
+            };
+            if r != self.rank && u64::from_le_bytes(*k) == self.rank as u64 {
+                write_whole(&private_path(&self.dir, r, epoch), b)?;
+                kept.push(r);
+            }
+        }
+        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = kept;
+        Ok(())
+    }
+
+    /// Drops the private state of checkpoints other than `keep` from this node's directory
+    /// (after `keep` committed, or when the checkpoint `keep + 1` was abandoned): this rank's
+    /// own, the copies it keeps for ranks of other nodes, and any left by an earlier layout.
+    /// Every rank of the node does it at the same point of the checkpoint, when no file of a
+    /// later epoch can be being written.
     pub fn drop_private_except(&self, keep: u64) {
-        let prefix = format!("private.rank{}.e", self.rank);
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(ep) = name.strip_prefix(&prefix) else {
+            let Some((_, ep)) = name
+                .strip_prefix("private.rank")
+                .and_then(|s| s.split_once(".e"))
+            else {
                 continue;
             };
             if ep.parse::<u64>().ok() != Some(keep) {
@@ -634,9 +738,13 @@ impl Checkpointer {
     /// need to restart), and the node's directory once it is empty.
     pub fn remove_files(&self) {
         let r = self.rank;
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mine = |n: &str| {
             n.ends_with(&format!(".rank{r}"))
                 || n.starts_with(&format!("private.rank{r}."))
+                || kept
+                    .iter()
+                    .any(|k| n.starts_with(&format!("private.rank{k}.")))
                 || n == format!("slots.rank{r}.idx")
         };
         if let Ok(entries) = std::fs::read_dir(&self.dir) {

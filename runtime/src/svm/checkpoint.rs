@@ -252,67 +252,12 @@ impl Svm {
         let t2 = std::time::Instant::now();
         // 3. Owners put their unique pages into the slots their buddies assigned.
         let all = comm.allgather_u64s(&assigned)?;
-        let ps = c.page_size;
         let mut t_copy = std::time::Duration::ZERO;
         let mut n_runs = 0;
-        let step3 = (|| {
-            let mut puts: Vec<(usize, usize, usize)> = Vec::new(); // (dest, slot, page)
-            for (dest, b) in all.iter().enumerate() {
-                for t in b.chunks_exact(3) {
-                    if t[0] as usize == c.rank {
-                        puts.push((dest, t[2] as usize, t[1] as usize));
-                    }
-                }
-            }
-            // Runs of consecutive pages going to consecutive slots move in one MPI_Put each
-            // (buddies hand out slots in ascending order), up to RUN pages.
-            const RUN: usize = 1024;
-            puts.sort_unstable();
-            let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (dest, slot, page, n)
-            for &(dest, slot, page) in &puts {
-                match runs.last_mut() {
-                    Some((d, s, p, n))
-                        if *d == dest && *s + *n == slot && *p + *n == page && *n < RUN =>
-                    {
-                        *n += 1
-                    }
-                    _ => runs.push((dest, slot, page, 1)),
-                }
-            }
-            let mut buf = Vec::new();
-            let mut k = 0;
-            n_runs = runs.len();
-            while k < runs.len() {
-                // A batch of runs, about 4 MiB.
-                let mut e = k;
-                let mut len = 0;
-                while e < runs.len() && (e == k || len + runs[e].3 * ps <= 4 << 20) {
-                    len += runs[e].3 * ps;
-                    e += 1;
-                }
-                buf.resize(len, 0);
-                let tc = std::time::Instant::now();
-                let mut at = 0;
-                for &(_, _, page, n) in &runs[k..e] {
-                    c.frames_win
-                        .window()
-                        .local_read(page * ps, &mut buf[at..at + n * ps])?;
-                    at += n * ps;
-                }
-                t_copy += tc.elapsed();
-                area.window().epoch().batch(|b| {
-                    let mut at = 0;
-                    for &(dest, slot, _, n) in &runs[k..e] {
-                        b.put(dest, slot * ps, &buf[at..at + n * ps])?;
-                        at += n * ps;
-                    }
-                    Ok::<(), Error>(())
-                })??;
-                out.counts.bytes_sent += len as u64;
-                k = e;
-            }
-            Ok(())
-        })();
+        let step3 = self.put_replicas(area, &all, &mut t_copy, &mut n_runs);
+        if let Ok(bytes) = step3 {
+            out.counts.bytes_sent += bytes;
+        }
         // 4. Every put has landed (each sender flushed before agreeing): index the slots.
         crate::api::agree(comm, step3)?;
         let t3 = std::time::Instant::now();
@@ -330,6 +275,78 @@ impl Svm {
             t3.elapsed().as_secs_f64() * 1e3
         );
         Ok(())
+    }
+
+    /// Puts this rank's pages into the slots their keepers assigned: `all[dest]` holds
+    /// `(src, page, slot)` triples from rank `dest`. Returns the bytes sent; adds the time spent
+    /// staging and the number of runs to `t_copy` and `n_runs`. Every put has completed when it
+    /// returns.
+    fn put_replicas(
+        &self,
+        area: &RecoveryArea,
+        all: &[Vec<u64>],
+        t_copy: &mut std::time::Duration,
+        n_runs: &mut usize,
+    ) -> Result<u64> {
+        let c = &self.core;
+        let ps = c.page_size;
+        let mut puts: Vec<(usize, usize, usize)> = Vec::new(); // (dest, slot, page)
+        for (dest, b) in all.iter().enumerate() {
+            for t in b.chunks_exact(3) {
+                if t[0] as usize == c.rank {
+                    puts.push((dest, t[2] as usize, t[1] as usize));
+                }
+            }
+        }
+        // Runs of consecutive pages going to consecutive slots move in one MPI_Put each
+        // (keepers hand out slots in ascending order), up to RUN pages.
+        const RUN: usize = 1024;
+        puts.sort_unstable();
+        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (dest, slot, page, n)
+        for &(dest, slot, page) in &puts {
+            match runs.last_mut() {
+                Some((d, s, p, n))
+                    if *d == dest && *s + *n == slot && *p + *n == page && *n < RUN =>
+                {
+                    *n += 1
+                }
+                _ => runs.push((dest, slot, page, 1)),
+            }
+        }
+        let mut buf = Vec::new();
+        let mut k = 0;
+        let mut sent = 0;
+        *n_runs += runs.len();
+        while k < runs.len() {
+            // A batch of runs, about 4 MiB.
+            let mut e = k;
+            let mut len = 0;
+            while e < runs.len() && (e == k || len + runs[e].3 * ps <= 4 << 20) {
+                len += runs[e].3 * ps;
+                e += 1;
+            }
+            buf.resize(len, 0);
+            let tc = std::time::Instant::now();
+            let mut at = 0;
+            for &(_, _, page, n) in &runs[k..e] {
+                c.frames_win
+                    .window()
+                    .local_read(page * ps, &mut buf[at..at + n * ps])?;
+                at += n * ps;
+            }
+            *t_copy += tc.elapsed();
+            area.window().epoch().batch(|b| {
+                let mut at = 0;
+                for &(dest, slot, _, n) in &runs[k..e] {
+                    b.put(dest, slot * ps, &buf[at..at + n * ps])?;
+                    at += n * ps;
+                }
+                Ok::<(), Error>(())
+            })??;
+            sent += len as u64;
+            k = e;
+        }
+        Ok(sent)
     }
 
     /// Undoes phase 1 after a failed vote: the pre-recovery copies are dropped; the pages stay
@@ -390,7 +407,17 @@ impl Svm {
     ///
     /// Copies older than the permanent checkpoint `permanent` (0: none) are dropped too: the
     /// disks hold the page as of that checkpoint, or newer.
-    pub(crate) fn restore(&self, comm: &Comm, epoch: u64, permanent: u64) -> Result<u64> {
+    ///
+    /// A page whose newest copies are now all on one node (its other node's memory was lost)
+    /// gets a second copy again: its holder puts it to the rank that keeps its replicas
+    /// (`place`), so that one more node loss is survivable.
+    pub(crate) fn restore(
+        &self,
+        comm: &Comm,
+        epoch: u64,
+        permanent: u64,
+        place: &Placement,
+    ) -> Result<u64> {
         let c = &self.core;
         let area = c.area()?;
         let ps = c.page_size;
@@ -497,6 +524,7 @@ impl Svm {
             }
             from = p + 1;
         }
+        let again = self.replicate_alone(comm, area, &kept, &newest, permanent, place)?;
         // 4. What the directory and the page tables will say once the pages are allocated
         //    again (the application allocates in the same order, so at the same addresses).
         let mut restored = c.restored.lock().unwrap_or_else(|p| p.into_inner());
@@ -529,13 +557,72 @@ impl Svm {
         c.epoch.store(epoch as u32 + 1, Ordering::Release);
         let pages = kept.len() as u64;
         let total = comm.allreduce_u64(pages, ReduceOp::Sum)?;
+        let again = comm.allreduce_u64(again, ReduceOp::Sum)?;
         tracing::info!(
             target: "psls::ckpt",
-            "rank {}: rolled back to checkpoint {epoch}: {pages} pages kept here ({} copies in the job)",
+            "rank {}: rolled back to checkpoint {epoch}: {pages} pages kept here ({} copies in the job; {again} pages copied to a buddy again)",
             c.rank,
             total
         );
         Ok(pages)
+    }
+
+    /// Gives a second copy, on the node of `place.buddy_rank`, to each page this rank holds
+    /// whose newest copies (`newest`: page -> (epoch, holders)) are all on this node, unless the
+    /// disks hold it (its epoch is the permanent checkpoint's). Collective. Returns the pages
+    /// this rank copied.
+    fn replicate_alone(
+        &self,
+        comm: &Comm,
+        area: &RecoveryArea,
+        kept: &[usize],
+        newest: &HashMap<usize, (u64, u64)>,
+        permanent: u64,
+        place: &Placement,
+    ) -> Result<u64> {
+        let c = &self.core;
+        let my_node = place.node_of.get(c.rank);
+        let mut plan: Vec<u64> = Vec::new(); // (dest, page, epoch)
+        for &p in kept {
+            let Some(&(e, holders)) = newest.get(&p) else {
+                continue;
+            };
+            let alone = (0..64)
+                .filter(|r| holders & (1 << r) != 0)
+                .all(|r| place.node_of.get(r) == my_node);
+            if alone && e > permanent && holders.trailing_zeros() as usize == c.rank {
+                plan.extend([place.buddy_rank as u64, p as u64, e]);
+            }
+        }
+        let all = comm.allgather_u64s(&plan)?;
+        if all.iter().all(|b| b.is_empty()) {
+            return Ok(0);
+        }
+        let mut assigned: Vec<u64> = Vec::new(); // (src, page, slot)
+        let mut index: Vec<(usize, usize, u64)> = Vec::new(); // (slot, page, epoch)
+        let step = (|| {
+            for (src, b) in all.iter().enumerate() {
+                for t in b.chunks_exact(3).filter(|t| t[0] as usize == c.rank) {
+                    let slot = area.alloc_slot()?;
+                    assigned.extend([src as u64, t[1], slot as u64]);
+                    index.push((slot, t[1] as usize, t[2]));
+                }
+            }
+            Ok(())
+        })();
+        crate::api::agree(comm, step)?;
+        let all = comm.allgather_u64s(&assigned)?;
+        let (mut t_copy, mut runs) = (std::time::Duration::ZERO, 0);
+        let sent = self.put_replicas(area, &all, &mut t_copy, &mut runs);
+        crate::api::agree(comm, sent)?;
+        for (slot, page, epoch) in index {
+            let copy = Copy {
+                state: CopyState::ReadableRecovery,
+                epoch,
+            };
+            area.set_slot(slot, page, copy);
+        }
+        Ok(plan.len() as u64 / 3)
     }
 }
 
