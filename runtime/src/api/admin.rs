@@ -197,7 +197,7 @@ impl Psls {
             let mut page = 0u64;
             while page < npages {
                 let n = (npages - page).min(CHUNK_PAGES as u64);
-                let pages = self.read_pages(&meta, page..page + n)?;
+                let pages = self.read_pages(&meta, page..page + n, true)?;
                 if let Some(f) = out.as_mut() {
                     let want = ((size - page * ps as u64) as usize).min(n as usize * ps);
                     f.write_all(&pages[..want])
@@ -225,14 +225,22 @@ impl Psls {
     }
 
     /// Reads file pages `range` on every rank (collective): primaries first, then the mirror of
-    /// any page whose primary is missing or corrupt (and that primary is repaired).
-    fn read_pages(&self, meta: &FileMeta, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+    /// any page whose primary is missing or corrupt. A missing or corrupt copy is repaired from
+    /// the other one (logged as a warning when `warn`).
+    fn read_pages(
+        &self,
+        meta: &FileMeta,
+        range: std::ops::Range<u64>,
+        warn: bool,
+    ) -> Result<Vec<u8>> {
         let vol = &self.volume;
         let ps = meta.page_size as usize;
         let n = (range.end - range.start) as usize;
         let mut data = vec![0u8; n * ps];
         // state[k][role]: 0 present, 1 absent, 2 corrupt, 3 nobody in this job holds it.
         let mut state = initial_states(meta, range.clone());
+        let mut epochs = vec![0u64; n];
+        let mut repaired = 0;
         for role in 0..2 {
             let mut msg = Vec::new();
             if vol.is_leader() {
@@ -269,6 +277,7 @@ impl Psls {
                         at += ps;
                         if role == 0 || state[k][0] != 0 {
                             data[k * ps..(k + 1) * ps].copy_from_slice(page);
+                            epochs[k] = epoch;
                         }
                         // The primary repairs its copy from the mirror's.
                         let fpage = range.start + k as u64;
@@ -277,11 +286,26 @@ impl Psls {
                             && vol.holders(meta, fpage)[0] == Some(self.rank)
                         {
                             vol.repair_local(meta, fpage, epoch, page)?;
-                            tracing::warn!(target: "psls::pfs", "file {:?} page {fpage}: the primary copy was {}; repaired from the mirror", meta.name, if state[k][0] == 2 { "corrupt" } else { "missing" });
+                            repaired += 1;
+                            tracing::debug!(target: "psls::pfs", "file {:?} page {fpage}: the primary copy was {}; repaired from the mirror", meta.name, copy_state(state[k][0]));
                         }
                     }
                 }
             }
+        }
+        // The mirror repairs its copy from the primary's (a spare that took a lost node's place
+        // gets its copies so).
+        for (k, s) in state.iter().enumerate() {
+            let fpage = range.start + k as u64;
+            if s[0] == 0 && matches!(s[1], 1 | 2) && vol.holders(meta, fpage)[1] == Some(self.rank)
+            {
+                vol.repair_local(meta, fpage, epochs[k], &data[k * ps..(k + 1) * ps])?;
+                repaired += 1;
+                tracing::debug!(target: "psls::pfs", "file {:?} page {fpage}: the mirror copy was {}; repaired from the primary", meta.name, copy_state(s[1]));
+            }
+        }
+        if repaired > 0 && warn {
+            tracing::warn!(target: "psls::pfs", "file {:?}, pages {}..{}: {repaired} missing or corrupt copies on this node repaired from their other copy", meta.name, range.start, range.end);
         }
         for (k, s) in state.iter().enumerate() {
             // A written page with no good copy is lost (a missing copy is never taken as zeros).
@@ -297,6 +321,62 @@ impl Psls {
             }
         }
         Ok(data)
+    }
+
+    /// Makes the PFS layout follow this job's nodes (collective, at `init`): in each file laid
+    /// out over a node that is no longer in the job (a lost node), the node that took its place
+    /// (a spare: a node of the job the file does not use yet, in node order) takes its role,
+    /// and gets a copy of every page it keeps, read from the other copy. The new layout is
+    /// published once every copy is written, so that one more node loss is survivable. Returns
+    /// the pages copied over the job.
+    pub(crate) fn pfs_follow_view(&self) -> Result<u64> {
+        let vol = &self.volume;
+        let job = vol.node_names().to_vec();
+        let mut catalog = vol.state().catalog;
+        let mut moved = Vec::new();
+        for meta in catalog.files.values_mut() {
+            let lost: Vec<usize> = (0..meta.nodes.len())
+                .filter(|&i| !job.contains(&meta.nodes[i]))
+                .collect();
+            let fresh: Vec<&String> = job.iter().filter(|n| !meta.nodes.contains(n)).collect();
+            if lost.is_empty() || fresh.is_empty() {
+                continue;
+            }
+            let old = meta.nodes.clone();
+            for (&i, name) in lost.iter().zip(fresh) {
+                meta.nodes[i] = name.clone();
+            }
+            moved.push((meta.clone(), old));
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        let mut pages = 0;
+        for (meta, old) in &moved {
+            let changed: Vec<String> = old
+                .iter()
+                .zip(&meta.nodes)
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| format!("{a} -> {b}"))
+                .collect();
+            if self.rank == 0 {
+                tracing::info!(target: "psls::pfs", "file {:?}: re-mirroring onto the job's new nodes ({})", meta.name, changed.join(", "));
+            }
+            for &(start, end) in &meta.written {
+                let mut at = start;
+                while at < end {
+                    let to = (at + CHUNK_PAGES as u64).min(end);
+                    self.read_pages(meta, at..to, false)?;
+                    at = to;
+                }
+            }
+            pages += meta.written_pages();
+        }
+        vol.publish(&self.comm, catalog, |_, _| Ok(()))?;
+        if self.rank == 0 {
+            tracing::warn!(target: "psls::pfs", "{} PFS files ({pages} pages) laid out again over the job's nodes: every page has two copies again", moved.len());
+        }
+        Ok(pages)
     }
 
     /// Checks every checksum and the redundancy of every page of `name`, or of every file

@@ -238,6 +238,9 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
         mpi,
         cfg,
     };
+    // After a node loss, a spare takes the lost node's place in the PFS layout, and gets its
+    // copies, before the application reads anything.
+    psls.pfs_follow_view()?;
     if rank == 0 {
         tracing::info!(
             target: "psls::api",
