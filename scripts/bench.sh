@@ -31,6 +31,7 @@ if [[ ${PSLS_BENCH_SMOKE:-0} == 1 ]]; then
   PSLS_VIRTUAL_NODES=4 run "pfs_bench (smoke)" mpirun.openmpi -n 4 target/debug/pfs_bench
   PSLS_VIRTUAL_NODES=4 run "ckpt_bench (smoke)" mpirun.openmpi -n 4 target/debug/ckpt_bench
   PSLS_MPIRUN=mpirun.openmpi run "mgs_overhead (smoke)" target/debug/mgs_overhead --out "$BENCH_TMP/plots"
+  PSLS_MPIRUN=mpirun.openmpi run "recovery_bench (smoke)" target/debug/recovery_bench
   exit 0
 fi
 
@@ -55,6 +56,8 @@ PSLS_DISK_BASE=$BENCH_DISK run "ckpt_bench: Open MPI, 4 ranks on 4 virtual nodes
 unset PSLS_VIRTUAL_NODES
 PSLS_DISK_BASE=$BENCH_DISK PSLS_MPIRUN=mpirun.openmpi run "mgs_overhead: Open MPI, 4 ranks on 4 virtual nodes (plots in docs/)" \
   target/release/mgs_overhead --out docs
+PSLS_DISK_BASE=$BENCH_DISK PSLS_MPIRUN=mpirun.openmpi run "recovery_bench: Open MPI, 4 ranks on 4 virtual nodes (+ spares), mgs 16384 x 64" \
+  target/release/recovery_bench
 
 MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich $CARGO build --quiet --release -p psls-bench
 run "rma_bench: MPICH, one host (ch4, shared memory)" \

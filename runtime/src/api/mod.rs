@@ -182,13 +182,15 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
     if let Some(pc) = &permanent {
         ckpt.set_saved_arrays(pc);
     }
+    // Pages restored and copied to a buddy again, over the job (for the launcher's report).
+    let mut figures = (0, 0);
     match (restart, &permanent) {
         (Restart::Memory(epoch), _) => {
             // With one node's memory lost, its pages come from their other copies, and each
             // copy that is now alone is copied to a buddy again (as is the private state).
             let place = agree(&comm, ckpt::placement(&node_map, &ring, rank))?;
             svm.open_recovery(&comm, false)?;
-            svm.restore(&comm, epoch, permanent_epoch, &place)?;
+            figures = svm.restore(&comm, epoch, permanent_epoch, &place)?;
             crate::inject::point("restart-restore", epoch);
             agree(&comm, ckpt.load_private(&comm, epoch))?;
             agree(&comm, ckpt.replicate_loaded(&comm, place.buddy_rank))?;
@@ -199,14 +201,6 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
             agree(&comm, ckpt.load_private_from(epoch, &mine))?;
         }
         _ => {}
-    }
-    if rank == 0 {
-        let resumed = match (restart, ckpt.restarted_from()) {
-            (Restart::Permanent(_), Some(e)) => format!("permanent {e}\n"),
-            (_, Some(e)) => format!("memory {e}\n"),
-            _ => "fresh\n".to_string(),
-        };
-        launcher_file("resumed", &resumed);
     }
     if let (Some(epoch), 0) = (ckpt.restarted_from(), rank) {
         tracing::info!(
@@ -240,7 +234,19 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
     };
     // After a node loss, a spare takes the lost node's place in the PFS layout, and gets its
     // copies, before the application reads anything.
-    psls.pfs_follow_view()?;
+    let remirrored = psls.pfs_follow_view()?;
+    if rank == 0 {
+        let (pages, again) = figures;
+        let resumed = match (restart, psls.ckpt.restarted_from()) {
+            (Restart::Permanent(_), Some(e)) => format!("permanent {e}"),
+            (_, Some(e)) => format!("memory {e}"),
+            _ => "fresh".to_string(),
+        };
+        launcher_file(
+            "resumed",
+            &format!("{resumed} restored-pages={pages} copied-again={again} remirrored-pages={remirrored} page-size={}\n", psls.cfg.page_size),
+        );
+    }
     if rank == 0 {
         tracing::info!(
             target: "psls::api",

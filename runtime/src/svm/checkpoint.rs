@@ -402,8 +402,8 @@ impl Svm {
     }
 
     /// Rolls this rank back to the committed checkpoint `epoch` (collective, at `init` of a
-    /// restarted job, before the application allocates anything). Returns the pages this rank
-    /// restored.
+    /// restarted job, before the application allocates anything). Returns, over the job, the
+    /// recovery copies kept and the pages copied to a buddy again.
     ///
     /// Copies older than the permanent checkpoint `permanent` (0: none) are dropped too: the
     /// disks hold the page as of that checkpoint, or newer.
@@ -417,7 +417,7 @@ impl Svm {
         epoch: u64,
         permanent: u64,
         place: &Placement,
-    ) -> Result<u64> {
+    ) -> Result<(u64, u64)> {
         let c = &self.core;
         let area = c.area()?;
         let ps = c.page_size;
@@ -564,7 +564,7 @@ impl Svm {
             c.rank,
             total
         );
-        Ok(pages)
+        Ok((total, again))
     }
 
     /// Gives a second copy, on the node of `place.buddy_rank`, to each page this rank holds
