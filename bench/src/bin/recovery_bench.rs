@@ -321,7 +321,7 @@ fn run() -> Result<(), String> {
         "recovery_bench: mgs {} x {} ({} MiB of A), 4 ranks on 4 virtual nodes, a checkpoint every 4 vectors; median of {} runs",
         o.rows,
         o.vectors,
-        o.rows * o.vectors * 8 >> 20,
+        (o.rows * o.vectors * 8) >> 20,
         o.repeats
     );
     // The baseline: the fault-free launch, and its checksum.
