@@ -354,7 +354,7 @@ fn run() -> Result<(), String> {
         "launch s",
         "fail->run s",
         "ratio",
-        "restored",
+        "copies kept",
         "copied again",
         "re-mirrored"
     );
