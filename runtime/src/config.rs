@@ -57,6 +57,9 @@ pub struct Config {
     pub ckpt_permanent_interval: std::time::Duration,
     /// What a permanent checkpoint leaves in memory.
     pub ckpt_cleaning: crate::ckpt::Cleaning,
+    /// After a restart from the permanent checkpoint, load the pages each rank held after that
+    /// checkpoint's cleaning when the application allocates them again (else on first touch).
+    pub restart_prefetch: bool,
     /// The memory a node may hold for the job (frames and recovery copies) after a memory
     /// checkpoint's phase 1: bytes, or a share of the node's memory.
     pub ckpt_memory: crate::ckpt::Budget,
@@ -90,6 +93,7 @@ impl Default for Config {
             ckpt_permanent_every: 10,
             ckpt_permanent_interval: std::time::Duration::ZERO,
             ckpt_cleaning: crate::ckpt::Cleaning::NoCleaning,
+            restart_prefetch: false,
             ckpt_memory: crate::ckpt::Budget::Percent(50),
             stripe_pages: 1,
             fault: None,
@@ -321,6 +325,12 @@ pub const KEYS: &[Key] = &[
                 .map(|p| c.ckpt_cleaning = p)
                 .ok_or(())
         },
+    },
+    Key {
+        name: "restart_prefetch",
+        env: "PSLS_RESTART_PREFETCH",
+        allowed: "true or false (also 1/0, yes/no)",
+        set: |c, v| parse_bool(v).map(|b| c.restart_prefetch = b),
     },
     Key {
         name: "stripe_pages",

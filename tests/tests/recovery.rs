@@ -245,3 +245,38 @@ fn a_kill_during_recovery_is_survived() {
     let out = c.mgs(&spare, None, &[]);
     resumed(&out, "restarted from checkpoint 3 at vector 8", &want);
 }
+
+/// After a power cut, `PSLS_RESTART_PREFETCH` loads the pages each rank held after the
+/// permanent checkpoint's cleaning as soon as the array is allocated again; what that is
+/// follows the cleaning policy (total cleaning keeps nothing, so nothing is prefetched).
+#[test]
+fn a_power_cut_restart_prefetches_the_working_set_the_cleaning_kept() {
+    let want = fault_free();
+    for (policy, expect) in [("none", true), ("total", false)] {
+        let c = Cluster::new();
+        let env = [
+            ("PSLS_CKPT_PERMANENT_EVERY", "3"),
+            ("PSLS_CKPT_CLEANING", policy),
+            ("PSLS_RESTART_PREFETCH", "1"),
+            ("PSLS_LOG", "psls::ckpt=info,warn"),
+        ];
+        c.crash(&NODES, "ckpt-begin:epoch=5:rank=1", &env);
+        c.power_cut();
+        let out = c.mgs(&NODES, None, &env);
+        resumed(&out, "restarted from checkpoint 3 at vector 8", &want);
+        let line = out.stderr.lines().find(|l| l.contains("restart prefetch:"));
+        match (expect, line) {
+            (true, Some(l)) => {
+                let n: u64 = l
+                    .split("restart prefetch: ")
+                    .nth(1)
+                    .and_then(|s| s.split(' ').next())
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                assert!(n > 0, "{policy}: {l}");
+            }
+            (false, None) => {}
+            _ => panic!("{policy}: prefetch expected: {expect}\n{}", out.stderr),
+        }
+    }
+}

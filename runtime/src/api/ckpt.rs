@@ -317,6 +317,7 @@ impl Psls {
             .svm
             .clean(comm, self.cfg.ckpt_cleaning, epoch, &dirty, &place_nodes)?;
         self.ckpt.drop_private_except(epoch);
+        self.ckpt.save_hint(epoch, &self.svm.held_pages());
         self.ckpt.permanent_taken();
         let t3 = Instant::now();
         let sum = |v: u64| comm.allreduce_u64(v, ReduceOp::Sum);

@@ -106,12 +106,36 @@ impl Psls {
             .and_then(|name| self.volume.file(&name));
         let addr = self.svm.alloc(&self.comm, bytes, backing)?;
         let ps = self.svm.page_size();
-        self.ckpt.check_array(
-            serial,
-            (addr - self.cfg.svm_base) / ps,
-            bytes.div_ceil(ps).max(1),
-        )?;
+        let (first, pages) = ((addr - self.cfg.svm_base) / ps, bytes.div_ceil(ps).max(1));
+        self.ckpt.check_array(serial, first, pages)?;
+        self.prefetch_restored(serial, first, pages)?;
         Ok(GlobalArray::new(addr, len))
+    }
+
+    /// After a restart from the permanent checkpoint with `PSLS_RESTART_PREFETCH`: loads the
+    /// pages of the array just allocated again that this rank held after that checkpoint's
+    /// cleaning (its working set, as the cleaning policy chose it), by reading them now.
+    fn prefetch_restored(&self, serial: u64, first: usize, pages: usize) -> Result<()> {
+        if !self.cfg.restart_prefetch {
+            return Ok(());
+        }
+        let ps = self.svm.page_size();
+        let mine = self.ckpt.prefetch_in(first, pages);
+        for &p in &mine {
+            // SAFETY: the page lies in the array this call just allocated (reserved and mapped
+            // in the global range); a read through the application view faults it in like any
+            // load of the application.
+            unsafe {
+                std::ptr::read_volatile((self.cfg.svm_base + p * ps) as *const u8);
+            }
+        }
+        let total = self
+            .comm
+            .allreduce_u64(mine.len() as u64, crate::rma::ReduceOp::Sum)?;
+        if self.rank == 0 && total > 0 {
+            tracing::info!(target: "psls::ckpt", "restart prefetch: {total} pages of array {serial} loaded from the disks (PSLS_RESTART_PREFETCH)");
+        }
+        Ok(())
     }
 
     /// Frees a global array (collective).

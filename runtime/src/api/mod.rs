@@ -172,6 +172,18 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
     let (ckpt_dir, ckpt_lock, restart) =
         checkpoint_set(&cfg, &comm, &set, &node_map, permanent_epoch)?;
     let mut ckpt = crate::ckpt::Checkpointer::new(set, ckpt_dir.clone(), rank, ckpt_lock);
+    // The restart hint (pages held after each permanent checkpoint) lives on the node's disk,
+    // which survives a power cut.
+    match cluster::prepare_root(
+        RootKind::Disk,
+        &cfg.disk_base,
+        &format!("ckpt-{}", ckpt.set()),
+        &my_node,
+        false,
+    ) {
+        Ok(dir) => ckpt.set_hint_dir(dir),
+        Err(e) => tracing::warn!(target: "psls::ckpt", "no restart hints on this node: {e}"),
+    }
     let svm = crate::svm::Svm::new(
         &cfg,
         &comm,
@@ -199,6 +211,10 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
             let mine = pc.private.get(rank).cloned().unwrap_or_default();
             crate::inject::point("restart-restore", epoch);
             agree(&comm, ckpt.load_private_from(epoch, &mine))?;
+            if cfg.restart_prefetch {
+                let n = ckpt.load_hint(epoch);
+                tracing::debug!(target: "psls::ckpt", "rank {rank}: {n} pages to load early (PSLS_RESTART_PREFETCH)");
+            }
         }
         _ => {}
     }

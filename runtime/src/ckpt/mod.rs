@@ -253,6 +253,11 @@ pub(crate) struct Checkpointer {
     kept: Mutex<Vec<usize>>,
     /// The encoded private state a restart loaded, until it is saved again on the buddy node.
     loaded: Vec<u8>,
+    /// Where this rank's hint file lives (the set's directory under the node's disk base).
+    hint_dir: Option<PathBuf>,
+    /// After a restart from the permanent checkpoint with `PSLS_RESTART_PREFETCH`: the pages
+    /// this rank held after that checkpoint's cleaning, as sorted ranges.
+    prefetch: Vec<(usize, usize)>,
     /// The array layout of the checkpoint a restart came from: serial -> (first page, pages).
     saved_layout: HashMap<u64, (usize, usize)>,
 }
@@ -332,6 +337,18 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(format!("saving private state to {}", path.display()), e))
 }
 
+/// Sorted pages as runs `[start, end)`.
+fn runs(pages: &[usize]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &p in pages {
+        match out.last_mut() {
+            Some((_, e)) if *e == p => *e += 1,
+            _ => out.push((p, p + 1)),
+        }
+    }
+    out
+}
+
 /// The private state of `rank` in an offer of copies: (rank, length, bytes) records.
 fn find_offer(mut o: &[u8], rank: usize) -> Option<Vec<u8>> {
     while let Some((r, rest)) = o.split_first_chunk::<8>() {
@@ -394,6 +411,8 @@ impl Checkpointer {
             saved_layout: HashMap::new(),
             kept: Mutex::new(Vec::new()),
             loaded: Vec::new(),
+            hint_dir: None,
+            prefetch: Vec::new(),
         }
     }
 
@@ -414,6 +433,72 @@ impl Checkpointer {
                 .elapsed()
                 >= interval;
         by_count || by_time
+    }
+
+    /// Keeps this rank's hint file (the pages it held after the last permanent checkpoint) in
+    /// `dir`, on the node's disk.
+    pub fn set_hint_dir(&mut self, dir: PathBuf) {
+        self.hint_dir = Some(dir);
+    }
+
+    fn hint_path(&self) -> Option<PathBuf> {
+        Some(
+            self.hint_dir
+                .as_ref()?
+                .join(format!("active.rank{}", self.rank)),
+        )
+    }
+
+    /// Writes the hint file after permanent checkpoint `epoch`: the pages this rank holds now
+    /// that the cleaning policy chose what stays in memory. It is a hint (a restart with
+    /// `PSLS_RESTART_PREFETCH` loads those pages early): a failure to write it is logged only.
+    pub fn save_hint(&self, epoch: u64, held: &[usize]) {
+        let Some(path) = self.hint_path() else {
+            return;
+        };
+        let mut words = vec![epoch];
+        for r in runs(held) {
+            words.extend([r.0 as u64, r.1 as u64]);
+        }
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        if let Err(e) = write_whole(&path, &bytes) {
+            tracing::warn!(target: "psls::ckpt", "rank {}: cannot write the restart hint: {e}", self.rank);
+        }
+    }
+
+    /// Reads the hint file of permanent checkpoint `epoch`, for the prefetch after a restart
+    /// from it. Returns the pages it names (0 when there is no hint for that epoch).
+    pub fn load_hint(&mut self, epoch: u64) -> usize {
+        let words: Vec<u64> = self
+            .hint_path()
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| {
+                b.chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if words.first() != Some(&epoch) {
+            return 0;
+        }
+        self.prefetch = words[1..]
+            .chunks_exact(2)
+            .map(|w| (w[0] as usize, w[1] as usize))
+            .filter(|&(a, b)| a < b)
+            .collect();
+        self.prefetch.iter().map(|(a, b)| b - a).sum()
+    }
+
+    /// The pages of `first..first + pages` to load early after a restart (see [`load_hint`]).
+    ///
+    /// [`load_hint`]: Checkpointer::load_hint
+    pub fn prefetch_in(&self, first: usize, pages: usize) -> Vec<usize> {
+        let end = first + pages;
+        self.prefetch
+            .iter()
+            .filter(|&&(a, b)| a < end && b > first)
+            .flat_map(|&(a, b)| a.max(first)..b.min(end))
+            .collect()
     }
 
     /// Calls of `checkpoint()` in this run so far.
@@ -757,6 +842,10 @@ impl Checkpointer {
         }
         // Fails while other ranks of the node still have files there; the last one removes it.
         let _ = std::fs::remove_dir(&self.dir);
+        if let (Some(hint), Some(dir)) = (self.hint_path(), &self.hint_dir) {
+            let _ = std::fs::remove_file(hint);
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

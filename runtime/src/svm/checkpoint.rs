@@ -664,6 +664,14 @@ const HELD_DIRTY: u64 = 2;
 const HELD_RECOVERY: u64 = 4;
 
 impl Svm {
+    /// The pages this rank holds a copy of (any access), in order.
+    pub(crate) fn held_pages(&self) -> Vec<usize> {
+        let c = &self.core;
+        self.used_pages()
+            .filter(|&p| c.table.get(p).access != Access::None)
+            .collect()
+    }
+
     /// The pages this rank owns with modifications not on disk yet (what a flush writes).
     pub(crate) fn dirty_owned(&self) -> Vec<usize> {
         let c = &self.core;
