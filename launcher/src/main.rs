@@ -1,86 +1,67 @@
-//! `psls-launch`: starts a PSLS job under `mpirun` or `srun`.
+//! `psls-launch`: starts a PSLS job under `mpirun` or `srun`, watches it, and brings it back
+//! after failures.
 //!
-//! This is the foundation version: it picks the MPI launcher, places ranks on virtual nodes when
-//! asked, gives the job a stable job id and a run directory, and passes everything to the
-//! runtime through environment variables (it shares no code with the runtime and needs no MPI
-//! itself). Failure detection and restart come with the recovery work.
+//! The launcher shares no code with the runtime and needs no MPI itself: it talks to the
+//! runtime through environment variables and files in the run directory.
+//!
+//! **The loop.** Before each launch L (0 first) the launcher places ranks on the live nodes in
+//! blocks and writes the node map `RUN_DIR/nodemap.L` (`PSLS_NODE_MAP`); it also sets
+//! `PSLS_JOB_ID`, `PSLS_RUN_DIR`, `PSLS_RESTART=L` and `PSLS_CKPT_NAME` (the job id unless the
+//! user set it, so that every launch finds the same checkpoint set), and `PSLS_FAULT` for the
+//! faults injected at an epoch. While the job runs it prints where the job resumed from
+//! (`RUN_DIR/resumed`, written by rank 0) and fires the faults injected at a time, killing the
+//! processes listed in `RUN_DIR/ranks/rank.R`.
+//!
+//! When the job exits with 0, that is the end. Otherwise, once every process is gone, the
+//! launcher applies the node effects of the injected faults (wiping roots, marking a node dead
+//! in `RUN_DIR/dead-nodes`), then **probes** every live node through the same MPI launcher
+//! (`psls-launch probe` on the node, with a timeout), and **classifies** the failure: a node
+//! that does not answer is lost (node loss); every memory root gone is a power cut; some gone is
+//! a reboot; all intact is a process crash. An exit code from 1 to 128 with every node intact is
+//! the application's own error: it is returned, not restarted. Otherwise each lost node is
+//! **replaced** by the next spare at the same position of the node map, and the job is
+//! **relaunched**; the runtime restarts from the newest checkpoint that survived. After
+//! `--max-restarts` restarts, or when a lost node has no spare left, the launcher stops with a
+//! report and exit status 3.
+//!
+//! **Nodes.** Virtual nodes (`--virtual-nodes N` or `--nodes N` on one host) are `vnode0..`,
+//! the spares after them; a lost one is emulated by `lose-node` (its roots wiped, its name in
+//! `dead-nodes`, so that its probe does not answer). With `--hostfile` the hosts are real and
+//! the job runs under `mpirun --host H:SLOTS,...`; under Slurm the allocation's nodes are used
+//! with `srun --nodelist --exclude --no-kill --distribution=arbitrary` (`SLURM_HOSTFILE` =
+//! `RUN_DIR/hostfile.L` keeps every rank where the node map puts it).
+//!
+//! Modules: [`cli`] (options), [`nodes`] (live nodes, spares, node map), [`inject`] (fault
+//! specs), [`mpi`] (command lines), [`probe`] (the probe and the classification), [`procs`]
+//! (rank processes), [`roots`] (node roots), [`supervise`] (the loop).
 
-use clap::{Parser, ValueEnum};
+mod cli;
+mod inject;
+mod mpi;
+mod nodes;
+mod probe;
+mod procs;
+mod roots;
+mod supervise;
+
+use clap::Parser;
+use cli::{Cli, LauncherKind, MpiKind, ProbeCli, WipeCli};
+use nodes::{Hosts, NodeKind, Nodes, Request};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LauncherKind {
-    /// `srun` inside a Slurm allocation, `mpirun` otherwise.
-    Auto,
-    /// The MPI library's `mpirun`.
-    Mpirun,
-    /// Slurm's `srun`.
-    Srun,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum MpiKind {
-    /// Whichever MPI the program is linked with (read with `ldd`); Open MPI if unknown.
-    Auto,
-    /// Open MPI (`mpirun.openmpi`, `srun --mpi=pmix`).
-    Openmpi,
-    /// MPICH (`mpirun.mpich`, `srun --mpi=pmi2`).
-    Mpich,
-}
-
-/// Launch a PSLS job.
-///
-/// Example, on one host with 4 simulated nodes:
-///
-///     psls-launch -n 4 --virtual-nodes 4 -- target/release/hello
-///
-/// Arguments after PROGRAM go to the program. Use --mpi-arg to pass options to mpirun/srun.
-#[derive(Debug, Parser)]
-#[command(name = "psls-launch", version, about, verbatim_doc_comment)]
-struct Cli {
-    /// Number of ranks.
-    #[arg(short = 'n', long = "ranks", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
-    ranks: u32,
-
-    /// Simulate this many nodes on this host (each with its own memory and disk roots).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
-    virtual_nodes: Option<u32>,
-
-    /// Which MPI launcher starts the ranks.
-    #[arg(long, value_enum, default_value_t = LauncherKind::Auto)]
-    launcher: LauncherKind,
-
-    /// Which MPI the program uses.
-    #[arg(long, value_enum, default_value_t = MpiKind::Auto)]
-    mpi: MpiKind,
-
-    /// Job id keying the node roots (default: Slurm's job id, else generated). A restarted job
-    /// must use the same id to find its checkpoints.
-    #[arg(long, value_name = "ID")]
-    job_id: Option<String>,
-
-    /// Directory for the launcher's files (node map, logs). Default: ./psls-run-JOB_ID.
-    #[arg(long, value_name = "DIR")]
-    run_dir: Option<PathBuf>,
-
-    /// An extra argument for mpirun/srun (repeatable), e.g. --mpi-arg=--mca --mpi-arg=btl=self,tcp.
-    #[arg(long = "mpi-arg", value_name = "ARG", allow_hyphen_values = true)]
-    mpi_args: Vec<String>,
-
-    /// Print the command instead of running it.
-    #[arg(long)]
-    dry_run: bool,
-
-    /// The program to run on every rank, and its arguments.
-    #[arg(required = true, last = true, value_name = "PROGRAM [ARGS]")]
-    program: Vec<String>,
-}
+use std::time::Duration;
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("probe") => return probe::probe_main(ProbeCli::parse_from(&args[1..])),
+        Some("wipe") => return wipe_main(WipeCli::parse_from(&args[1..])),
+        _ => {}
+    }
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
+    match prepare(cli) {
+        Ok(Some(job)) => job.supervise(),
+        Ok(None) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("psls-launch: error: {msg}");
             ExitCode::from(2)
@@ -88,120 +69,162 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, String> {
-    if let Some(v) = cli.virtual_nodes {
-        if v > cli.ranks {
-            return Err(format!(
-                "--virtual-nodes {v} is more than --ranks {}: every virtual node needs at least one rank",
-                cli.ranks
-            ));
+/// `psls-launch wipe`: removes this node's roots, as an injected fault does.
+fn wipe_main(cli: WipeCli) -> ExitCode {
+    let r = (|| -> Result<usize, String> {
+        let uid = roots::uid()?;
+        let mut n = roots::wipe_node(&roots::memory_base(), uid, &cli.node)?.len();
+        if cli.disk {
+            n += roots::wipe_node(&roots::disk_base(), uid, &cli.node)?.len();
+        }
+        Ok(n)
+    })();
+    match r {
+        Ok(n) => {
+            println!("wipe node={} removed={n}", cli.node);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("psls-launch wipe: error: {e}");
+            ExitCode::from(1)
         }
     }
-    let program = resolve_program(&cli.program[0])?;
+}
+
+/// Checks the options and works out the job; `None` after a dry run.
+fn prepare(cli: Cli) -> Result<Option<supervise::Job>, String> {
     let in_slurm = std::env::var_os("SLURM_JOB_ID").is_some();
     let launcher = match cli.launcher {
         LauncherKind::Auto if in_slurm => LauncherKind::Srun,
         LauncherKind::Auto => LauncherKind::Mpirun,
         l => l,
     };
+    let local_host = roots::host_name();
+    let hostfile_hosts;
+    let hosts = if let Some(path) = &cli.hostfile {
+        hostfile_hosts = nodes::read_hostfile(path)?;
+        Hosts::File(path, hostfile_hosts)
+    } else if launcher == LauncherKind::Srun && in_slurm && cli.virtual_nodes.is_none() {
+        Hosts::Slurm(nodes::slurm_hosts()?)
+    } else {
+        Hosts::None
+    };
+    let nodes = Nodes::plan(
+        Request {
+            ranks: cli.ranks,
+            ranks_per_node: cli.ranks_per_node,
+            nodes: cli.nodes,
+            virtual_nodes: cli.virtual_nodes,
+            spares: cli.spares,
+        },
+        hosts,
+        &local_host,
+    )?;
+    if nodes.kind == NodeKind::Hosts && launcher == LauncherKind::Srun {
+        return Err(
+            "--hostfile goes with mpirun: under srun the nodes are the Slurm allocation's".into(),
+        );
+    }
+    let ranks = cli.ranks as usize;
+    let injects = cli
+        .inject
+        .iter()
+        .map(|s| {
+            let i = inject::parse(s)?;
+            i.validate(ranks, &nodes, cli.max_restarts)?;
+            Ok(i)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let program = resolve_program(&cli.program[0])?;
     let mpi = match cli.mpi {
         MpiKind::Auto => detect_mpi(&program),
         m => m,
     };
     let job_id = match &cli.job_id {
         Some(id) => {
-            if id.is_empty()
-                || id.len() > 64
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            {
+            if !roots::valid_name(id) || id.len() > 64 {
                 return Err(format!(
-                    "--job-id {id:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -"
+                    "--job-id {id:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -, not \
+                     starting with a dot"
                 ));
             }
             id.clone()
         }
         None => match std::env::var("SLURM_JOB_ID") {
-            Ok(id) if !id.is_empty() => format!("slurm-{id}"),
+            Ok(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                format!("slurm-{id}")
+            }
             _ => format!("launch-{}-{}", unix_secs(), std::process::id()),
         },
     };
+    let (ckpt_name, set_ckpt_name) = match std::env::var("PSLS_CKPT_NAME") {
+        Ok(n) if !n.is_empty() => (n, false),
+        _ => (job_id.clone(), true),
+    };
+    if !roots::valid_name(&ckpt_name) || ckpt_name.len() > 64 {
+        return Err(format!(
+            "PSLS_CKPT_NAME={ckpt_name:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -, not \
+             starting with a dot"
+        ));
+    }
     let run_dir = cli
         .run_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("psls-run-{job_id}")));
-    if !cli.dry_run {
-        std::fs::create_dir_all(&run_dir)
-            .map_err(|e| format!("cannot create run directory {}: {e}", run_dir.display()))?;
-    }
-
-    let mut cmd = match (launcher, mpi) {
-        (LauncherKind::Srun, m) => {
-            let mut c = Command::new("srun");
-            let plugin = if m == MpiKind::Mpich { "pmi2" } else { "pmix" };
-            c.arg(format!("--mpi={plugin}"))
-                .arg("-n")
-                .arg(cli.ranks.to_string());
-            c
-        }
-        (_, m) => {
-            let mut c = Command::new(if m == MpiKind::Mpich {
-                "mpirun.mpich"
-            } else {
-                "mpirun.openmpi"
-            });
-            c.arg("-n").arg(cli.ranks.to_string());
-            if m != MpiKind::Mpich {
-                // Ranks may outnumber cores (virtual nodes on one host); let Open MPI run as
-                // root in containers, and yield when idle.
-                c.env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-                    .env("OMPI_MCA_mpi_yield_when_idle", "1");
-                if is_root() {
-                    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-                        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
-                }
-            }
-            c
-        }
-    };
-    cmd.args(&cli.mpi_args)
-        .arg(&program)
-        .args(&cli.program[1..]);
-    cmd.env("PSLS_LAUNCHED", "1")
-        .env("PSLS_JOB_ID", &job_id)
-        .env("PSLS_RUN_DIR", &run_dir);
-    if let Some(v) = cli.virtual_nodes {
-        cmd.env("PSLS_VIRTUAL_NODES", v.to_string());
-    }
+    let run_dir = std::path::absolute(&run_dir)
+        .map_err(|e| format!("run directory {}: {e}", run_dir.display()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find psls-launch's own path (for the probe): {e}"))?;
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     eprintln!(
-        "psls-launch: job {job_id}: {} ranks{} via {:?} ({:?}), run dir {}",
+        "psls-launch: job {job_id}: {} ranks on {}{} via {launcher:?} ({mpi:?}), up to {}, run \
+         dir {}",
         cli.ranks,
-        cli.virtual_nodes
-            .map(|v| format!(" on {v} virtual nodes"))
-            .unwrap_or_default(),
-        launcher,
-        mpi,
+        plural(
+            nodes.live.len(),
+            if nodes.kind == NodeKind::Virtual {
+                "virtual node"
+            } else {
+                "node"
+            }
+        ),
+        if nodes.spares.is_empty() {
+            String::new()
+        } else {
+            format!(" + {}", plural(nodes.spares.len(), "spare"))
+        },
+        plural(cli.max_restarts as usize, "restart"),
         run_dir.display()
     );
+    let job = supervise::Job {
+        ranks,
+        mpi: mpi::Mpi {
+            launcher,
+            mpi,
+            kind: nodes.kind,
+        },
+        nodes,
+        program,
+        args: cli.program[1..].to_vec(),
+        mpi_args: cli.mpi_args.clone(),
+        job_id,
+        ckpt_name,
+        set_ckpt_name,
+        run_dir,
+        injects,
+        max_restarts: cli.max_restarts,
+        probe_timeout: Duration::from_secs(cli.probe_timeout),
+        hang_timeout: (cli.hang_timeout > 0).then(|| Duration::from_secs(cli.hang_timeout)),
+        exe,
+        local_host,
+    };
     if cli.dry_run {
-        println!("{cmd:?}");
-        return Ok(ExitCode::SUCCESS);
+        job.dry_run();
+        return Ok(None);
     }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-    match status.code() {
-        Some(0) => Ok(ExitCode::SUCCESS),
-        Some(c) => {
-            eprintln!("psls-launch: job {job_id} failed with exit code {c}");
-            Ok(ExitCode::from(c.clamp(1, 255) as u8))
-        }
-        None => {
-            eprintln!("psls-launch: job {job_id} was killed by a signal");
-            Ok(ExitCode::from(1))
-        }
-    }
+    std::fs::create_dir_all(&job.run_dir)
+        .map_err(|e| format!("cannot create run directory {}: {e}", job.run_dir.display()))?;
+    Ok(Some(job))
 }
 
 /// The program as a path: as given when it contains a slash, else looked up in PATH.
@@ -229,14 +252,6 @@ fn detect_mpi(program: &Path) -> MpiKind {
         Ok(out) if String::from_utf8_lossy(&out.stdout).contains("libmpich") => MpiKind::Mpich,
         _ => MpiKind::Openmpi,
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 fn unix_secs() -> u64 {

@@ -1,8 +1,18 @@
-//! `psls-launch`, foundation version: it starts a job on virtual nodes and refuses bad options
-//! with a clear message and exit status 2.
+//! `psls-launch`: it starts a job on virtual nodes, refuses bad options with a clear message
+//! and exit status 2, probes nodes, and supervises a job: an application error is returned, a
+//! crash is restarted until --max-restarts (then exit status 3), a lost node is replaced by a
+//! spare.
+//!
+//! The supervision tests run a small shell script instead of a PSLS program: it does what the
+//! runtime does for the launcher (makes its node's roots, writes `ranks/rank.R` and, on rank 0,
+//! `resumed`) and nothing else, so they are cheap and test the launcher alone. The runtime's
+//! own recovery is tested in `recovery.rs`.
 
 use psls_tests::{sibling_binary, MpiFlavor, Scratch};
-use std::process::{Command, Output};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn launch(args: &[&str], mem: &Scratch, disk: &Scratch) -> (Output, String) {
     let out = Command::new(sibling_binary("psls-launch"))
@@ -10,11 +20,103 @@ fn launch(args: &[&str], mem: &Scratch, disk: &Scratch) -> (Output, String) {
         .env("PSLS_MEMORY_BASE", mem.path())
         .env("PSLS_DISK_BASE", disk.path())
         .env_remove("SLURM_JOB_ID")
+        .env_remove("PSLS_CKPT_NAME")
+        .env_remove("PSLS_FAULT")
         .output()
         .expect("run psls-launch");
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out, text)
+}
+
+/// Runs `psls-launch` with a deadline: a launcher that hangs fails the test with its output.
+fn supervise(args: &[&str], mem: &Scratch, disk: &Scratch) -> (ExitStatus, String) {
+    let mut child = Command::new(sibling_binary("psls-launch"))
+        .args(args)
+        .env("PSLS_MEMORY_BASE", mem.path())
+        .env("PSLS_DISK_BASE", disk.path())
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("PSLS_CKPT_NAME")
+        .env_remove("PSLS_FAULT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start psls-launch");
+    let mut o = child.stdout.take().expect("stdout");
+    let mut e = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = o.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = e.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for psls-launch") {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = out.join().unwrap_or_default() + &err.join().unwrap_or_default();
+    match status {
+        Some(s) => (s, text),
+        None => panic!("psls-launch {args:?} did not end within 120 s:\n{text}"),
+    }
+}
+
+fn uid() -> String {
+    let out = Command::new("id").arg("-u").output().expect("id -u");
+    String::from_utf8(out.stdout)
+        .expect("uid")
+        .trim()
+        .to_string()
+}
+
+/// A script in `dir` with `body`, executable.
+fn script(dir: &Path, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.display().to_string()
+}
+
+/// A stand-in for a PSLS rank, for the launcher's tests: it makes its node's memory root, disk
+/// root and a checkpoint record, announces its pid in `ranks/rank.R`, says on rank 0 where it
+/// "resumed" from (`fresh` first, `memory 2` after a restart), and runs for about 5 s.
+fn fake_rank(dir: &Path) -> String {
+    script(
+        dir,
+        "fake-rank.sh",
+        r#"#!/bin/sh
+r=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}
+node=$(awk -v r="$r" '$1==r {print $2}' "$PSLS_NODE_MAP")
+uid=$(id -u)
+mkdir -p "$PSLS_MEMORY_BASE/psls-$uid/$PSLS_JOB_ID/$node" \
+  "$PSLS_DISK_BASE/psls-$uid/$PSLS_JOB_ID/$node" \
+  "$PSLS_MEMORY_BASE/psls-$uid/ckpt-$PSLS_CKPT_NAME/$node"
+: > "$PSLS_MEMORY_BASE/psls-$uid/ckpt-$PSLS_CKPT_NAME/$node/ckpt.rank$r"
+mkdir -p "$PSLS_RUN_DIR/ranks"
+echo "$$ $(uname -n) $node" > "$PSLS_RUN_DIR/ranks/rank.$r.tmp"
+mv "$PSLS_RUN_DIR/ranks/rank.$r.tmp" "$PSLS_RUN_DIR/ranks/rank.$r"
+if [ "$r" = 0 ]; then
+  if [ "$PSLS_RESTART" -gt 0 ]; then echo "memory 2" > "$PSLS_RUN_DIR/resumed"; else echo fresh > "$PSLS_RUN_DIR/resumed"; fi
+fi
+i=0
+while [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+echo "fake rank $r done on $node in launch $PSLS_RESTART"
+"#,
+    )
 }
 
 #[test]
@@ -39,8 +141,9 @@ fn runs_hello_on_four_virtual_nodes() {
         &d,
     );
     assert!(out.status.success(), "{text}");
+    // The launcher places the ranks itself and hands the runtime its node map.
     assert!(
-        text.contains("job t-launch: 4 ranks on 4 nodes (Virtual)"),
+        text.contains("job t-launch: 4 ranks on 4 nodes (NodeMapFile)"),
         "{text}"
     );
     assert!(
@@ -54,10 +157,16 @@ fn runs_hello_on_four_virtual_nodes() {
     };
     assert!(text.contains(mpi), "detected MPI should be {mpi}: {text}");
     assert!(std::path::Path::new(&run_dir).is_dir());
+    let map = std::fs::read_to_string(Path::new(&run_dir).join("nodemap.0")).unwrap();
+    assert!(
+        map.ends_with("0 vnode0\n1 vnode1\n2 vnode2\n3 vnode3\n"),
+        "{map}"
+    );
+    assert!(text.contains("job t-launch finished successfully after 0 restarts"));
     // The job id keys the roots of every virtual node.
-    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    let uid = uid();
     for k in 0..4 {
-        let root = m.0.join(format!("psls-{}/t-launch/vnode{k}", uid.trim()));
+        let root = m.0.join(format!("psls-{uid}/t-launch/vnode{k}"));
         assert!(root.is_dir(), "missing {}", root.display());
     }
 }
@@ -66,27 +175,278 @@ fn runs_hello_on_four_virtual_nodes() {
 fn bad_options_are_refused_clearly() {
     let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
     let hello = sibling_binary("hello").display().to_string();
-    for (args, needle) in [
-        (vec!["-n", "2"], "required arguments were not provided"),
+    let grammar = "KIND[:rank=R|:node=NAME][:epoch=E|:at=SECONDS][:launch=L]";
+    for (args, needles) in [
+        (
+            vec!["-n", "2"],
+            vec!["required arguments were not provided"],
+        ),
         (
             vec!["-n", "2", "--virtual-nodes", "3", "--", &hello],
-            "every virtual node needs at least one rank",
+            vec!["every virtual node needs at least one rank"],
+        ),
+        (
+            vec!["-n", "2", "--nodes", "3", "--", &hello],
+            vec!["--nodes 3 is more than --ranks 2: every node needs at least one rank"],
+        ),
+        (
+            vec!["-n", "4", "--ranks-per-node", "3", "--", &hello],
+            vec!["--ranks-per-node 3 does not divide --ranks 4"],
+        ),
+        (
+            vec![
+                "-n",
+                "4",
+                "--nodes",
+                "2",
+                "--ranks-per-node",
+                "1",
+                "--",
+                &hello,
+            ],
+            vec!["--nodes 2 with --ranks-per-node 1 makes 2 ranks, but --ranks is 4"],
         ),
         (
             vec!["--launcher", "lsf", "--", &hello],
-            "invalid value 'lsf' for '--launcher",
+            vec!["invalid value 'lsf' for '--launcher"],
         ),
-        (vec!["-n", "0", "--", &hello], "invalid value '0'"),
-        (vec!["--", "/no/such/program"], "not found"),
-        (vec!["--job-id", "../x", "--", &hello], "--job-id"),
+        (vec!["-n", "0", "--", &hello], vec!["invalid value '0'"]),
+        (vec!["--", "/no/such/program"], vec!["not found"]),
+        (vec!["--job-id", "../x", "--", &hello], vec!["--job-id"]),
+        (
+            vec!["--inject", "explode:epoch=1", "--", &hello],
+            vec![
+                "--inject \"explode:epoch=1\": unknown KIND \"explode\"",
+                grammar,
+            ],
+        ),
+        (
+            vec!["--inject", "kill-rank", "--", &hello],
+            vec!["kill-rank needs a moment: epoch=E or at=SECONDS", grammar],
+        ),
+        (
+            vec!["--inject", "reboot:epoch=2:at=3", "--", &hello],
+            vec!["give epoch= or at=, not both", grammar],
+        ),
+        (
+            vec![
+                "-n",
+                "2",
+                "--inject",
+                "kill-rank:rank=5:epoch=1",
+                "--",
+                &hello,
+            ],
+            vec!["rank 5 does not exist: the job has ranks 0 to 1"],
+        ),
+        (
+            vec![
+                "-n",
+                "2",
+                "--virtual-nodes",
+                "2",
+                "--spares",
+                "1",
+                "--inject",
+                "lose-node:node=vnode7:at=1",
+                "--",
+                &hello,
+            ],
+            vec!["node vnode7 does not exist: the job's nodes are vnode0, vnode1, vnode2"],
+        ),
+        (
+            vec![
+                "--max-restarts",
+                "1",
+                "--inject",
+                "kill-rank:epoch=1:launch=2",
+                "--",
+                &hello,
+            ],
+            vec!["launch 2 never happens"],
+        ),
+        (
+            vec!["-n", "2", "--spares", "1", "--", &hello],
+            vec!["--spares 1: there is nowhere to put spare nodes"],
+        ),
+        (
+            vec!["--hostfile", "/no/such/hostfile", "--", &hello],
+            vec!["cannot read --hostfile /no/such/hostfile"],
+        ),
     ] {
         let (out, text) = launch(&args, &m, &d);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
-        assert!(
-            text.contains(needle),
-            "{args:?}: expected {needle:?} in {text}"
-        );
+        for needle in needles {
+            assert!(
+                text.contains(needle),
+                "{args:?}: expected {needle:?} in {text}"
+            );
+        }
     }
+}
+
+#[test]
+fn dry_run_shows_the_node_map_with_a_spare() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let hello = sibling_binary("hello").display().to_string();
+    let run_dir = d.0.join("run");
+    let (out, text) = launch(
+        &[
+            "-n",
+            "4",
+            "--virtual-nodes",
+            "2",
+            "--spares",
+            "1",
+            "--job-id",
+            "t-dry",
+            "--run-dir",
+            &run_dir.display().to_string(),
+            "--inject",
+            "reboot:node=vnode1:epoch=3",
+            "--dry-run",
+            "--",
+            &hello,
+        ],
+        &m,
+        &d,
+    );
+    assert!(out.status.success(), "{text}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("0 vnode0\n1 vnode0\n2 vnode1\n3 vnode1\n# spares: vnode2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("4 ranks on 2 virtual nodes + 1 spare"),
+        "{text}"
+    );
+    for env in [
+        format!("PSLS_NODE_MAP={}", run_dir.join("nodemap.0").display()),
+        "PSLS_CKPT_NAME=t-dry".into(),
+        "PSLS_RESTART=0".into(),
+        // The node's first rank dies when checkpoint 3 begins.
+        "PSLS_FAULT=ckpt-begin:epoch=3:rank=2".into(),
+    ] {
+        assert!(stdout.contains(&env), "{env} in {text}");
+    }
+    assert!(!stdout.contains("PSLS_VIRTUAL_NODES"), "{text}");
+    assert!(!run_dir.exists(), "a dry run writes nothing");
+}
+
+/// Writes the roots a node has for job `j` and checkpoint set `s` under the two bases.
+fn craft_roots(m: &Scratch, d: &Scratch, node: &str, records: usize) {
+    let uid = uid();
+    std::fs::create_dir_all(m.0.join(format!("psls-{uid}/j/{node}"))).unwrap();
+    std::fs::create_dir_all(d.0.join(format!("psls-{uid}/j/{node}"))).unwrap();
+    let set = m.0.join(format!("psls-{uid}/ckpt-s/{node}"));
+    std::fs::create_dir_all(&set).unwrap();
+    for r in 0..records {
+        std::fs::write(set.join(format!("ckpt.rank{r}")), b"record").unwrap();
+    }
+    std::fs::write(set.join("frames.0"), b"not a record").unwrap();
+}
+
+fn probe(node: &str, run_dir: &Path, m: &Scratch, d: &Scratch) -> (Option<i32>, String) {
+    let (out, _) = launch(
+        &[
+            "probe",
+            "--node",
+            node,
+            "--job-id",
+            "j",
+            "--ckpt-name",
+            "s",
+            "--run-dir",
+            &run_dir.display().to_string(),
+        ],
+        m,
+        d,
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+#[test]
+fn probe_reports_intact_lost_and_dead_nodes() {
+    let (m, d) = (Scratch::shm("probe-mem"), Scratch::new("probe-disk"));
+    let run_dir = d.0.join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    craft_roots(&m, &d, "vnode1", 2);
+    craft_roots(&m, &d, "vnode2", 1);
+    assert_eq!(
+        probe("vnode1", &run_dir, &m, &d),
+        (
+            Some(0),
+            "probe node=vnode1 answers=yes memory=intact disk=intact pfs=lost ckpt-records=2"
+                .into()
+        )
+    );
+    // A reboot: the node's memory roots are gone, its disk root stays.
+    let uid = uid();
+    std::fs::remove_dir_all(m.0.join(format!("psls-{uid}/j/vnode1"))).unwrap();
+    std::fs::remove_dir_all(m.0.join(format!("psls-{uid}/ckpt-s/vnode1"))).unwrap();
+    assert_eq!(
+        probe("vnode1", &run_dir, &m, &d),
+        (
+            Some(0),
+            "probe node=vnode1 answers=yes memory=lost disk=intact pfs=lost ckpt-records=0".into()
+        )
+    );
+    // A node never seen at all has nothing.
+    assert_eq!(
+        probe("vnode5", &run_dir, &m, &d).1,
+        "probe node=vnode5 answers=yes memory=lost disk=lost pfs=lost ckpt-records=0"
+    );
+    // A dead node does not answer, whatever its roots hold.
+    std::fs::write(run_dir.join("dead-nodes"), "vnode2\n").unwrap();
+    assert_eq!(
+        probe("vnode2", &run_dir, &m, &d),
+        (Some(1), "probe node=vnode2 answers=no".into())
+    );
+    // A name that is not a node name is refused.
+    assert_eq!(probe("../x", &run_dir, &m, &d).0, Some(2));
+}
+
+#[test]
+fn application_error_is_not_restarted() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let case = psls_tests::testcase_binary().display().to_string();
+    let run_dir = d.0.join("run");
+    // The test-case binary exits with 64 on an unknown case, before PSLS starts.
+    let (status, text) = supervise(
+        &[
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--spares",
+            "1",
+            "--job-id",
+            "t-apperr",
+            "--run-dir",
+            &run_dir.display().to_string(),
+            "--",
+            &case,
+            "no-such-case",
+        ],
+        &m,
+        &d,
+    );
+    assert_eq!(status.code(), Some(64), "{text}");
+    assert!(
+        text.contains("job t-apperr failed with exit code 64: an error of the application"),
+        "{text}"
+    );
+    assert!(text.contains("not restarted"), "{text}");
+    // Both nodes were probed and found undamaged.
+    assert!(text.contains("probe vnode0: answers"), "{text}");
+    assert!(text.contains("probe vnode1: answers"), "{text}");
+    assert!(!text.contains("restart 1 of"), "{text}");
+    assert!(run_dir.join("nodemap.0").is_file());
+    assert!(!run_dir.join("nodemap.1").exists(), "relaunched: {text}");
 }
 
 #[test]
@@ -111,4 +471,157 @@ fn failing_program_exit_code_is_returned() {
     );
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("failed with exit code"), "{text}");
+}
+
+#[test]
+fn gives_up_after_max_restarts() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let crash = script(&d.0, "crash.sh", "#!/bin/sh\nkill -9 $$\n");
+    let run_dir = d.0.join("run");
+    let (status, text) = supervise(
+        &[
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--max-restarts",
+            "1",
+            "--job-id",
+            "t-giveup",
+            "--run-dir",
+            &run_dir.display().to_string(),
+            "--",
+            &crash,
+        ],
+        &m,
+        &d,
+    );
+    assert_eq!(status.code(), Some(3), "{text}");
+    for needle in [
+        "failure seen: launch 0 of job t-giveup",
+        "failure classified: process crash",
+        "restart 1 of 1: relaunching job t-giveup",
+        "failure seen: launch 1 of job t-giveup",
+        "giving up on job t-giveup: --max-restarts 1 reached (1 restart done)",
+        "report: 1 restart of 1 allowed",
+        "failures: launch 0: process crash; launch 1: process crash",
+        "report: lost nodes: none",
+        "report: what remains: vnode0: nothing; vnode1: nothing",
+    ] {
+        assert!(text.contains(needle), "expected {needle:?} in {text}");
+    }
+    assert!(run_dir.join("nodemap.1").is_file());
+    assert!(
+        !run_dir.join("nodemap.2").exists(),
+        "a third launch: {text}"
+    );
+}
+
+#[test]
+fn lost_node_is_replaced_by_the_spare() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let rank = fake_rank(&d.0);
+    let run_dir = d.0.join("run");
+    let (status, text) = supervise(
+        &[
+            "-n",
+            "4",
+            "--virtual-nodes",
+            "2",
+            "--spares",
+            "1",
+            "--job-id",
+            "t-spare",
+            "--run-dir",
+            &run_dir.display().to_string(),
+            "--inject",
+            "lose-node:node=vnode1:at=0.5",
+            "--",
+            &rank,
+        ],
+        &m,
+        &d,
+    );
+    assert!(status.success(), "{text}");
+    for needle in [
+        "launch 0: started fresh",
+        "inject lose-node:node=vnode1:at=0.5: killed rank 2",
+        "inject lose-node:node=vnode1:at=0.5: killed rank 3",
+        "lose-node of vnode1: removed its memory and disk roots",
+        "probe vnode0: answers; memory root intact, disk root intact",
+        "probe vnode1: does not answer",
+        "failure classified: node loss: vnode1",
+        "spare vnode2 replaces lost node vnode1",
+        "restart 1 of 3: relaunching job t-spare on vnode0 vnode2",
+        "launch 1: resumed from memory checkpoint 2",
+        "fake rank 3 done on vnode2 in launch 1",
+        "job t-spare finished successfully after 1 restart",
+        "recovered from: launch 0: loss of vnode1",
+    ] {
+        assert!(text.contains(needle), "expected {needle:?} in {text}");
+    }
+    // The spare took the lost node's place in the node map.
+    let map = std::fs::read_to_string(run_dir.join("nodemap.1")).unwrap();
+    assert!(
+        map.ends_with("0 vnode0\n1 vnode0\n2 vnode2\n3 vnode2\n"),
+        "{map}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("dead-nodes")).unwrap(),
+        "vnode1\n"
+    );
+    // The lost node's roots are gone (memory and disk); the others' stay.
+    let uid = uid();
+    assert!(!m.0.join(format!("psls-{uid}/t-spare/vnode1")).exists());
+    assert!(!d.0.join(format!("psls-{uid}/t-spare/vnode1")).exists());
+    assert!(m.0.join(format!("psls-{uid}/t-spare/vnode0")).is_dir());
+    assert!(d.0.join(format!("psls-{uid}/t-spare/vnode2")).is_dir());
+}
+
+#[test]
+fn reboot_then_power_cut_then_a_lost_node_without_spare() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let rank = fake_rank(&d.0);
+    let run_dir: PathBuf = d.0.join("run");
+    let (status, text) = supervise(
+        &[
+            "-n",
+            "4",
+            "--virtual-nodes",
+            "2",
+            "--job-id",
+            "t-classes",
+            "--run-dir",
+            &run_dir.display().to_string(),
+            "--inject",
+            "reboot:rank=3:at=0.5",
+            "--inject",
+            "power-cut:at=0.5:launch=1",
+            "--inject",
+            "lose-node:node=vnode0:at=0.5:launch=2",
+            "--",
+            &rank,
+        ],
+        &m,
+        &d,
+    );
+    assert_eq!(status.code(), Some(3), "{text}");
+    for needle in [
+        "reboot of vnode1: removed its memory roots (2 directories)",
+        "probe vnode1: answers; memory root missing, disk root intact",
+        "failure classified: reboot of vnode1 (memory root lost)",
+        "restart 1 of 3",
+        "launch 1: resumed from memory checkpoint 2",
+        "power-cut of vnode0: removed its memory roots",
+        "failure classified: power cut (every memory root lost)",
+        "restart 2 of 3",
+        "failure classified: node loss: vnode0 (does not answer)",
+        "giving up on job t-classes: vnode0 lost and no spare left to replace it",
+        "failures: launch 0: reboot of vnode1; launch 1: power cut; launch 2: loss of vnode0",
+        "report: lost nodes: vnode0",
+        "report: what remains: vnode0: nothing (lost); vnode1: memory root, disk root, 2 checkpoint records",
+    ] {
+        assert!(text.contains(needle), "expected {needle:?} in {text}");
+    }
+    assert!(!run_dir.join("nodemap.3").exists(), "relaunched: {text}");
 }

@@ -1,0 +1,845 @@
+//! The supervision loop: launch, watch, and after a failure probe, classify, replace and
+//! relaunch (see the crate's documentation for the whole loop).
+
+use crate::cli::{LauncherKind, MpiKind};
+use crate::inject::{Inject, Kind, When};
+use crate::mpi::{JobSpec, Mpi};
+use crate::nodes::{map_text, NodeKind, Nodes};
+use crate::probe::{self, Class, Report};
+use crate::procs::{self, Owner, RankProc};
+use crate::roots;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Exit status when the launcher gives up (restarts exhausted, or no spare left).
+pub const GAVE_UP: u8 = 3;
+
+/// Prints one line of the launcher's to standard error, in one write, so that the job's own
+/// output (on the same pipe) never cuts it in two.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let line = format!("psls-launch: {}\n", format_args!($($t)*));
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    }};
+}
+
+/// A job to run and keep alive.
+pub struct Job {
+    pub ranks: usize,
+    pub nodes: Nodes,
+    pub mpi: Mpi,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub mpi_args: Vec<String>,
+    pub job_id: String,
+    /// The checkpoint set, the same for every launch.
+    pub ckpt_name: String,
+    /// Whether the launcher sets `PSLS_CKPT_NAME` (the user's environment did not).
+    pub set_ckpt_name: bool,
+    /// Absolute.
+    pub run_dir: PathBuf,
+    pub injects: Vec<Inject>,
+    pub max_restarts: u32,
+    pub probe_timeout: Duration,
+    /// `None`: wait for a job forever.
+    pub hang_timeout: Option<Duration>,
+    /// This executable, run on the nodes as `probe` and `wipe`.
+    pub exe: PathBuf,
+    pub local_host: String,
+}
+
+/// What one launch did.
+struct Launched {
+    status: ExitStatus,
+    elapsed: Duration,
+    /// Why the launch counts as killed whatever its exit code says, if it does.
+    cause: Option<&'static str>,
+    /// The faults at a time that fired (indices into `Job::injects`).
+    fired: Vec<usize>,
+}
+
+/// What the supervision has seen so far.
+struct History {
+    start: Instant,
+    restarts: u32,
+    /// Nodes the job started on (from the rank files and probes).
+    started: BTreeSet<String>,
+    /// One entry per failure.
+    failures: Vec<String>,
+    /// The latest probe of each node.
+    reports: Vec<Report>,
+}
+
+impl Job {
+    fn node_map_path(&self, launch: u32) -> PathBuf {
+        self.run_dir.join(format!("nodemap.{launch}"))
+    }
+
+    fn slurm_hostfile(&self, launch: u32) -> PathBuf {
+        self.run_dir.join(format!("hostfile.{launch}"))
+    }
+
+    fn launch_injects(&self, launch: u32) -> impl Iterator<Item = (usize, &Inject)> {
+        self.injects
+            .iter()
+            .enumerate()
+            .filter(move |(_, i)| i.launch == launch)
+    }
+
+    /// The environment of launch `launch`, and the faults at a time it carries.
+    fn launch_env(&self, launch: u32, map: &[String]) -> (Vec<(String, String)>, Vec<usize>) {
+        let mut env: Vec<(String, String)> = vec![
+            ("PSLS_LAUNCHED".into(), "1".into()),
+            ("PSLS_JOB_ID".into(), self.job_id.clone()),
+            ("PSLS_RUN_DIR".into(), self.run_dir.display().to_string()),
+            (
+                "PSLS_NODE_MAP".into(),
+                self.node_map_path(launch).display().to_string(),
+            ),
+            ("PSLS_RESTART".into(), launch.to_string()),
+        ];
+        if self.set_ckpt_name {
+            env.push(("PSLS_CKPT_NAME".into(), self.ckpt_name.clone()));
+        }
+        let mut faults: Vec<String> = std::env::var("PSLS_FAULT")
+            .ok()
+            .filter(|f| !f.is_empty())
+            .into_iter()
+            .collect();
+        let mut timed = Vec::new();
+        for (i, inj) in self.launch_injects(launch) {
+            match inj.fault_spec(map) {
+                Ok(Some(f)) => faults.push(f),
+                Ok(None) => timed.push(i),
+                Err(e) => say!("{e}"),
+            }
+        }
+        if self
+            .launch_injects(launch)
+            .any(|(_, i)| !matches!(i.when, When::At(_)))
+        {
+            env.push(("PSLS_FAULT".into(), faults.join(",")));
+        }
+        (env, timed)
+    }
+
+    /// The command of launch `launch` with node map `map`.
+    fn command(&self, launch: u32, map: &[String], env: &[(String, String)]) -> Command {
+        self.mpi.job(&JobSpec {
+            ranks: self.ranks,
+            nodes: &self.nodes,
+            map,
+            slurm_hostfile: &self.slurm_hostfile(launch),
+            mpi_args: &self.mpi_args,
+            program: &self.program,
+            args: &self.args,
+            env,
+        })
+    }
+
+    /// `--dry-run`: what the first launch would write and run.
+    pub fn dry_run(&self) {
+        let map = self.nodes.node_map(self.ranks);
+        let (env, _) = self.launch_env(0, &map);
+        println!(
+            "# node map (written to {} and passed as PSLS_NODE_MAP)",
+            self.node_map_path(0).display()
+        );
+        print!("{}", map_text(&map, 0));
+        if !self.nodes.spares.is_empty() {
+            println!("# spares: {}", self.nodes.spares.join(" "));
+        }
+        for (k, v) in &env {
+            println!("# env {k}={v}");
+        }
+        for inj in &self.injects {
+            let how = match inj.when {
+                When::At(at) => {
+                    format!("psls-launch kills its ranks {at} s after the launch starts")
+                }
+                _ => "through PSLS_FAULT".to_string(),
+            };
+            println!("# inject {}: in launch {}, {how}", inj.spec, inj.launch);
+        }
+        println!("{:?}", self.command(0, &map, &env));
+    }
+
+    /// Runs the job until it succeeds, fails on its own, or the launcher gives up.
+    pub fn supervise(mut self) -> ExitCode {
+        let mut h = History {
+            start: Instant::now(),
+            restarts: 0,
+            started: BTreeSet::new(),
+            failures: Vec::new(),
+            reports: Vec::new(),
+        };
+        // dead-nodes records this supervision's lost virtual nodes; an old one would make the
+        // probe report a node of this run as lost.
+        let _ = std::fs::remove_file(self.run_dir.join("dead-nodes"));
+        let mut launch = 0u32;
+        loop {
+            let map = self.nodes.node_map(self.ranks);
+            let r = match self.launch(launch, &map, &mut h) {
+                Ok(r) => r,
+                Err(e) => {
+                    say!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if r.status.success() {
+                let mut line = format!(
+                    "job {} finished successfully after {} restart{} in {:.1} s",
+                    self.job_id,
+                    h.restarts,
+                    if h.restarts == 1 { "" } else { "s" },
+                    h.start.elapsed().as_secs_f64()
+                );
+                if !h.failures.is_empty() {
+                    line.push_str(&format!(" (recovered from: {})", h.failures.join("; ")));
+                }
+                say!("{line}");
+                return ExitCode::SUCCESS;
+            }
+            let code = r.status.code();
+            let killed =
+                r.cause.is_some() || r.status.signal().is_some() || code.is_some_and(|c| c > 128);
+            say!(
+                "failure seen: launch {launch} of job {} {} after {:.1} s",
+                self.job_id,
+                describe_status(r.status, r.cause),
+                r.elapsed.as_secs_f64()
+            );
+            self.apply_effects(launch, &map, &r.fired);
+            let reports = probe::probe_nodes(
+                &self.mpi,
+                &self.nodes.live,
+                &self.exe,
+                &self.job_id,
+                &self.ckpt_name,
+                &self.run_dir,
+                self.probe_timeout,
+            );
+            for rep in &reports {
+                if rep.roots.as_ref().is_some_and(|s| s.memory || s.disk) {
+                    h.started.insert(rep.node.clone());
+                }
+                say!("probe {}", rep.describe(h.started.contains(&rep.node)));
+            }
+            let class = probe::classify(&reports, &h.started);
+            h.reports
+                .retain(|old| !reports.iter().any(|n| n.node == old.node));
+            h.reports.extend(reports);
+            if !killed && !class.node_anomaly() {
+                let c = code.unwrap_or(1).clamp(1, 255);
+                say!(
+                    "job {} failed with exit code {c}: an error of the application (every node \
+                     is intact), not restarted",
+                    self.job_id
+                );
+                return ExitCode::from(c as u8);
+            }
+            say!("failure classified: {}", class.describe());
+            h.failures
+                .push(format!("launch {launch}: {}", short_class(&class)));
+            if h.restarts >= self.max_restarts {
+                if let Class::NodeLoss { lost, .. } = &class {
+                    self.record_lost(lost);
+                }
+                return self.give_up(
+                    &h,
+                    &format!(
+                        "--max-restarts {} reached ({} restart{} done)",
+                        self.max_restarts,
+                        h.restarts,
+                        if h.restarts == 1 { "" } else { "s" }
+                    ),
+                );
+            }
+            if let Class::NodeLoss { lost, .. } = &class {
+                if lost.len() > self.nodes.spares.len() {
+                    let reason = format!(
+                        "{} lost and {} left to replace {}",
+                        lost.join(", "),
+                        match self.nodes.spares.len() {
+                            0 => "no spare".to_string(),
+                            1 => "only 1 spare".to_string(),
+                            k => format!("only {k} spares"),
+                        },
+                        if lost.len() == 1 { "it" } else { "them" }
+                    );
+                    self.record_lost(lost);
+                    return self.give_up(&h, &reason);
+                }
+                for n in lost {
+                    if let Some(spare) = self.nodes.replace(n) {
+                        say!("spare {spare} replaces lost node {n}");
+                    }
+                }
+            }
+            h.restarts += 1;
+            launch += 1;
+            say!(
+                "restart {} of {}: relaunching job {} on {}",
+                h.restarts,
+                self.max_restarts,
+                self.job_id,
+                self.nodes.live.join(" ")
+            );
+        }
+    }
+
+    /// Records `lost` as lost without replacing them (for the final report).
+    fn record_lost(&mut self, lost: &[String]) {
+        for n in lost {
+            if !self.nodes.lost.contains(n) {
+                self.nodes.lost.push(n.clone());
+            }
+            self.nodes.live.retain(|x| x != n);
+        }
+    }
+
+    /// Writes the launch's files, runs it and watches it until every process is gone.
+    fn launch(&self, launch: u32, map: &[String], h: &mut History) -> Result<Launched, String> {
+        let write = |path: &Path, text: &str| {
+            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        };
+        write(&self.node_map_path(launch), &map_text(map, launch))?;
+        if self.nodes.kind == NodeKind::Slurm {
+            write(&self.slurm_hostfile(launch), &(map.join("\n") + "\n"))?;
+        }
+        let resumed = self.run_dir.join("resumed");
+        match std::fs::remove_file(&resumed) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot remove {}: {e}", resumed.display()))
+            }
+            _ => {}
+        }
+        procs::clear_rank_files(&self.run_dir)?;
+        let (env, timed) = self.launch_env(launch, map);
+        let mut cmd = self.command(launch, map, &env);
+        let injected: Vec<&str> = self
+            .launch_injects(launch)
+            .map(|(_, i)| i.spec.as_str())
+            .collect();
+        say!(
+            "launch {launch}: {} ranks on {} (node map {}){}",
+            self.ranks,
+            self.nodes.live.join(" "),
+            self.node_map_path(launch).display(),
+            if injected.is_empty() {
+                String::new()
+            } else {
+                format!(", injecting {}", injected.join(" "))
+            }
+        );
+        let r = self.watch(launch, map, &mut cmd, &timed)?;
+        for p in procs::read_rank_files(&self.run_dir) {
+            if !p.node.is_empty() {
+                h.started.insert(p.node);
+            }
+        }
+        Ok(r)
+    }
+
+    fn is_local(&self, p: &RankProc) -> bool {
+        matches!(self.nodes.kind, NodeKind::Virtual | NodeKind::Local) || p.host == self.local_host
+    }
+
+    /// Prints where the job resumed from, once `RUN_DIR/resumed` is there.
+    fn report_resumed(&self, launch: u32) -> bool {
+        let Ok(text) = std::fs::read_to_string(self.run_dir.join("resumed")) else {
+            return false;
+        };
+        let text = text.trim();
+        let mut w = text.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("fresh"), _) => {
+                say!("launch {launch}: started fresh (no checkpoint to resume from)")
+            }
+            (Some(kind @ ("memory" | "permanent")), Some(e)) => {
+                say!("launch {launch}: resumed from {kind} checkpoint {e}")
+            }
+            _ => say!("launch {launch}: resumed: {text}"),
+        }
+        true
+    }
+
+    /// Runs the launch's command until it exits, firing the faults at a time, and makes sure
+    /// that its processes on this host are gone.
+    fn watch(
+        &self,
+        launch: u32,
+        map: &[String],
+        cmd: &mut Command,
+        timed: &[usize],
+    ) -> Result<Launched, String> {
+        // MPICH reports a rank killed by a signal as an exit code equal to the signal number,
+        // and says so only in its output: read it on the way through.
+        let scan = self.mpi.launcher == LauncherKind::Mpirun && self.mpi.mpi == MpiKind::Mpich;
+        let signal_text = Arc::new(AtomicBool::new(false));
+        if scan {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+        let mut forwarders = Vec::new();
+        if scan {
+            if let Some(o) = child.stdout.take() {
+                forwarders.push(forward(o, std::io::stdout(), signal_text.clone()));
+            }
+            if let Some(e) = child.stderr.take() {
+                forwarders.push(forward(e, std::io::stderr(), signal_text.clone()));
+            }
+        }
+        let t0 = Instant::now();
+        let mut pending: Vec<usize> = timed.to_vec();
+        let mut waiting_said: BTreeSet<usize> = BTreeSet::new();
+        let mut fired = Vec::new();
+        let mut resumed = false;
+        let mut our_kill = false;
+        let mut ended_hung = false;
+        let mut last_check = t0;
+        let mut dead_since: Option<(Instant, String)> = None;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) => {}
+                Err(e) => {
+                    say!("cannot watch the job ({e}); waiting for it");
+                    break child
+                        .wait()
+                        .map_err(|e| format!("cannot wait for the job: {e}"))?;
+                }
+            }
+            if !resumed {
+                resumed = self.report_resumed(launch);
+            }
+            let elapsed = t0.elapsed().as_secs_f64();
+            let mut still = Vec::new();
+            for i in pending {
+                let inj = &self.injects[i];
+                let When::At(at) = inj.when else { continue };
+                if elapsed < at {
+                    still.push(i);
+                    continue;
+                }
+                match self.fire(inj, launch, map, t0.elapsed().as_secs_f64()) {
+                    Ok(true) => {
+                        fired.push(i);
+                        our_kill = true;
+                    }
+                    Ok(false) => {
+                        if waiting_said.insert(i) {
+                            say!(
+                                "inject {}: waiting for its ranks to start (ranks/rank.R files)",
+                                inj.spec
+                            );
+                        }
+                        still.push(i);
+                    }
+                    Err(e) => say!("inject {}: {e}", inj.spec),
+                }
+            }
+            pending = still;
+            if let Some(limit) = self.hang_timeout {
+                if last_check.elapsed() >= Duration::from_secs(1) {
+                    last_check = Instant::now();
+                    if dead_since.is_none() {
+                        dead_since = procs::read_rank_files(&self.run_dir)
+                            .into_iter()
+                            .find(|p| self.is_local(p) && !procs::is_alive(p.pid))
+                            .map(|p| (Instant::now(), format!("rank {} (pid {})", p.rank, p.pid)));
+                    }
+                    if let Some((since, who)) = &dead_since {
+                        if since.elapsed() >= limit {
+                            say!(
+                                "{who} ended at least {} s ago but the job is still running: \
+                                 ending it (--hang-timeout)",
+                                limit.as_secs()
+                            );
+                            end_child(&mut child);
+                            ended_hung = true;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let elapsed = t0.elapsed();
+        for i in pending {
+            say!(
+                "inject {}: did not fire: launch {launch} ended before it",
+                self.injects[i].spec
+            );
+        }
+        self.ensure_gone(launch);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while forwarders.iter().any(|f| !f.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !resumed {
+            self.report_resumed(launch);
+        }
+        Ok(Launched {
+            status,
+            elapsed,
+            cause: if ended_hung {
+                Some("the launcher ended it: a rank had died and the job hung")
+            } else if our_kill {
+                Some("the launcher killed a rank")
+            } else if signal_text.load(Ordering::Relaxed) {
+                Some("MPICH reports a rank killed by a signal")
+            } else {
+                None
+            },
+            fired,
+        })
+    }
+
+    /// Fires a fault at a time: kills its ranks once their rank files are there. `Ok(false)`:
+    /// not yet.
+    fn fire(
+        &self,
+        inj: &Inject,
+        launch: u32,
+        map: &[String],
+        elapsed: f64,
+    ) -> Result<bool, String> {
+        let ranks = inj.ranks_to_kill(map)?;
+        let procs = procs::read_rank_files(&self.run_dir);
+        let targets: Vec<&RankProc> = ranks
+            .iter()
+            .filter_map(|r| procs.iter().find(|p| p.rank == *r))
+            .collect();
+        if targets.len() < ranks.len() {
+            return Ok(false);
+        }
+        // Check every target before the first kill: once one rank dies, MPI ends the others.
+        let owners: Vec<Owner> = targets
+            .iter()
+            .map(|p| {
+                if self.is_local(p) {
+                    procs::owner(p.pid, &self.job_id, launch)
+                } else {
+                    Owner::Ours
+                }
+            })
+            .collect();
+        let at = |p: &RankProc| {
+            format!(
+                "rank {} (pid {} on {})",
+                p.rank,
+                p.pid,
+                if p.node.is_empty() { &p.host } else { &p.node }
+            )
+        };
+        for (p, owner) in targets.into_iter().zip(owners) {
+            match owner {
+                Owner::Gone => say!("inject {}: {} had already ended", inj.spec, at(p)),
+                Owner::Other => say!(
+                    "inject {}: pid {} of rank {} is not a process of launch {launch} of this \
+                     job; not killed",
+                    inj.spec,
+                    p.pid,
+                    p.rank
+                ),
+                Owner::Ours => match self.kill_rank(p) {
+                    Ok(()) => say!(
+                        "inject {}: killed {} with SIGKILL at {elapsed:.1} s",
+                        inj.spec,
+                        at(p)
+                    ),
+                    Err(e) => say!("inject {}: {e}", inj.spec),
+                },
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends SIGKILL to a rank checked to be this launch's: here, or on its node.
+    fn kill_rank(&self, p: &RankProc) -> Result<(), String> {
+        if self.is_local(p) {
+            if procs::signal(p.pid, "KILL") || !procs::is_alive(p.pid) {
+                return Ok(());
+            }
+            return Err(format!("cannot kill pid {} of rank {}", p.pid, p.rank));
+        }
+        let node = if p.node.is_empty() { &p.host } else { &p.node };
+        let r = probe::run_on_nodes(
+            &self.mpi,
+            std::slice::from_ref(node),
+            Path::new("kill"),
+            |_| vec!["-KILL".into(), p.pid.to_string()],
+            self.probe_timeout,
+        );
+        match r.into_iter().next() {
+            Some(Ok((true, _))) => Ok(()),
+            Some(Ok((false, out))) => Err(format!(
+                "kill -KILL {} on {node} failed: {}",
+                p.pid,
+                out.trim()
+            )),
+            Some(Err(e)) => Err(format!("kill -KILL {} on {node}: {e}", p.pid)),
+            None => Err(format!("kill -KILL {} on {node}: not run", p.pid)),
+        }
+    }
+
+    /// After the job's command exited: waits for its processes on this host to end, and kills
+    /// those that do not within 10 s.
+    fn ensure_gone(&self, launch: u32) {
+        let ours = || -> Vec<RankProc> {
+            procs::read_rank_files(&self.run_dir)
+                .into_iter()
+                .filter(|p| {
+                    self.is_local(p) && procs::owner(p.pid, &self.job_id, launch) == Owner::Ours
+                })
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ours().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let left = ours();
+        if left.is_empty() {
+            return;
+        }
+        for p in &left {
+            say!(
+                "rank {} (pid {}) outlived the job's launcher: killing it",
+                p.rank,
+                p.pid
+            );
+            procs::signal(p.pid, "KILL");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ours().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Applies the node effects of the launch's faults, now that its processes are gone: the
+    /// faults at an epoch when the launch failed, the faults at a time that fired.
+    fn apply_effects(&self, launch: u32, map: &[String], fired: &[usize]) {
+        for (i, inj) in self.launch_injects(launch) {
+            if !inj.kind.hits_node() || (matches!(inj.when, When::At(_)) && !fired.contains(&i)) {
+                continue;
+            }
+            let (targets, disk) = match inj.kind {
+                Kind::PowerCut => (self.nodes.live.clone(), false),
+                kind => match inj.node(map) {
+                    Ok(n) => (vec![n], kind == Kind::LoseNode),
+                    Err(e) => {
+                        say!("{e}");
+                        continue;
+                    }
+                },
+            };
+            for node in &targets {
+                match self.wipe(node, disk) {
+                    Ok(n) => say!(
+                        "inject {}: {} of {node}: removed its {} roots ({n} director{})",
+                        inj.spec,
+                        inj.kind.name(),
+                        if disk { "memory and disk" } else { "memory" },
+                        if n == 1 { "y" } else { "ies" }
+                    ),
+                    Err(e) => say!("inject {}: cannot wipe {node}: {e}", inj.spec),
+                }
+                if inj.kind == Kind::LoseNode {
+                    match roots::mark_dead(&self.run_dir, node) {
+                        Ok(()) => say!(
+                            "inject {}: {node} is marked dead in {}",
+                            inj.spec,
+                            self.run_dir.join("dead-nodes").display()
+                        ),
+                        Err(e) => say!("inject {}: {e}", inj.spec),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wipes `node`'s memory roots (and disk roots): here for virtual nodes, on the node
+    /// otherwise. Returns the number of directories removed.
+    fn wipe(&self, node: &str, disk: bool) -> Result<usize, String> {
+        if matches!(self.nodes.kind, NodeKind::Virtual | NodeKind::Local) {
+            let uid = roots::uid()?;
+            let mut n = roots::wipe_node(&roots::memory_base(), uid, node)?.len();
+            if disk {
+                n += roots::wipe_node(&roots::disk_base(), uid, node)?.len();
+            }
+            return Ok(n);
+        }
+        let r = probe::run_on_nodes(
+            &self.mpi,
+            &[node.to_string()],
+            &self.exe,
+            |n| {
+                let mut a = vec!["wipe".to_string(), "--node".into(), n.into()];
+                if disk {
+                    a.push("--disk".into());
+                }
+                a
+            },
+            self.probe_timeout,
+        );
+        match r.into_iter().next() {
+            Some(Ok((true, out))) => Ok(out
+                .lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix("wipe ")?
+                        .split("removed=")
+                        .nth(1)?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0)),
+            Some(Ok((false, out))) => Err(out.trim().to_string()),
+            Some(Err(e)) => Err(e),
+            None => Err("not run".into()),
+        }
+    }
+
+    /// Stops with a report of what failed, what was lost and what remains.
+    fn give_up(&self, h: &History, reason: &str) -> ExitCode {
+        say!("giving up on job {}: {reason}", self.job_id);
+        say!(
+            "report: {} restart{} of {} allowed, in {:.1} s; failures: {}",
+            h.restarts,
+            if h.restarts == 1 { "" } else { "s" },
+            self.max_restarts,
+            h.start.elapsed().as_secs_f64(),
+            h.failures.join("; ")
+        );
+        say!(
+            "report: lost nodes: {}",
+            if self.nodes.lost.is_empty() {
+                "none".to_string()
+            } else {
+                self.nodes.lost.join(", ")
+            }
+        );
+        let mut remain = Vec::new();
+        for r in &h.reports {
+            remain.push(match &r.roots {
+                None => format!("{}: nothing (lost)", r.node),
+                Some(s) => {
+                    let mut parts = Vec::new();
+                    if s.memory {
+                        parts.push("memory root".to_string());
+                    }
+                    if s.disk {
+                        parts.push("disk root".to_string());
+                    }
+                    if s.pfs {
+                        parts.push("PFS".to_string());
+                    }
+                    if s.ckpt_records > 0 {
+                        parts.push(format!(
+                            "{} checkpoint record{}",
+                            s.ckpt_records,
+                            if s.ckpt_records == 1 { "" } else { "s" }
+                        ));
+                    }
+                    if parts.is_empty() {
+                        format!("{}: nothing", r.node)
+                    } else {
+                        format!("{}: {}", r.node, parts.join(", "))
+                    }
+                }
+            });
+        }
+        say!("report: what remains: {}", remain.join("; "));
+        let uid = roots::uid()
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| "UID".into());
+        say!(
+            "report: the roots are under {}/psls-{uid} and {}/psls-{uid} (job {}, checkpoint \
+             set {}); run again with --job-id {} (and the same PSLS_CKPT_NAME) to resume from \
+             what remains",
+            roots::memory_base().display(),
+            roots::disk_base().display(),
+            self.job_id,
+            self.ckpt_name,
+            self.job_id
+        );
+        ExitCode::from(GAVE_UP)
+    }
+}
+
+/// Copies a child's output through, noticing MPICH's report of a rank killed by a signal.
+fn forward<R: Read + Send + 'static, W: Write + Send + 'static>(
+    mut from: R,
+    mut to: W,
+    seen: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut tail: Vec<u8> = Vec::new();
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let _ = to.write_all(&buf[..n]);
+            let _ = to.flush();
+            tail.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&tail);
+            if text.contains("EXIT STRING:") && text.contains("(signal ") {
+                seen.store(true, Ordering::Relaxed);
+            }
+            let keep = tail.len().saturating_sub(256);
+            tail.drain(..keep);
+        }
+    })
+}
+
+/// Ends a hung job: SIGTERM to its launcher, then SIGKILL.
+fn end_child(child: &mut Child) {
+    procs::signal(child.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+}
+
+fn describe_status(s: ExitStatus, cause: Option<&str>) -> String {
+    let mut notes: Vec<String> = Vec::new();
+    let head = match (s.code(), s.signal()) {
+        (_, Some(sig)) => format!("was killed by signal {sig}"),
+        (Some(c), _) => {
+            if c > 128 {
+                notes.push(format!("a rank died of signal {}", c - 128));
+            }
+            format!("ended with exit status {c}")
+        }
+        (None, None) => "ended".into(),
+    };
+    notes.extend(cause.map(str::to_string));
+    if notes.is_empty() {
+        head
+    } else {
+        format!("{head} ({})", notes.join("; "))
+    }
+}
+
+fn short_class(c: &Class) -> String {
+    match c {
+        Class::ProcessCrash => "process crash".into(),
+        Class::Reboot(n) => format!("reboot of {}", n.join(", ")),
+        Class::PowerCut => "power cut".into(),
+        Class::NodeLoss { lost, .. } => format!("loss of {}", lost.join(", ")),
+    }
+}
