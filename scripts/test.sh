@@ -26,6 +26,10 @@ eval "$(scripts/slurm-cluster.sh env)"
 # MPICH runs over PMI-2; Open MPI over PMIx, with TCP on loopback between the emulated nodes.
 (export_mpich && PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm)
 PSLS_MPI=openmpi PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm
+# A node of the allocation lost for real (slurmd killed) and the spare taking over; alone,
+# after the others, since it takes a node down (the test brings it back).
+(export_mpich && PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm_recovery)
+PSLS_MPI=openmpi PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm_recovery
 
 step "benchmarks build and run (smoke: tiny sizes, figures not checked)"
 PSLS_BENCH_SMOKE=1 scripts/bench.sh >/dev/null

@@ -116,6 +116,13 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub probe_timeout: u64,
 
+    /// For `lose-node` injections on real nodes (Slurm, --hostfile): a command run on this host
+    /// with the node's name appended, after its roots are wiped, that takes the node down for
+    /// real; e.g. `scripts/slurm-cluster.sh kill-node` on the emulated Slurm cluster (kills
+    /// its slurmd and tasks; Slurm then marks it down).
+    #[arg(long, value_name = "COMMAND")]
+    pub lose_node_command: Option<String>,
+
     /// When a rank's process has died (on this host) and the job is still running this many
     /// seconds later, end the job as failed rather than wait for it (0: wait forever).
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]

@@ -215,6 +215,7 @@ fn prepare(cli: Cli) -> Result<Option<supervise::Job>, String> {
         max_restarts: cli.max_restarts,
         probe_timeout: Duration::from_secs(cli.probe_timeout),
         hang_timeout: (cli.hang_timeout > 0).then(|| Duration::from_secs(cli.hang_timeout)),
+        lose_node_command: cli.lose_node_command.clone(),
         exe,
         local_host,
     };

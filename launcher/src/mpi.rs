@@ -75,9 +75,12 @@ impl Mpi {
         let mut c = match self.launcher {
             LauncherKind::Srun => {
                 let mut c = Command::new("srun");
+                // A rank that dies ends the step at once (the launcher then recovers), instead
+                // of leaving the others waiting on it.
                 c.arg(format!("--mpi={}", self.srun_mpi()))
                     .arg("-n")
-                    .arg(j.ranks.to_string());
+                    .arg(j.ranks.to_string())
+                    .arg("--kill-on-bad-exit=1");
                 if self.kind == NodeKind::Slurm {
                     // Ranks go exactly where the node map says, in its order, so a spare takes
                     // the lost node's place; a lost node is excluded, and a node failure does
@@ -249,6 +252,7 @@ mod tests {
             "--exclude=a",
             "--no-kill",
             "--distribution=arbitrary",
+            "--kill-on-bad-exit=1",
         ] {
             assert!(a.iter().any(|x| x == want), "{want} in {a:?}");
         }

@@ -49,6 +49,8 @@ pub struct Job {
     pub probe_timeout: Duration,
     /// `None`: wait for a job forever.
     pub hang_timeout: Option<Duration>,
+    /// Run with a lost node's name appended, to take it down for real.
+    pub lose_node_command: Option<String>,
     /// This executable, run on the nodes as `probe` and `wipe`.
     pub exe: PathBuf,
     pub local_host: String,
@@ -661,8 +663,30 @@ impl Job {
                         ),
                         Err(e) => say!("inject {}: {e}", inj.spec),
                     }
+                    if let Some(cmd) = &self.lose_node_command {
+                        self.take_down(&inj.spec, cmd, node);
+                    }
                 }
             }
+        }
+    }
+
+    /// Runs the `--lose-node-command` for `node`.
+    fn take_down(&self, spec: &str, cmd: &str, node: &str) {
+        let mut words = cmd.split_whitespace();
+        let Some(program) = words.next() else {
+            return;
+        };
+        match Command::new(program).args(words).arg(node).output() {
+            Ok(o) if o.status.success() => {
+                say!("inject {spec}: {node} taken down ({cmd} {node})")
+            }
+            Ok(o) => say!(
+                "inject {spec}: `{cmd} {node}` failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => say!("inject {spec}: cannot run `{cmd} {node}`: {e}"),
         }
     }
 
