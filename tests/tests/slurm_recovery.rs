@@ -60,8 +60,7 @@ fn launch(opts: &[&str], m: &Scratch, d: &Scratch) -> (Output, String) {
 
 fn checksum(text: &str) -> String {
     text.lines()
-        .filter(|l| l.starts_with("mgs:") && l.contains("checksum") && l.contains("(ok)"))
-        .last()
+        .rfind(|l| l.starts_with("mgs:") && l.contains("checksum") && l.contains("(ok)"))
         .and_then(|l| l.rsplit(' ').next())
         .unwrap_or_else(|| panic!("no good checksum in\n{text}"))
         .to_string()

@@ -82,8 +82,7 @@ impl Run {
     fn checksum(&self) -> String {
         self.text
             .lines()
-            .filter(|l| l.contains("checksum"))
-            .last()
+            .rfind(|l| l.contains("checksum"))
             .and_then(|l| l.rsplit(' ').next())
             .unwrap_or_else(|| panic!("no checksum in\n{}", self.text))
             .to_string()
