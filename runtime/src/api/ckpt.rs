@@ -128,6 +128,18 @@ impl Psls {
             .collect()
     }
 
+    /// Registers `len` bytes of the application's own memory at `ptr` as private state `name`
+    /// (for the C and Fortran bindings): saved at every checkpoint, and, after a restart,
+    /// overwritten with the saved bytes during this call.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` must stay valid for reads and writes until [`Psls::finalize`], and must
+    /// not be written while a checkpoint runs.
+    pub unsafe fn protect_region(&self, name: &str, ptr: *mut u8, len: usize) -> Result<()> {
+        // SAFETY: forwarded contract.
+        unsafe { self.ckpt.protect_region(name, ptr, len) }
+    }
+
     /// Registers a byte region of this rank's private state under `name`, like
     /// [`Psls::protect`]: after a restart it holds the bytes the checkpoint saved.
     pub fn protect_bytes(&self, name: &str, init: Vec<u8>) -> Result<crate::ckpt::ProtectedBytes> {

@@ -68,6 +68,29 @@ pub fn init() -> Result<Psls> {
 
 /// [`init`] with an explicit configuration.
 pub fn init_with(cfg: Config) -> Result<Psls> {
+    init_inner(cfg, None)
+}
+
+/// [`init`] on the application's communicator `comm` instead of `MPI_COMM_WORLD` (the C and
+/// Fortran bindings' `psls_init`): the job is the ranks of `comm`. MPI must already be
+/// initialized, at `MPI_THREAD_MULTIPLE`; the application finalizes it.
+///
+/// # Safety
+/// `comm` must be a valid communicator of the initialized MPI, the same group on every rank
+/// that calls this (collectively).
+pub unsafe fn init_on(cfg: Config, comm: rma::RawComm) -> Result<Psls> {
+    if !rma::is_initialized() {
+        return Err(Error::Config {
+            key: "communicator".into(),
+            value: "given".into(),
+            source_name: "psls_init".into(),
+            allowed: "a communicator of an initialized MPI: call MPI_Init_thread with MPI_THREAD_MULTIPLE before psls_init".into(),
+        });
+    }
+    init_inner(cfg, Some(comm))
+}
+
+fn init_inner(cfg: Config, on: Option<rma::RawComm>) -> Result<Psls> {
     crate::log::init(&cfg.log, None);
     if !rma::is_initialized()
         && !cfg.allow_singleton
@@ -76,7 +99,11 @@ pub fn init_with(cfg: Config) -> Result<Psls> {
         return Err(Error::NoLauncher);
     }
     let mpi = Mpi::start()?;
-    let comm = mpi.dup_world()?;
+    let comm = match on {
+        // SAFETY: the caller of init_on vouches for the communicator.
+        Some(raw) => unsafe { mpi.dup(raw)? },
+        None => mpi.dup_world()?,
+    };
     let (rank, size) = (comm.rank(), comm.size());
     crate::log::init(&cfg.log, Some(rank));
 

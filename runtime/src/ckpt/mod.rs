@@ -219,6 +219,25 @@ trait Snapshot: Send + Sync {
     fn bytes(&self) -> Vec<u8>;
 }
 
+/// Private state in the application's own memory (see [`Checkpointer::protect_region`]).
+struct Region {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the region is plain bytes that `protect_region`'s caller keeps valid; the runtime
+// only reads it during a checkpoint, which the application is inside of.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Snapshot for Region {
+    fn bytes(&self) -> Vec<u8> {
+        // SAFETY: see protect_region's contract.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }.to_vec()
+    }
+}
+
 impl<T: Pod> Snapshot for Mutex<T> {
     fn bytes(&self) -> Vec<u8> {
         let v = *self.lock().unwrap_or_else(|p| p.into_inner());
@@ -746,6 +765,29 @@ impl Checkpointer {
                 .unwrap_or_else(|p| p.into_inner())
                 .push((name, cell));
         })
+    }
+
+    /// Registers `len` bytes of the application's own memory at `ptr` as private state `name`
+    /// (the C and Fortran bindings' `psls_protect`): read at every checkpoint, and overwritten
+    /// with the saved bytes now after a restart. A saved state of another length is an error.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` must stay valid for reads and writes until finalize, and must not be
+    /// written by another thread while a checkpoint runs.
+    pub unsafe fn protect_region(&self, name: &str, ptr: *mut u8, len: usize) -> Result<()> {
+        let push = self.register(name, |saved| {
+            if saved.len() != len {
+                return Err(Error::Checkpoint(format!(
+                    "private state {name:?} was saved with {} bytes, and this run registers {len}: register it with the same size as the run that checkpointed",
+                    saved.len()
+                )));
+            }
+            // SAFETY: the caller vouches for ptr..ptr + len; saved has len bytes.
+            unsafe { std::ptr::copy_nonoverlapping(saved.as_ptr(), ptr, len) };
+            Ok(())
+        })?;
+        push(Arc::new(Region { ptr, len }));
+        Ok(())
     }
 
     /// Saves the private state for checkpoint `epoch` (phase 1; collective): on this node, and

@@ -13,6 +13,10 @@ mod comm;
 mod window;
 
 pub use comm::{Comm, ReduceOp, MSG_WORDS};
+
+/// The MPI library's communicator handle (`MPI_Comm` of `mpi.h`), as the C and Fortran
+/// bindings pass it to [`crate::init_on`].
+pub type RawComm = ffi::MPI_Comm;
 pub use window::{AtomicOp, Batch, Epoch, LockedWindow, Window};
 
 use crate::error::{Error, Result};
@@ -241,6 +245,14 @@ impl Mpi {
     /// A duplicate of `MPI_COMM_WORLD` for the runtime's own traffic.
     pub fn dup_world(&self) -> Result<Comm> {
         Comm::dup_raw(handle!(psls_mpi_comm_world))
+    }
+
+    /// A duplicate of the application's communicator `parent` for the runtime's own traffic.
+    ///
+    /// # Safety
+    /// `parent` must be a valid communicator of this (initialized) MPI.
+    pub unsafe fn dup(&self, parent: RawComm) -> Result<Comm> {
+        Comm::dup_raw(parent)
     }
 
     /// Whether this value called `MPI_Init_thread` (and so will call `MPI_Finalize`).
