@@ -11,13 +11,14 @@ $CARGO fmt --all -- --check
 $CARGO clippy --workspace --all-targets --quiet -- -D warnings
 
 step "Open MPI: unit and multi-rank tests (mpirun)"
-# The multi-rank tests run the workspace's binaries (examples, psls-launch): build them all.
-$CARGO build --workspace --bins
+# The multi-rank tests run the workspace's binaries (examples, psls-launch) and link the C
+# library (bindings/c): build them all, libraries included.
+$CARGO build --workspace
 PSLS_MPI=openmpi $CARGO test --workspace
 
 step "MPICH: multi-rank tests (mpirun.mpich)"
 export_mpich() { export MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich PSLS_MPI=mpich; }
-(export_mpich && $CARGO build --workspace --bins && $CARGO test -p psls-tests)
+(export_mpich && $CARGO build --workspace && $CARGO test -p psls-tests)
 
 step "Slurm: multi-rank tests under srun on an emulated cluster"
 scripts/slurm-cluster.sh start 4
