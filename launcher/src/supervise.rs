@@ -105,6 +105,7 @@ impl Job {
                 self.node_map_path(launch).display().to_string(),
             ),
             ("PSLS_RESTART".into(), launch.to_string()),
+            ("PSLS_SPARES".into(), self.nodes.spares.join(",")),
         ];
         if self.set_ckpt_name {
             env.push(("PSLS_CKPT_NAME".into(), self.ckpt_name.clone()));

@@ -373,7 +373,13 @@ pub const KEYS: &[Key] = &[
 ];
 
 /// Environment variables that are not configuration keys but that PSLS itself reads or sets.
-const OTHER_ENV: &[&str] = &["PSLS_CONFIG", "PSLS_LAUNCHED", "PSLS_RUN_DIR"];
+const OTHER_ENV: &[&str] = &[
+    "PSLS_CONFIG",
+    "PSLS_LAUNCHED",
+    "PSLS_RUN_DIR",
+    "PSLS_RESTART",
+    "PSLS_SPARES",
+];
 
 fn set_dir(slot: &mut PathBuf, v: &str) -> std::result::Result<(), ()> {
     let p = PathBuf::from(v);

@@ -625,3 +625,31 @@ fn reboot_then_power_cut_then_a_lost_node_without_spare() {
     }
     assert!(!run_dir.join("nodemap.3").exists(), "relaunched: {text}");
 }
+
+/// The spares are part of the job's view: the runtime knows them (`PSLS_SPARES`).
+#[test]
+fn the_view_names_the_spares() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let hello = sibling_binary("hello").display().to_string();
+    let run_dir = d.0.join("run").display().to_string();
+    let (out, text) = launch(
+        &[
+            "-n",
+            "4",
+            "--virtual-nodes",
+            "4",
+            "--spares",
+            "2",
+            "--job-id",
+            "t-spares",
+            "--run-dir",
+            &run_dir,
+            "--",
+            &hello,
+        ],
+        &m,
+        &d,
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("spares: vnode4, vnode5"), "{text}");
+}

@@ -40,6 +40,8 @@ pub struct Psls {
     node_map: NodeMap,
     node_source: NodeSource,
     ring: BuddyRing,
+    /// Spare nodes waiting to replace a lost node (`PSLS_SPARES`, from the launcher).
+    spares: Vec<String>,
     memory_root: PathBuf,
     disk_root: PathBuf,
     resources: Vec<NodeResources>,
@@ -183,6 +185,17 @@ fn init_inner(cfg: Config, on: Option<rma::RawComm>) -> Result<Psls> {
         cluster::bind_rank(cfg.bind, node_map.local_index(rank)),
     )?;
     let ring = BuddyRing::new((0..node_map.num_nodes()).collect());
+    // The view: the live nodes (the node map) and the spares the launcher keeps; rank 0's list
+    // is everyone's.
+    let spares = String::from_utf8_lossy(&comm.bcast_bytes(
+        0,
+        std::env::var("PSLS_SPARES").unwrap_or_default().as_bytes(),
+    )?)
+    .split(',')
+    .map(str::trim)
+    .filter(|s| !s.is_empty())
+    .map(str::to_string)
+    .collect::<Vec<_>>();
     // The PFS volume outlives jobs: its roots are keyed by "pfs" instead of the job id.
     let pfs_root = agree(
         &comm,
@@ -261,6 +274,7 @@ fn init_inner(cfg: Config, on: Option<rma::RawComm>) -> Result<Psls> {
         job_id,
         node_source,
         ring,
+        spares,
         memory_root,
         disk_root,
         resources,
@@ -590,7 +604,16 @@ impl Psls {
             ring.join(" -> "),
             ring.first().copied().unwrap_or("")
         );
+        if !self.spares.is_empty() {
+            let _ = write!(s, "\n  spares: {}", self.spares.join(", "));
+        }
         s
+    }
+
+    /// The spare nodes of the view: waiting to take a lost node's place at a restart (the
+    /// launcher's `--spares`, passed as `PSLS_SPARES`).
+    pub fn spares(&self) -> &[String] {
+        &self.spares
     }
 
     /// Stops the runtime (collective): a final barrier, then everything `init` started is
