@@ -66,6 +66,12 @@ impl<'p> PfsFile<'p> {
         self.size
     }
 
+    /// The bytes of global address space reserved for the file when it was mapped: it grows in
+    /// place up to this size.
+    pub fn reserved(&self) -> usize {
+        self.reserved
+    }
+
     /// The address of byte 0 in the global address space.
     pub fn as_ptr(&self) -> *mut u8 {
         self.addr as *mut u8

@@ -70,6 +70,28 @@ impl<'p> GlobalMutex<'p> {
         }
     }
 
+    /// Releases the mutex if this rank holds it, without a guard: for the C and Fortran
+    /// bindings, whose lock and unlock are separate calls (their lock forgets the guard). An
+    /// error, and no change, if this rank does not hold it.
+    pub fn unlock_held(&self) -> Result<()> {
+        let locks = &self.psls.locks;
+        let (home, off) = locks.place(self.id);
+        let me = self.psls.rank as u64 + 1;
+        let old = locks.win.epoch().compare_and_swap(home, off, me, 0)?;
+        if old != me {
+            return Err(Error::Protocol(format!(
+                "global mutex {} is not held by rank {} ({}): lock it before unlocking it",
+                self.id,
+                self.psls.rank,
+                match old {
+                    0 => "nobody holds it".to_string(),
+                    r => format!("rank {} holds it", r - 1),
+                }
+            )));
+        }
+        Ok(())
+    }
+
     fn unlock(&self) -> Result<()> {
         let locks = &self.psls.locks;
         let (home, off) = locks.place(self.id);

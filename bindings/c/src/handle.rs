@@ -1,0 +1,478 @@
+//! The runtime handle `psls_t`: init, finalize, the rank, node and view queries, and the
+//! checks every function makes on its pointer arguments.
+
+use crate::boundary::boundary;
+use crate::error::{Failure, PSLS_ERR_MPI, PSLS_ERR_NOT_INIT, PSLS_ERR_NULL};
+use mpi::ffi::{MPI_Comm, RSMPI_Fint};
+use runtime::rma::Comm;
+use runtime::{GlobalArray, GlobalMutex, Psls};
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, CStr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// This rank's PSLS runtime (opaque).
+///
+/// Created by psls_init (or psls_init_f), which gives it to the caller; released by
+/// psls_finalize. Every function takes it by pointer and never takes ownership, except
+/// psls_finalize.
+#[allow(non_camel_case_types)]
+pub struct psls_t {
+    // The fields that borrow `psls` come first, so they are dropped before it; each is also
+    // emptied explicitly by `finish` before the runtime is finalized.
+    /// The global mutexes created, by id.
+    pub(crate) mutexes: Mutex<Vec<Arc<GlobalMutex<'static>>>>,
+    /// The live global arrays, by address.
+    pub(crate) arrays: Mutex<HashMap<usize, GlobalArray<'static, u8>>>,
+    /// A duplicate of the runtime's communicator, for this binding's own agreements.
+    pub(crate) comm: Comm,
+    /// The runtime, boxed: it stays at one address until `psls_finalize`, so the borrows
+    /// above (and the mapped files of `crate::files`) may claim a `'static` lifetime.
+    psls: Box<Psls>,
+}
+
+impl psls_t {
+    /// The runtime.
+    pub(crate) fn rt(&self) -> &Psls {
+        &self.psls
+    }
+
+    /// The runtime, for a borrower that is stored in this handle (or in a file handle
+    /// registered with it).
+    ///
+    /// # Safety
+    /// What borrows the result must be dropped before `psls_finalize` finalizes the runtime:
+    /// stored in this handle's fields or in a registered `psls_file_t`, never elsewhere.
+    pub(crate) unsafe fn rt_static(&self) -> &'static Psls {
+        let p: *const Psls = &*self.psls;
+        // SAFETY: the Psls lives in a Box that neither moves nor drops until psls_finalize,
+        // which first drops every borrower (the caller's contract).
+        unsafe { &*p }
+    }
+}
+
+/// The addresses of the live handles: a pointer is dereferenced only when it is one of them.
+static LIVE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Locks `m`, ignoring poisoning: every critical section here leaves its data consistent.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The live handle `h`.
+///
+/// # Safety
+/// The returned reference must not be used after a `psls_finalize` of `h` has started (the C
+/// contract: psls_finalize is the last call on a handle, and no other call runs during it).
+pub(crate) unsafe fn live<'a>(func: &str, h: *const psls_t) -> Result<&'a psls_t, Failure> {
+    if h.is_null() {
+        return Err(Failure::new(
+            PSLS_ERR_NULL,
+            format!("{func}: the psls_t handle is NULL (psls_init gives one; psls_finalize sets it to NULL)"),
+        ));
+    }
+    if !lock(&LIVE).contains(&(h as usize)) {
+        return Err(Failure::new(
+            PSLS_ERR_NOT_INIT,
+            format!("{func}: {h:p} is not a live psls_t handle: it was not returned by psls_init, or psls_finalize released it"),
+        ));
+    }
+    // SAFETY: a registered address is a Box that psls_init leaked and that only psls_finalize
+    // frees, after unregistering it; the caller keeps psls_finalize away meanwhile.
+    Ok(unsafe { &*h })
+}
+
+/// Writes `v` to the out-pointer `out` (named `what` in messages).
+///
+/// # Safety
+/// Unless NULL, `out` must be valid for a write of a `T`.
+pub(crate) unsafe fn put<T>(func: &str, what: &str, out: *mut T, v: T) -> Result<(), Failure> {
+    if out.is_null() {
+        return Err(Failure::null(func, what));
+    }
+    // SAFETY: not NULL, and valid for writes (the caller's contract).
+    unsafe { out.write(v) };
+    Ok(())
+}
+
+/// The NUL-terminated UTF-8 string `p` (a name).
+///
+/// # Safety
+/// Unless NULL, `p` must point at a NUL-terminated string that stays valid during the call.
+pub(crate) unsafe fn name_arg<'a>(
+    func: &str,
+    what: &str,
+    p: *const c_char,
+) -> Result<&'a str, Failure> {
+    if p.is_null() {
+        return Err(Failure::null(func, what));
+    }
+    // SAFETY: not NULL, and NUL-terminated (the caller's contract).
+    let s = unsafe { CStr::from_ptr(p) };
+    let s = s
+        .to_str()
+        .map_err(|e| Failure::arg(func, format!("{what} is not UTF-8 ({e})")))?;
+    if s.is_empty() {
+        return Err(Failure::arg(func, format!("{what} is empty")));
+    }
+    Ok(s)
+}
+
+/// `v` as a C int.
+pub(crate) fn int(func: &str, what: &str, v: usize) -> Result<c_int, Failure> {
+    c_int::try_from(v).map_err(|_| Failure::arg(func, format!("{what} {v} does not fit in an int")))
+}
+
+/// Starts the runtime on `comm` and registers the new handle in `*out`.
+///
+/// # Safety
+/// As psls_init.
+unsafe fn start(func: &str, comm: MPI_Comm, out: *mut *mut psls_t) -> Result<(), Failure> {
+    // SAFETY: psls_init's contract: out is NULL or writable. NULL until success.
+    unsafe { put(func, "out", out, std::ptr::null_mut())? };
+    if !runtime::rma::is_initialized() || runtime::rma::is_finalized() {
+        return Err(Failure::new(
+            PSLS_ERR_MPI,
+            format!("{func}: MPI is not initialized (or already finalized): call MPI_Init_thread with MPI_THREAD_MULTIPLE before psls_init, and MPI_Finalize only after psls_finalize"),
+        ));
+    }
+    // SAFETY: reading an MPI constant exported by the MPI shim.
+    if comm == unsafe { mpi::ffi::RSMPI_COMM_NULL } {
+        return Err(Failure::arg(func, "comm is MPI_COMM_NULL"));
+    }
+    let cfg = runtime::Config::from_env().map_err(|e| Failure::runtime(func, e))?;
+    // Keeps the Open MPI constructor (and its object file) in a static link.
+    std::hint::black_box(&crate::openmpi::CHOOSE_OSC);
+    // SAFETY: psls_init's contract: comm is a valid communicator, the same on every rank.
+    let psls = unsafe { runtime::init_on(cfg, comm) }.map_err(|e| {
+        if let runtime::Error::AlreadyInitialized = e {
+            let mut f = Failure::runtime(func, e);
+            f.message = format!("{func}: PSLS is already running in this process: one psls_t at a time; call psls_finalize before psls_init again");
+            return f;
+        }
+        let mut f = Failure::runtime(func, e);
+        if let Some(h) = crate::openmpi::hint(&f.message) {
+            f.message.push_str(&h);
+        }
+        f
+    })?;
+    let comm = psls.dup_comm().map_err(|e| Failure::runtime(func, e))?;
+    let h = Box::into_raw(Box::new(psls_t {
+        mutexes: Mutex::new(Vec::new()),
+        arrays: Mutex::new(HashMap::new()),
+        comm,
+        psls: Box::new(psls),
+    }));
+    lock(&LIVE).push(h as usize);
+    // SAFETY: checked above: out is not NULL and writable.
+    unsafe { *out = h };
+    Ok(())
+}
+
+/// Starts PSLS on the ranks of `comm` (collective over `comm`).
+///
+/// MPI must have been initialized by the application with MPI_THREAD_MULTIPLE
+/// (MPI_Init_thread); the application also finalizes MPI, after psls_finalize. The settings
+/// come from the PSLS_* environment variables (docs/configuration.md).
+///
+/// Ownership: on success `*out` receives a new handle that the caller owns and releases with
+/// psls_finalize; on failure `*out` is set to NULL (when `out` is not NULL). `comm` is
+/// duplicated: the caller keeps it.
+///
+/// Returns PSLS_ERR_NULL (out is NULL), PSLS_ERR_ARG (comm is MPI_COMM_NULL), PSLS_ERR_MPI (MPI
+/// not initialized, or not at MPI_THREAD_MULTIPLE), PSLS_ERR_CONFIG, or another code from the
+/// runtime.
+///
+/// # Safety
+/// `comm` must be a valid communicator, passed by every rank of it. `out` must be NULL or
+/// valid for writing a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn psls_init(comm: MPI_Comm, out: *mut *mut psls_t) -> c_int {
+    // SAFETY: forwarded contract.
+    boundary("psls_init", || unsafe { start("psls_init", comm, out) })
+}
+
+/// psls_init for Fortran: `comm` is a Fortran communicator handle (an MPI_Fint, such as
+/// MPI_COMM_WORLD in Fortran), turned into a C one with MPI_Comm_f2c.
+///
+/// Ownership and errors as psls_init.
+///
+/// # Safety
+/// As psls_init.
+#[no_mangle]
+pub unsafe extern "C" fn psls_init_f(comm: RSMPI_Fint, out: *mut *mut psls_t) -> c_int {
+    boundary("psls_init_f", || {
+        if !runtime::rma::is_initialized() || runtime::rma::is_finalized() {
+            // Let start() say it; MPI_Comm_f2c needs an initialized MPI.
+            // SAFETY: forwarded contract; the communicator is not used before the check.
+            return unsafe { start("psls_init_f", mpi::ffi::RSMPI_COMM_NULL, out) };
+        }
+        // SAFETY: MPI is initialized; MPI_Comm_f2c accepts any integer and returns
+        // MPI_COMM_NULL (or an invalid handle that MPI_Comm_dup reports) for a bad one.
+        let c = unsafe { mpi::ffi::RSMPI_Comm_f2c(comm) };
+        // SAFETY: forwarded contract.
+        unsafe { start("psls_init_f", c, out) }
+    })
+}
+
+/// Stops PSLS (collective): closes the files the application left open (as psls_file_close
+/// does), releases the global mutexes and arrays, then the runtime. It does not call
+/// MPI_Finalize.
+///
+/// Ownership: takes back the handle `*h` and sets `*h` to NULL, even when it fails; every
+/// pointer into global memory and every psls_file_t of this handle is invalid afterwards.
+///
+/// Returns PSLS_ERR_NULL (h or *h is NULL), PSLS_ERR_NOT_INIT (*h is not a live handle), or
+/// the first error of the steps above (each step runs anyway).
+///
+/// # Safety
+/// `h` must be NULL or valid for reading and writing a pointer. No other call on `*h` may run
+/// during or after this one.
+#[no_mangle]
+pub unsafe extern "C" fn psls_finalize(h: *mut *mut psls_t) -> c_int {
+    const F: &str = "psls_finalize";
+    boundary(F, || {
+        if h.is_null() {
+            return Err(Failure::null(F, "h (the address of the handle)"));
+        }
+        // SAFETY: not NULL, and readable (the contract).
+        let p = unsafe { *h };
+        if p.is_null() {
+            return Err(Failure::null(F, "*h (the handle)"));
+        }
+        {
+            let mut live = lock(&LIVE);
+            let Some(i) = live.iter().position(|&a| a == p as usize) else {
+                return Err(Failure::new(
+                    PSLS_ERR_NOT_INIT,
+                    format!("{F}: {p:p} is not a live psls_t handle (already finalized?)"),
+                ));
+            };
+            live.swap_remove(i);
+        }
+        // SAFETY: writable (the contract).
+        unsafe { *h = std::ptr::null_mut() };
+        // SAFETY: p was a registered handle, a Box leaked by psls_init; it is unregistered now,
+        // so no other call can reach it, and this is its only owner.
+        let handle = unsafe { Box::from_raw(p) };
+        finish(handle)
+    })
+}
+
+/// Releases everything the handle holds, borrowers first, then finalizes the runtime.
+fn finish(handle: Box<psls_t>) -> Result<(), Failure> {
+    const F: &str = "psls_finalize";
+    let mut first: Option<Failure> = None;
+    for r in crate::files::close_all_of(&handle) {
+        if let Err(e) = r {
+            first.get_or_insert(e);
+        }
+    }
+    let psls_t {
+        mutexes,
+        arrays,
+        comm,
+        psls,
+    } = *handle;
+    drop(mutexes);
+    drop(arrays);
+    drop(comm);
+    if let Err(e) = (*psls).finalize() {
+        first.get_or_insert(Failure::runtime(F, e));
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// This rank's number in the job (0 .. size-1) into `*rank`.
+///
+/// Returns PSLS_ERR_NULL or PSLS_ERR_NOT_INIT for a bad handle, PSLS_ERR_NULL for a NULL
+/// `rank`. The same holds for every query below.
+///
+/// # Safety
+/// `h` must be NULL or a pointer psls_init returned; `rank` NULL or writable. The same holds
+/// for the handle and the out-pointers of every function below.
+#[no_mangle]
+pub unsafe extern "C" fn psls_rank(h: *const psls_t, rank: *mut c_int) -> c_int {
+    const F: &str = "psls_rank";
+    boundary(F, || {
+        // SAFETY: the contract.
+        let h = unsafe { live(F, h)? };
+        let v = int(F, "rank", h.rt().rank())?;
+        // SAFETY: the contract.
+        unsafe { put(F, "rank", rank, v) }
+    })
+}
+
+/// The number of ranks of the job into `*size`.
+///
+/// # Safety
+/// See psls_rank.
+#[no_mangle]
+pub unsafe extern "C" fn psls_size(h: *const psls_t, size: *mut c_int) -> c_int {
+    const F: &str = "psls_size";
+    boundary(F, || {
+        // SAFETY: the contract.
+        let h = unsafe { live(F, h)? };
+        let v = int(F, "size", h.rt().size())?;
+        // SAFETY: the contract.
+        unsafe { put(F, "size", size, v) }
+    })
+}
+
+/// The index of the node this rank runs on (0 .. psls_num_nodes-1) into `*node`.
+///
+/// # Safety
+/// See psls_rank.
+#[no_mangle]
+pub unsafe extern "C" fn psls_node(h: *const psls_t, node: *mut c_int) -> c_int {
+    const F: &str = "psls_node";
+    boundary(F, || {
+        // SAFETY: the contract.
+        let h = unsafe { live(F, h)? };
+        let v = int(F, "node", h.rt().node())?;
+        // SAFETY: the contract.
+        unsafe { put(F, "node", node, v) }
+    })
+}
+
+/// The number of nodes of the job's view into `*n`.
+///
+/// # Safety
+/// See psls_rank.
+#[no_mangle]
+pub unsafe extern "C" fn psls_num_nodes(h: *const psls_t, n: *mut c_int) -> c_int {
+    const F: &str = "psls_num_nodes";
+    boundary(F, || {
+        // SAFETY: the contract.
+        let h = unsafe { live(F, h)? };
+        let v = int(F, "the number of nodes", h.rt().node_map().num_nodes())?;
+        // SAFETY: the contract.
+        unsafe { put(F, "n", n, v) }
+    })
+}
+
+/// Copies the name of node `node` into `buf` (`len` bytes, NUL included). The caller owns
+/// `buf`.
+///
+/// Returns PSLS_ERR_ARG if `node` is out of range or the name and its NUL do not fit in `len`
+/// bytes (then `buf` is left unchanged).
+///
+/// # Safety
+/// `buf` must be NULL or valid for writing `len` bytes; see also psls_rank.
+#[no_mangle]
+pub unsafe extern "C" fn psls_node_name(
+    h: *const psls_t,
+    node: c_int,
+    buf: *mut c_char,
+    len: usize,
+) -> c_int {
+    const F: &str = "psls_node_name";
+    boundary(F, || {
+        // SAFETY: the contract.
+        let h = unsafe { live(F, h)? };
+        if buf.is_null() {
+            return Err(Failure::null(F, "buf"));
+        }
+        let map = h.rt().node_map();
+        let n = node_index(F, node, map.num_nodes())?;
+        let name = map.name(n).as_bytes();
+        if name.len() >= len {
+            return Err(Failure::arg(
+                F,
+                format!(
+                    "the buffer of {len} bytes is too small for the name of node {node} ({:?}), which needs {}",
+                    String::from_utf8_lossy(name),
+                    name.len() + 1
+                ),
+            ));
+        }
+        // SAFETY: buf is not NULL and has len > name.len() writable bytes (the contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(name.as_ptr(), buf.cast::<u8>(), name.len());
+            *buf.add(name.len()) = 0;
+        }
+        Ok(())
+    })
+}
+
+/// `node` as an index among `num` nodes.
+fn node_index(func: &str, node: c_int, num: usize) -> Result<usize, Failure> {
+    usize::try_from(node)
+        .ok()
+        .filter(|&n| n < num)
+        .ok_or_else(|| {
+            Failure::arg(
+                func,
+                format!(
+                    "node {node} does not exist: the job has {num} nodes (0..{})",
+                    num.saturating_sub(1)
+                ),
+            )
+        })
+}
+
+/// The node that keeps the memory-checkpoint copies of node `node` (its buddy in the ring of
+/// live nodes) into `*buddy`. In a one-node job a node is its own buddy.
+///
+/// Returns PSLS_ERR_ARG if `node` is out of range.
+///
+/// # Safety
+/// See psls_rank.
+#[no_mangle]
+pub unsafe extern "C" fn psls_buddy(h: *const psls_t, node: c_int, buddy: *mut c_int) -> c_int {
+    const F: &str = "psls_buddy";
+    boundary(F, || {
+        // SAFETY: the contract.
+        let h = unsafe { live(F, h)? };
+        let n = node_index(F, node, h.rt().node_map().num_nodes())?;
+        let b = h
+            .rt()
+            .buddy_ring()
+            .buddy(n)
+            .ok_or_else(|| Failure::arg(F, format!("node {node} is not in the buddy ring")))?;
+        let v = int(F, "buddy", b)?;
+        // SAFETY: the contract.
+        unsafe { put(F, "buddy", buddy, v) }
+    })
+}
+
+/// This rank's block `[*begin, *end)` of `n` items distributed in blocks over the ranks: the
+/// first `n mod size` ranks get one item more. (The same as the Rust `Psls::local_range`.)
+///
+/// # Safety
+/// See psls_rank.
+#[no_mangle]
+pub unsafe extern "C" fn psls_local_range(
+    h: *const psls_t,
+    n: u64,
+    begin: *mut u64,
+    end: *mut u64,
+) -> c_int {
+    const F: &str = "psls_local_range";
+    boundary(F, || {
+        // SAFETY: the contract.
+        let h = unsafe { live(F, h)? };
+        if begin.is_null() || end.is_null() {
+            return Err(Failure::null(
+                F,
+                if begin.is_null() { "begin" } else { "end" },
+            ));
+        }
+        let n = usize::try_from(n).map_err(|_| Failure::arg(F, format!("n = {n} is too large")))?;
+        let r = h.rt().local_range(n);
+        // SAFETY: the contract; both checked not NULL.
+        unsafe {
+            put(F, "begin", begin, r.start as u64)?;
+            put(F, "end", end, r.end as u64)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    /// Any thread of the application may use a handle (the header says so).
+    #[test]
+    fn a_handle_may_be_shared_between_threads() {
+        fn sync<T: Sync>() {}
+        sync::<super::psls_t>();
+    }
+}
