@@ -231,7 +231,7 @@ impl Psls {
     pub fn flush(&self) -> Result<u64> {
         if self.svm.recovery().is_some() && !self.svm.mappings().is_empty() {
             return Err(crate::Error::Checkpoint(
-                "this job takes checkpoints, so mapped files are published by the permanent checkpoint, not by flush or close: a flush between checkpoints would put the files ahead of the memory checkpoint (the permanent checkpoint is not built yet)".into(),
+                "this job takes checkpoints, so mapped files are published by the permanent checkpoint, not by flush or close: a flush between checkpoints would put the files ahead of the memory checkpoint; call checkpoint_now(Permanent) to publish them".into(),
             ));
         }
         let mut catalog = self.volume.state().catalog;
