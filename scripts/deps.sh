@@ -9,7 +9,7 @@ PKGS=(
   libclang-dev clang            # bindgen, for rsmpi
   gfortran                      # Fortran bindings
   libhwloc-dev libudev-dev      # hwloc (libhwloc links libudev)
-  pkg-config
+  pkg-config make g++           # the C API tests: make install, the header compiled as C++
   slurm-wlm munge               # the emulated Slurm cluster of the tests
   procps                        # ps, pkill for the cluster script
 )
