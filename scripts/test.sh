@@ -31,6 +31,10 @@ PSLS_MPI=openmpi PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm
 # after the others, since it takes a node down (the test brings it back).
 (export_mpich && PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm_recovery)
 PSLS_MPI=openmpi PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm_recovery
+# The batch template (slurm/psls-job.sbatch) submitted with sbatch, a node killed mid-job; alone,
+# since it takes a node down (the test brings it back).
+(export_mpich && PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm_batch)
+PSLS_MPI=openmpi PSLS_TEST_SLURM=1 $CARGO test -p psls-tests --test slurm_batch
 
 step "benchmarks build and run (smoke: tiny sizes, figures not checked)"
 PSLS_BENCH_SMOKE=1 scripts/bench.sh >/dev/null

@@ -83,12 +83,13 @@ impl Mpi {
                     .arg("--kill-on-bad-exit=1");
                 if self.kind == NodeKind::Slurm {
                     // Ranks go exactly where the node map says, in its order, so a spare takes
-                    // the lost node's place; a lost node is excluded, and a node failure does
-                    // not end the allocation.
+                    // the lost node's place (an arbitrary distribution names one node per
+                    // task), and a lost node is excluded. The step is NOT --no-kill: when one of
+                    // its nodes fails, Slurm ends the step and the launcher recovers (the
+                    // allocation keeps --no-kill, so the spares stay).
                     c.arg(format!("--nodes={}", j.nodes.live.len()))
-                        .arg(format!("--nodelist={}", j.nodes.live.join(",")))
+                        .arg(format!("--nodelist={}", j.map.join(",")))
                         .arg("--distribution=arbitrary")
-                        .arg("--no-kill")
                         .env("SLURM_HOSTFILE", j.slurm_hostfile);
                     if !j.nodes.lost.is_empty() {
                         c.arg(format!("--exclude={}", j.nodes.lost.join(",")));
@@ -248,14 +249,17 @@ mod tests {
         });
         let a = args(&c);
         for want in [
-            "--nodelist=c,b",
             "--exclude=a",
-            "--no-kill",
             "--distribution=arbitrary",
             "--kill-on-bad-exit=1",
         ] {
             assert!(a.iter().any(|x| x == want), "{want} in {a:?}");
         }
+        assert!(
+            a.iter().any(|x| x.starts_with("--nodelist=c")),
+            "one node per rank: {a:?}"
+        );
+        assert!(!a.iter().any(|x| x == "--no-kill"), "the step is not --no-kill: {a:?}");
         let on = args(&m.on_node("b", Path::new("/bin/psls-launch"), &["probe".into()]));
         assert!(on.iter().any(|x| x == "--nodelist=b"), "{on:?}");
     }
