@@ -259,7 +259,10 @@ mod tests {
             a.iter().any(|x| x.starts_with("--nodelist=c")),
             "one node per rank: {a:?}"
         );
-        assert!(!a.iter().any(|x| x == "--no-kill"), "the step is not --no-kill: {a:?}");
+        assert!(
+            !a.iter().any(|x| x == "--no-kill"),
+            "the step is not --no-kill: {a:?}"
+        );
         let on = args(&m.on_node("b", Path::new("/bin/psls-launch"), &["probe".into()]));
         assert!(on.iter().any(|x| x == "--nodelist=b"), "{on:?}");
     }
