@@ -79,13 +79,15 @@ struct Roots {
 
 impl Roots {
     fn new(tag: &str) -> Result<Roots, String> {
-        let base = |var: &str, default: &str| {
+        // Distinct names: the two bases may be one directory (the smoke run's), and wiping a
+        // node's memory must not wipe its disk.
+        let base = |var: &str, default: &str, kind: &str| {
             PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.into()))
-                .join(format!("recovery-bench-{tag}-{}", std::process::id()))
+                .join(format!("recovery-bench-{tag}-{kind}-{}", std::process::id()))
         };
         let r = Roots {
-            mem: base("PSLS_MEMORY_BASE", "/dev/shm"),
-            disk: base("PSLS_DISK_BASE", "/var/tmp"),
+            mem: base("PSLS_MEMORY_BASE", "/dev/shm", "mem"),
+            disk: base("PSLS_DISK_BASE", "/var/tmp", "disk"),
         };
         for d in [&r.mem, &r.disk] {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
