@@ -82,8 +82,10 @@ impl Roots {
         // Distinct names: the two bases may be one directory (the smoke run's), and wiping a
         // node's memory must not wipe its disk.
         let base = |var: &str, default: &str, kind: &str| {
-            PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.into()))
-                .join(format!("recovery-bench-{tag}-{kind}-{}", std::process::id()))
+            PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.into())).join(format!(
+                "recovery-bench-{tag}-{kind}-{}",
+                std::process::id()
+            ))
         };
         let r = Roots {
             mem: base("PSLS_MEMORY_BASE", "/dev/shm", "mem"),
