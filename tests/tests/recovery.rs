@@ -280,3 +280,31 @@ fn a_power_cut_restart_prefetches_the_working_set_the_cleaning_kept() {
         }
     }
 }
+
+/// Two neighbouring nodes lose their memory and their disks at once: some pages of the
+/// permanent checkpoint had both copies there. The job still starts (the re-mirroring counts
+/// the lost pages instead of failing), and the first read of a lost page fails with an error
+/// that names the file and says what to run — never a hang or zeros.
+#[test]
+fn pages_lost_on_two_disks_give_a_clear_error() {
+    let c = Cluster::new();
+    let every = [("PSLS_CKPT_PERMANENT_EVERY", "3")];
+    c.crash(&NODES, "ckpt-begin:epoch=5:rank=1", &every);
+    c.lose("vnode1");
+    c.lose("vnode2");
+    let spares = ["vnode0", "vnode4", "vnode5", "vnode3"];
+    let out = c.mgs(&spares, None, &every);
+    assert!(!out.success(), "{}", out.stdout);
+    for needle in [
+        "restarting from permanent checkpoint 3",
+        "written pages have no copy left on this job's nodes",
+        "both copies are missing",
+        "run `psls-pfs verify .psls-ckpt.",
+    ] {
+        assert!(
+            out.stderr.contains(needle),
+            "expected {needle:?} in\n{}",
+            out.stderr
+        );
+    }
+}

@@ -62,6 +62,16 @@ fn copy_state(code: u8) -> &'static str {
     }
 }
 
+/// What [`Psls::read_pages`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Export: repairs are logged as warnings, and a page with no good copy is an error.
+    Export,
+    /// Re-mirroring after a node loss: repairs are expected, and a page with no good copy is
+    /// counted, not an error.
+    Remirror,
+}
+
 impl Psls {
     /// Imports the regular file `src` (read by rank 0) as the PFS file `name` (collective).
     /// The file appears in the catalog, complete, only when every page is on disk on its
@@ -197,7 +207,7 @@ impl Psls {
             let mut page = 0u64;
             while page < npages {
                 let n = (npages - page).min(CHUNK_PAGES as u64);
-                let pages = self.read_pages(&meta, page..page + n, true)?;
+                let pages = self.read_pages(&meta, page..page + n, Reading::Export)?.0;
                 if let Some(f) = out.as_mut() {
                     let want = ((size - page * ps as u64) as usize).min(n as usize * ps);
                     f.write_all(&pages[..want])
@@ -226,13 +236,14 @@ impl Psls {
 
     /// Reads file pages `range` on every rank (collective): primaries first, then the mirror of
     /// any page whose primary is missing or corrupt. A missing or corrupt copy is repaired from
-    /// the other one (logged as a warning when `warn`).
+    /// the other one. Returns the data and, when re-mirroring, the number of written pages that
+    /// have no good copy left (exporting, such a page is an error).
     fn read_pages(
         &self,
         meta: &FileMeta,
         range: std::ops::Range<u64>,
-        warn: bool,
-    ) -> Result<Vec<u8>> {
+        how: Reading,
+    ) -> Result<(Vec<u8>, u64)> {
         let vol = &self.volume;
         let ps = meta.page_size as usize;
         let n = (range.end - range.start) as usize;
@@ -304,12 +315,18 @@ impl Psls {
                 tracing::debug!(target: "psls::pfs", "file {:?} page {fpage}: the mirror copy was {}; repaired from the primary", meta.name, copy_state(s[1]));
             }
         }
-        if repaired > 0 && warn {
+        if repaired > 0 && how == Reading::Export {
             tracing::warn!(target: "psls::pfs", "file {:?}, pages {}..{}: {repaired} missing or corrupt copies on this node repaired from their other copy", meta.name, range.start, range.end);
         }
+        let mut lost = 0;
         for (k, s) in state.iter().enumerate() {
             // A written page with no good copy is lost (a missing copy is never taken as zeros).
+            // Every rank saw the same states, so every rank returns the same way.
             if s[0] != 0 && s[1] != 0 {
+                if how == Reading::Remirror {
+                    lost += 1;
+                    continue;
+                }
                 let fpage = range.start + k as u64;
                 let what = copy_state;
                 return Err(Error::Store(format!(
@@ -320,7 +337,7 @@ impl Psls {
                 )));
             }
         }
-        Ok(data)
+        Ok((data, lost))
     }
 
     /// Makes the PFS layout follow this job's nodes (collective, at `init`): in each file laid
@@ -351,7 +368,7 @@ impl Psls {
         if moved.is_empty() {
             return Ok(0);
         }
-        let mut pages = 0;
+        let (mut pages, mut total_lost) = (0, 0);
         for (meta, old) in &moved {
             let changed: Vec<String> = old
                 .iter()
@@ -362,19 +379,31 @@ impl Psls {
             if self.rank == 0 {
                 tracing::info!(target: "psls::pfs", "file {:?}: re-mirroring onto the job's new nodes ({})", meta.name, changed.join(", "));
             }
+            let mut lost = 0;
             for &(start, end) in &meta.written {
                 let mut at = start;
                 while at < end {
                     let to = (at + CHUNK_PAGES as u64).min(end);
-                    self.read_pages(meta, at..to, false)?;
+                    lost += self.read_pages(meta, at..to, Reading::Remirror)?.1;
                     at = to;
                 }
             }
-            pages += meta.written_pages();
+            // Pages with no copy on this job's nodes stay lost (reading them fails with a clear
+            // error); the job starts anyway, as it would without re-mirroring.
+            if lost > 0 && self.rank == 0 {
+                tracing::warn!(target: "psls::pfs", "file {:?}: {lost} written pages have no copy left on this job's nodes; they stay lost (run `psls-pfs verify {}`)", meta.name, meta.name);
+            }
+            pages += meta.written_pages() - lost;
+            total_lost += lost;
         }
         vol.publish(&self.comm, catalog, |_, _| Ok(()))?;
         if self.rank == 0 {
-            tracing::warn!(target: "psls::pfs", "{} PFS files ({pages} pages) laid out again over the job's nodes: every page has two copies again", moved.len());
+            let copies = if total_lost == 0 {
+                "every page has two copies again".to_string()
+            } else {
+                format!("{total_lost} pages had no copy left")
+            };
+            tracing::warn!(target: "psls::pfs", "{} PFS files ({pages} pages) laid out again over the job's nodes: {copies}", moved.len());
         }
         Ok(pages)
     }
