@@ -618,6 +618,30 @@ fn the_documented_program_builds_against_an_installed_tree_and_survives_a_crash(
             .current_dir(&prefix.0),
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    // The examples build against the installed tree alone too.
+    let examples = repo().join("examples/fortran");
+    for (name, main) in [("mgs", "mgs.f90"), ("heat_pfs", "heat_pfs.f90")] {
+        let objs = prefix.0.join(format!("obj-{name}"));
+        std::fs::create_dir_all(&objs).expect("create obj dir");
+        let out = prefix.0.join(name);
+        build_step(
+            Command::new(mpif90())
+                .args(FFLAGS)
+                .arg(format!("-I{}", prefix.0.join("include").display()))
+                .arg("-J")
+                .arg(&objs)
+                .arg(examples.join("util.f90"))
+                .arg(examples.join(main))
+                .arg("-o")
+                .arg(&out)
+                .arg(format!("-L{}", prefix.0.join("lib").display()))
+                .arg("-lpslsf")
+                .args(static_libs.split_whitespace())
+                .current_dir(&objs),
+        )
+        .unwrap_or_else(|e| panic!("{name} against the installed tree: {e}"));
+        assert!(out.is_file(), "{name} was not built");
+    }
     let launcher = prefix.0.join("bin/psls-launch");
     let free = Roots::new().launch_with(&launcher, 2, &[], &[], &exe, &[]);
     free.assert_success("the documented program");
