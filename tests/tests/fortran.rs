@@ -16,11 +16,10 @@
 //! build, `target/mpich`); `MPIF90` overrides the compiler.
 
 use psls_tests::{sibling_binary, Launch, Launcher, MpiFlavor, Outcome, Scratch, OPENMPI_ENV};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The C library's native dependencies, for a static link (`cargo rustc -p psls-c --lib --
 /// --print native-static-libs`, less MPI and libc, which `mpif90` adds itself).
@@ -304,48 +303,11 @@ fn timeout_secs(default: u64) -> u64 {
         .map_or(default, |t| t.max(default))
 }
 
-fn run_with_deadline(mut cmd: Command, limit: Duration) -> Run {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let mut o = child.stdout.take().expect("stdout");
-    let mut e = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = o.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = e.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if start.elapsed() > limit => {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg("--")
-                    .arg(format!("-{}", child.id()))
-                    .status();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("waiting for {what}: {e}"),
-        }
-    };
-    let text = out.join().unwrap_or_default() + &err.join().unwrap_or_default();
+fn run_with_deadline(cmd: Command, limit: Duration) -> Run {
+    let o = psls_tests::run_command(cmd, limit);
     Run {
-        status,
-        text: format!("command: {what}\n{text}"),
+        status: o.status,
+        text: format!("command: {}\n{}{}", o.command, o.stdout, o.stderr),
     }
 }
 
