@@ -354,11 +354,15 @@ impl Job {
         matches!(self.nodes.kind, NodeKind::Virtual | NodeKind::Local) || p.host == self.local_host
     }
 
-    /// Prints where the job resumed from, once `RUN_DIR/resumed` is there.
+    /// Prints where the job resumed from, once `RUN_DIR/resumed` holds a whole line (a file
+    /// still being written, even empty, is not ready yet).
     fn report_resumed(&self, launch: u32) -> bool {
         let Ok(text) = std::fs::read_to_string(self.run_dir.join("resumed")) else {
             return false;
         };
+        if !text.ends_with('\n') {
+            return false;
+        }
         let text = text.trim();
         let mut w = text.split_whitespace();
         match (w.next(), w.next()) {
