@@ -262,8 +262,43 @@ pub fn run_on_nodes(
         .collect()
 }
 
-/// Probes each of `nodes` through the job's launcher.
+/// Why a probe that ran printed nothing usable (the MPI launcher itself failed to start it).
+const NO_REPORT: &str = "the probe printed no report";
+
+/// Probes each of `nodes` through the job's launcher. A node whose probe ran but printed no
+/// report (the MPI launcher failed to start it, as Open MPI's `mpirun` now and then does on a
+/// loaded host) is probed once more before it counts as not answering: one failed `mpirun`
+/// must not cost a node. A node that did not answer in time is not probed again.
 pub fn probe_nodes(
+    mpi: &Mpi,
+    nodes: &[String],
+    exe: &Path,
+    job_id: &str,
+    ckpt_name: &str,
+    run_dir: &Path,
+    timeout: Duration,
+) -> Vec<Report> {
+    let mut reports = probe_once(mpi, nodes, exe, job_id, ckpt_name, run_dir, timeout);
+    let again: Vec<usize> = (0..reports.len())
+        .filter(|&i| {
+            reports[i]
+                .why
+                .as_deref()
+                .is_some_and(|w| w.starts_with(NO_REPORT))
+        })
+        .collect();
+    if !again.is_empty() {
+        std::thread::sleep(Duration::from_secs(1));
+        let retry: Vec<String> = again.iter().map(|&i| nodes[i].clone()).collect();
+        let second = probe_once(mpi, &retry, exe, job_id, ckpt_name, run_dir, timeout);
+        for (&i, rep) in again.iter().zip(second) {
+            reports[i] = rep;
+        }
+    }
+    reports
+}
+
+fn probe_once(
     mpi: &Mpi,
     nodes: &[String],
     exe: &Path,
@@ -319,7 +354,7 @@ pub fn probe_nodes(
                     node: node.clone(),
                     roots: None,
                     why: Some(format!(
-                        "the probe printed no report{}",
+                        "{NO_REPORT}{}",
                         text.lines()
                             .rev()
                             .find(|l| !l.trim().is_empty())
