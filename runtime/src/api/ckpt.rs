@@ -5,7 +5,6 @@ use super::{agree, Psls};
 use crate::ckpt::{CheckpointKind, CheckpointStats, Protected};
 use crate::cluster::{BuddyRing, NodeMap};
 use crate::error::{Error, Result};
-use crate::rma::ReduceOp;
 use crate::svm::{Phase1, Placement};
 use crate::sys::global::Pod;
 use std::time::Instant;
@@ -189,19 +188,20 @@ impl Psls {
         let ps = self.svm.page_size() as u64;
         let c = p1.counts;
         let slot_bytes = area.slots_in_use().len() as u64 * ps;
-        let sum = |v: u64| comm.allreduce_u64(v, ReduceOp::Sum);
+        let t =
+            comm.allreduce_sum_u64s(&[c.pages, c.bytes_sent, c.reused, c.slots_freed, slot_bytes])?;
         let stats = CheckpointStats {
             epoch,
             kind: CheckpointKind::Memory,
             phase1: t1 - t0,
             commit: t2 - t1,
             phase2: t3 - t2,
-            pages: sum(c.pages)?,
-            bytes: sum(c.pages * ps)?,
-            bytes_transferred: sum(c.bytes_sent)?,
-            pages_reused: sum(c.reused)?,
-            copies_freed: sum(c.slots_freed)?,
-            slot_bytes: sum(slot_bytes)?,
+            pages: t[0],
+            bytes: t[0] * ps,
+            bytes_transferred: t[1],
+            pages_reused: t[2],
+            copies_freed: t[3],
+            slot_bytes: t[4],
             private_bytes,
             pfs_epoch: 0,
             cleaned: Default::default(),
@@ -332,13 +332,19 @@ impl Psls {
         self.ckpt.save_hint(epoch, &self.svm.held_pages());
         self.ckpt.permanent_taken();
         let t3 = Instant::now();
-        let sum = |v: u64| comm.allreduce_u64(v, ReduceOp::Sum);
-        let pages = sum(dirty.len() as u64)?;
+        let t = comm.allreduce_sum_u64s(&[
+            dirty.len() as u64,
+            cleaned.active,
+            cleaned.readable,
+            cleaned.evicted,
+            cleaned.discarded,
+        ])?;
+        let pages = t[0];
         let cleaned = crate::ckpt::CleanCounts {
-            active: sum(cleaned.active)?,
-            readable: sum(cleaned.readable)?,
-            evicted: sum(cleaned.evicted)?,
-            discarded: sum(cleaned.discarded)?,
+            active: t[1],
+            readable: t[2],
+            evicted: t[3],
+            discarded: t[4],
         };
         let stats = CheckpointStats {
             epoch,

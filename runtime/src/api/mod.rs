@@ -13,7 +13,7 @@ pub use memory::{GlobalMutex, MutexGuard};
 use crate::cluster::{self, BuddyRing, NodeMap, NodeResources, NodeSource, RootKind};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::rma::{self, Comm, Mpi};
+use crate::rma::{self, Comm, Mpi, ReduceOp};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -466,19 +466,26 @@ fn job_id(cfg: &Config, comm: &Comm) -> Result<String> {
 /// Makes a local result collective: if any rank failed, every rank fails. The failing rank
 /// returns its own error; the others return an error that quotes it.
 pub(crate) fn agree<T>(comm: &Comm, local: Result<T>) -> Result<T> {
+    // One small collective when every rank succeeded (the common case); the messages are
+    // gathered only when one failed.
+    let failed = comm.allreduce_u64(u64::from(local.is_err()), ReduceOp::Sum)?;
+    if failed == 0 {
+        return local;
+    }
+    // A failing rank always sends a non-empty message, so that the others can name it.
     let message = match &local {
         Ok(_) => String::new(),
-        Err(e) => e.to_string(),
+        Err(e) => format!("{e} "),
     };
     let all = comm.allgather_bytes(message.as_bytes())?;
-    let value = local?;
-    match all.iter().enumerate().find(|(_, m)| !m.is_empty()) {
-        None => Ok(value),
-        Some((r, m)) => Err(Error::Remote {
-            rank: r,
-            message: String::from_utf8_lossy(m).into_owned(),
-        }),
-    }
+    local?;
+    let (rank, message) = all
+        .iter()
+        .enumerate()
+        .find(|(_, m)| !m.is_empty())
+        .map(|(r, m)| (r, String::from_utf8_lossy(m).trim_end().to_string()))
+        .unwrap_or_default();
+    Err(Error::Remote { rank, message })
 }
 
 impl Psls {

@@ -192,6 +192,30 @@ impl Comm {
         Ok(out)
     }
 
+    /// `MPI_Allreduce` with `MPI_SUM` of a list of 64-bit unsigned integers (the same length on
+    /// every rank): one collective for several totals.
+    pub fn allreduce_sum_u64s(&self, values: &[u64]) -> Result<Vec<u64>> {
+        let n = c_int::try_from(values.len())
+            .map_err(|_| Error::NodeMap("allreduce of more than 2^31 values".into()))?;
+        let mut out = vec![0u64; values.len()];
+        if values.is_empty() {
+            return Ok(out);
+        }
+        // SAFETY: send and receive buffers each hold `n` u64s, matching count n of
+        // MPI_UINT64_T; self.raw is valid.
+        check("MPI_Allreduce", unsafe {
+            ffi::MPI_Allreduce(
+                values.as_ptr().cast::<c_void>(),
+                out.as_mut_ptr().cast::<c_void>(),
+                n,
+                handle!(psls_mpi_uint64),
+                ReduceOp::Sum.raw(),
+                self.raw,
+            )
+        })?;
+        Ok(out)
+    }
+
     /// Gathers one byte string from every rank, in rank order, on every rank.
     pub fn allgather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
         let my_len = c_int::try_from(mine.len())

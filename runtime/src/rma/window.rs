@@ -648,6 +648,28 @@ impl<'env> Batch<'_, 'env, '_, '_> {
 }
 
 impl Batch<'_, '_, '_, '_> {
+    /// Starts writing `len` bytes of this rank's own memory in window `src`, from `src_offset`,
+    /// into `target`'s window at `offset`, with no buffer in between.
+    ///
+    /// # Safety
+    /// Nothing may write `src`'s bytes (locally or remotely) until the batch has ended, and
+    /// `src` must outlive the batch.
+    pub unsafe fn put_from(
+        &self,
+        target: usize,
+        offset: usize,
+        src: &Window<'_>,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        src.check_local("put_from", src_offset, len)?;
+        let t = self.epoch.win.target("put", target, offset, len)?;
+        self.note(t);
+        // SAFETY: the source range lies inside `src`'s memory (checked above), which the caller
+        // keeps alive and unwritten until the batch flushes.
+        unsafe { self.epoch.raw_put(t, offset, src.base.add(src_offset), len) }
+    }
+
     fn note(&self, t: c_int) {
         let mut targets = self.targets.borrow_mut();
         if !targets.contains(&t) {

@@ -68,6 +68,56 @@ pub struct MemoryCounts {
 const MARK: u64 = 1;
 const REPLICA: u64 = 2;
 
+/// The most a checkpoint's staging buffer holds (scattered pages gathered for one put).
+pub(super) const STAGE_MAX: usize = 8 << 20;
+
+/// Write-protects pages in runs, one `mprotect` per run. A run bridges pages that are read-only
+/// already, so a sparse writer's pages take one call, not one each. Pages are visited in
+/// ascending order.
+#[derive(Default)]
+pub(super) struct ProtectRuns {
+    /// The run so far, and where it would end with the bridged pages after it.
+    run: Option<(std::ops::Range<usize>, usize)>,
+}
+
+impl ProtectRuns {
+    /// Visits `page`, whose access is `access`; `protect` says whether it must become
+    /// read-only.
+    pub(super) fn visit(
+        &mut self,
+        c: &Core,
+        page: usize,
+        protect: bool,
+        access: Access,
+    ) -> Result<()> {
+        match &mut self.run {
+            Some((r, bridge)) if *bridge == page && (protect || access == Access::Read) => {
+                *bridge = page + 1;
+                if protect {
+                    r.end = page + 1;
+                }
+            }
+            _ => {
+                if let Some((r, _)) = self.run.take() {
+                    c.set_access_run(r, Access::Read)?;
+                }
+                if protect {
+                    self.run = Some((page..page + 1, page + 1));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Protects the last run.
+    pub(super) fn finish(self, c: &Core) -> Result<()> {
+        match self.run {
+            Some((r, _)) => c.set_access_run(r, Access::Read),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Core {
     /// The recovery area, which the caller needs open.
     fn area(&self) -> Result<&RecoveryArea> {
@@ -172,23 +222,15 @@ impl Svm {
         let step1 = (|| {
             let cur = c.epoch.load(Ordering::Acquire);
             let me = c.rank;
-            // Writable pages are write-protected in runs (one mprotect per run): the next write
-            // faults, and copies the recovery frame out first.
-            let mut writable: Option<std::ops::Range<usize>> = None;
+            // Writable pages are write-protected (in runs): the next write faults, and copies
+            // the recovery frame out first.
+            let mut writable = ProtectRuns::default();
             for p in self.used_pages() {
                 let i = c.table.get(p);
+                let dirty = i.owner == Some(me) && i.written_epoch == Some(cur);
+                writable.visit(c, p, dirty && i.access == Access::Write, i.access)?;
                 if i.owner != Some(me) || i.access == Access::None || i.written_epoch != Some(cur) {
                     continue;
-                }
-                if i.access == Access::Write {
-                    match &mut writable {
-                        Some(r) if r.end == p => r.end += 1,
-                        _ => {
-                            if let Some(r) = writable.replace(p..p + 1) {
-                                c.set_access_run(r, Access::Read)?;
-                            }
-                        }
-                    }
                 }
                 let other_node_reader = if i.replicated {
                     let e = c.dir.read(p)?;
@@ -210,9 +252,7 @@ impl Svm {
                 out.frames.push(p);
                 out.counts.pages += 1;
             }
-            if let Some(r) = writable {
-                c.set_access_run(r, Access::Read)?;
-            }
+            writable.finish(c)?;
             crate::inject::point("ckpt-phase1", epoch);
             Ok(())
         })();
@@ -298,52 +338,69 @@ impl Svm {
                 }
             }
         }
-        // Runs of consecutive pages going to consecutive slots move in one MPI_Put each
-        // (keepers hand out slots in ascending order), up to RUN pages.
+        // Pages going to consecutive slots of one keeper move in one MPI_Put each (keepers
+        // hand out slots in ascending order), up to RUN pages: straight out of the frames'
+        // alias when the pages are consecutive too, else gathered in the staging buffer first.
         const RUN: usize = 1024;
         puts.sort_unstable();
-        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (dest, slot, page, n)
-        for &(dest, slot, page) in &puts {
+        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (dest, slot, at, n)
+        for (k, &(dest, slot, _)) in puts.iter().enumerate() {
             match runs.last_mut() {
-                Some((d, s, p, n))
-                    if *d == dest && *s + *n == slot && *p + *n == page && *n < RUN =>
-                {
-                    *n += 1
-                }
-                _ => runs.push((dest, slot, page, 1)),
+                Some((d, s, _, n)) if *d == dest && *s + *n == slot && *n < RUN => *n += 1,
+                _ => runs.push((dest, slot, k, 1)),
             }
         }
-        let mut buf = Vec::new();
-        let mut k = 0;
-        let mut sent = 0;
+        let dense = |at: usize, n: usize| puts[at + n - 1].2 - puts[at].2 == n - 1;
         *n_runs += runs.len();
+        let frames = c.frames_win.window();
+        let mut staging = c.staging.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent = 0;
+        let mut k = 0;
         while k < runs.len() {
-            // A batch of runs, about 4 MiB.
-            let mut e = k;
-            let mut len = 0;
-            while e < runs.len() && (e == k || len + runs[e].3 * ps <= 4 << 20) {
-                len += runs[e].3 * ps;
+            // A batch: as many runs as the staging buffer takes.
+            let (mut e, mut staged) = (k, 0);
+            while e < runs.len() {
+                let (_, _, at, n) = runs[e];
+                let need = if dense(at, n) { 0 } else { n * ps };
+                if e > k && staged + need > STAGE_MAX {
+                    break;
+                }
+                staged += need;
                 e += 1;
             }
-            buf.resize(len, 0);
+            if staging.len() < staged {
+                staging.resize(staged, 0);
+            }
             let tc = std::time::Instant::now();
-            let mut at = 0;
-            for &(_, _, page, n) in &runs[k..e] {
-                c.frames_win
-                    .window()
-                    .local_read(page * ps, &mut buf[at..at + n * ps])?;
-                at += n * ps;
+            let mut off = 0;
+            for &(_, _, at, n) in &runs[k..e] {
+                if !dense(at, n) {
+                    for &(_, _, page) in &puts[at..at + n] {
+                        frames.local_read(page * ps, &mut staging[off..off + ps])?;
+                        off += ps;
+                    }
+                }
             }
             *t_copy += tc.elapsed();
+            let staging = &staging[..];
             area.window().epoch().batch(|b| {
-                let mut at = 0;
-                for &(dest, slot, _, n) in &runs[k..e] {
-                    b.put(dest, slot * ps, &buf[at..at + n * ps])?;
-                    at += n * ps;
+                let mut off = 0;
+                for &(dest, slot, at, n) in &runs[k..e] {
+                    if dense(at, n) {
+                        // SAFETY: the frames' alias outlives the batch, and nothing writes
+                        // these frames until it ends: the application is inside this
+                        // collective with its view of the pages write-protected (step 1),
+                        // every rank is in phase 1 so none fetches over them, and a
+                        // copy-on-write only reads a frame.
+                        unsafe { b.put_from(dest, slot * ps, frames, puts[at].2 * ps, n * ps)? };
+                    } else {
+                        b.put(dest, slot * ps, &staging[off..off + n * ps])?;
+                        off += n * ps;
+                    }
+                    sent += (n * ps) as u64;
                 }
                 Ok::<(), Error>(())
             })??;
-            sent += len as u64;
             k = e;
         }
         Ok(sent)

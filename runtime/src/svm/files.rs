@@ -309,16 +309,18 @@ impl Svm {
         let mut mine: Vec<u64> = Vec::new();
         for m in &files {
             let pages = (m.meta.size as usize).div_ceil(ps);
+            let mut writable = super::checkpoint::ProtectRuns::default();
             for p in m.first..m.first + pages {
                 let i = c.table.get(p);
-                if i.owner == Some(c.rank) && i.access != Access::None && i.written_epoch.is_some()
-                {
-                    if i.access == Access::Write {
-                        c.set_access(p, Access::Read)?;
-                    }
+                let dirty = i.owner == Some(c.rank)
+                    && i.access != Access::None
+                    && i.written_epoch.is_some();
+                writable.visit(c, p, dirty && i.access == Access::Write, i.access)?;
+                if dirty {
                     mine.push(p as u64);
                 }
             }
+            writable.finish(c)?;
         }
         // 2. Everyone learns every dirty page and its owner.
         let all = comm.allgather_u64s(&mine)?;
@@ -366,42 +368,37 @@ impl Svm {
                     todo.push((page, owner, m.clone()));
                 }
             }
-            for chunk in todo.chunks(64) {
-                let mut buf = vec![0u8; chunk.len() * ps];
+            // Chunks of CHUNK pages: the next chunk's pages are pulled (runs of consecutive
+            // pages of one owner in one MPI_Get; this rank's own pages read from its frames)
+            // while the current one is written.
+            const CHUNK: usize = 1024;
+            let chunks: Vec<&[(usize, usize, FileMap)]> = todo.chunks(CHUNK).collect();
+            let len = |k: usize| chunks.get(k).map_or(0, |ch| ch.len() * ps);
+            let mut cur = vec![0u8; len(0)];
+            let mut next = vec![0u8; len(1)];
+            let t0 = std::time::Instant::now();
+            if let Some(first) = chunks.first() {
+                c.frames_win
+                    .epoch()
+                    .batch(|b| self.pull(b, first, &mut cur))??;
+            }
+            t_get += t0.elapsed();
+            for k in 0..chunks.len() {
+                next.resize(len(k + 1), 0);
                 let t0 = std::time::Instant::now();
+                let mut w = std::time::Duration::ZERO;
                 c.frames_win.epoch().batch(|b| {
-                    for ((page, owner, _), dst) in chunk.iter().zip(buf.chunks_mut(ps)) {
-                        b.get(*owner, page * ps, dst)?;
+                    if let Some(ch) = chunks.get(k + 1) {
+                        self.pull(b, ch, &mut next)?;
                     }
+                    let tw = std::time::Instant::now();
+                    write_chunk(vol, epoch, ps, chunks[k], &mut cur)?;
+                    w = tw.elapsed();
                     Ok::<(), Error>(())
                 })??;
-                let t1 = std::time::Instant::now();
-                t_get += t1 - t0;
-                for ((page, _, m), data) in chunk.iter().zip(buf.chunks_mut(ps)) {
-                    let fpage = (page - m.first) as u64;
-                    // Bytes past the end of the file are not part of it: store zeros there.
-                    let end = m.meta.size.saturating_sub(fpage * ps as u64);
-                    if end < ps as u64 {
-                        data[end as usize..].fill(0);
-                    }
-                }
-                // Runs of consecutive pages of one file go to the store together.
-                let mut k = 0;
-                while k < chunk.len() {
-                    let mut e = k + 1;
-                    while e < chunk.len()
-                        && chunk[e].0 == chunk[e - 1].0 + 1
-                        && chunk[e].2.first == chunk[k].2.first
-                    {
-                        e += 1;
-                    }
-                    let m = &chunk[k].2;
-                    let fpage = (chunk[k].0 - m.first) as u64;
-                    vol.write_local(&m.meta, fpage, epoch, &buf[k * ps..e * ps])?;
-                    k = e;
-                }
-                vol.start_writeback();
-                t_write += t1.elapsed();
+                t_write += w;
+                t_get += t0.elapsed() - w;
+                std::mem::swap(&mut cur, &mut next);
             }
             t_written = t_start.elapsed();
             Ok(())
@@ -428,7 +425,7 @@ impl Svm {
             .fetch_add(mine.len() as u64, Ordering::Relaxed);
         tracing::debug!(
             target: "psls::pfs",
-            "flush: {total} dirty pages published as epoch {epoch} in {:.1} ms: pulling pages {:.1} ms, writing them {:.1} ms, prepare, vote and commit {:.1} ms",
+            "flush: {total} dirty pages published as epoch {epoch} in {:.1} ms: pulling pages {:.1} ms (beyond the writes they overlap), writing them {:.1} ms, prepare, vote and commit {:.1} ms",
             t_start.elapsed().as_secs_f64() * 1e3,
             t_get.as_secs_f64() * 1e3,
             t_write.as_secs_f64() * 1e3,
@@ -436,4 +433,76 @@ impl Svm {
         );
         Ok(epoch)
     }
+}
+
+impl Svm {
+    /// Starts pulling `pages` (`(page, owner, file)`, ascending) into `buf` in `b`: runs of
+    /// consecutive pages of one file and one owner take one `MPI_Get`; this rank's own pages
+    /// are copied from its frames at once.
+    fn pull<'env>(
+        &self,
+        b: &crate::rma::Batch<'_, 'env, '_, '_>,
+        pages: &[(usize, usize, FileMap)],
+        buf: &'env mut [u8],
+    ) -> Result<()> {
+        let c = &self.core;
+        let ps = c.page_size;
+        let mut rest = buf;
+        let mut k = 0;
+        while k < pages.len() {
+            let (page, owner, ref m) = pages[k];
+            let mut e = k + 1;
+            while e < pages.len()
+                && pages[e].0 == pages[e - 1].0 + 1
+                && pages[e].1 == owner
+                && pages[e].2.first == m.first
+            {
+                e += 1;
+            }
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut((e - k) * ps);
+            rest = tail;
+            if owner == c.rank {
+                c.frames_win.window().local_read(page * ps, dst)?;
+            } else {
+                b.get(owner, page * ps, dst)?;
+            }
+            k = e;
+        }
+        Ok(())
+    }
+}
+
+/// Writes pulled `pages` (`(page, owner, file)`, ascending, their data in `buf`) to this
+/// node's store at `epoch`: runs of consecutive pages of one file in one write. Bytes past the
+/// end of a file are not part of it: they are stored as zeros.
+fn write_chunk(
+    vol: &Volume,
+    epoch: u64,
+    ps: usize,
+    pages: &[(usize, usize, FileMap)],
+    buf: &mut [u8],
+) -> Result<()> {
+    for ((page, _, m), data) in pages.iter().zip(buf.chunks_mut(ps)) {
+        let fpage = (page - m.first) as u64;
+        let end = m.meta.size.saturating_sub(fpage * ps as u64);
+        if end < ps as u64 {
+            data[end as usize..].fill(0);
+        }
+    }
+    let mut k = 0;
+    while k < pages.len() {
+        let mut e = k + 1;
+        while e < pages.len()
+            && pages[e].0 == pages[e - 1].0 + 1
+            && pages[e].2.first == pages[k].2.first
+        {
+            e += 1;
+        }
+        let m = &pages[k].2;
+        let fpage = (pages[k].0 - m.first) as u64;
+        vol.write_local(&m.meta, fpage, epoch, &buf[k * ps..e * ps])?;
+        k = e;
+    }
+    vol.start_writeback();
+    Ok(())
 }

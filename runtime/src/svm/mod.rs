@@ -95,6 +95,10 @@ pub(crate) struct Core {
     prefetch: std::sync::atomic::AtomicUsize,
     /// Work ahead of a served fault (prefetch, claims) still running on the service thread.
     ahead_in_flight: std::sync::atomic::AtomicUsize,
+    /// Where a checkpoint gathers scattered pages that go to consecutive recovery slots, so
+    /// that they leave in one put; kept from one checkpoint to the next (at most
+    /// `checkpoint::STAGE_MAX` bytes).
+    staging: Mutex<Vec<u8>>,
     allocated: Vec<AtomicBool>,
     counters: Counters,
     seq: AtomicU64,
@@ -232,6 +236,7 @@ impl Svm {
             epoch: AtomicU32::new(1),
             prefetch: std::sync::atomic::AtomicUsize::new(cfg.prefetch),
             ahead_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            staging: Mutex::new(Vec::new()),
             allocated: (0..npages).map(|_| AtomicBool::new(false)).collect(),
             counters: Counters::default(),
             seq: AtomicU64::new(0),
