@@ -93,6 +93,10 @@ pub(crate) struct Core {
     epoch: AtomicU32,
     /// Adjacent pages fetched along with a read miss (`PSLS_PREFETCH`).
     prefetch: std::sync::atomic::AtomicUsize,
+    /// Sequential rewrites after a checkpoint (see `try_local_upgrade`): the page after the
+    /// last run the SIGSEGV handler took back, and how many pages that run took ahead.
+    upgrade_next: std::sync::atomic::AtomicUsize,
+    upgrade_ahead: std::sync::atomic::AtomicUsize,
     /// Work ahead of a served fault (prefetch, claims) still running on the service thread.
     ahead_in_flight: std::sync::atomic::AtomicUsize,
     /// Where a checkpoint gathers scattered pages that go to consecutive recovery slots, so
@@ -235,6 +239,8 @@ impl Svm {
             table: PageTable::new(npages),
             epoch: AtomicU32::new(1),
             prefetch: std::sync::atomic::AtomicUsize::new(cfg.prefetch),
+            upgrade_next: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            upgrade_ahead: std::sync::atomic::AtomicUsize::new(0),
             ahead_in_flight: std::sync::atomic::AtomicUsize::new(0),
             staging: Mutex::new(Vec::new()),
             allocated: (0..npages).map(|_| AtomicBool::new(false)).collect(),

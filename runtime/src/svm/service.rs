@@ -54,6 +54,10 @@ pub(super) const LOAD: u64 = 3;
 /// Rewrite this node's disk copy of a file page from another rank's frame.
 pub(super) const REPAIR: u64 = 4;
 
+/// The most pages a sequential rewrite takes back ahead of a write fault after a checkpoint
+/// (see [`Core::try_local_upgrade`]).
+pub(crate) const SEQ_AHEAD_MAX: usize = 16;
+
 impl Core {
     /// The service thread's body: runs until `stop` is set and no fault is pending.
     pub(crate) fn service_loop(&self) {
@@ -585,9 +589,13 @@ impl Core {
     /// thread. Returns false when the page does not qualify, another thread is changing its
     /// protection, or something failed (the service thread then serves the fault, and reports).
     ///
-    /// With `PSLS_PREFETCH=N`, the following pages that qualify too (up to N) come back with it,
-    /// in one `mprotect`: a sequential rewrite after a checkpoint then faults once per run. They
-    /// count as written, so the next checkpoint takes them.
+    /// The following pages that qualify too come back with it, in one `mprotect`: up to N with
+    /// `PSLS_PREFETCH=N`; without it, only when this fault is on the page right after the last
+    /// run taken back (a sequential rewrite), and then twice as many as that run took ahead
+    /// (1, 2, 4, … up to [`SEQ_AHEAD_MAX`]), as the kernel's readahead does. A sequential
+    /// rewrite after a checkpoint then faults a few times per vector, not once per page, and a
+    /// sparse writer is not affected. Pages taken back count as written, so the next
+    /// checkpoint takes them.
     pub(crate) fn try_local_upgrade(&self, page: usize) -> bool {
         let me = self.rank;
         let qualifies =
@@ -596,7 +604,14 @@ impl Core {
             return false;
         }
         // The run: this page and the following ones that qualify, each taken busy.
-        let ahead = self.prefetch.load(Ordering::Relaxed);
+        let configured = self.prefetch.load(Ordering::Relaxed);
+        let ahead = if configured > 0 {
+            configured
+        } else if self.upgrade_next.load(Ordering::Relaxed) == page {
+            (self.upgrade_ahead.load(Ordering::Relaxed) * 2).clamp(1, SEQ_AHEAD_MAX)
+        } else {
+            0
+        };
         let mut end = page + 1;
         while end < self.npages
             && end - page <= ahead
@@ -624,6 +639,8 @@ impl Core {
             });
         }
         if ok {
+            self.upgrade_next.store(end, Ordering::Relaxed);
+            self.upgrade_ahead.store(ahead, Ordering::Relaxed);
             self.counters.write_faults.fetch_add(1, Ordering::Relaxed);
             self.counters
                 .local_upgrades
