@@ -155,9 +155,7 @@ impl NodeStore {
     }
 
     /// [`write_page`](Self::write_page) for the consecutive pages `first..` whose data `data`
-    /// holds (a whole number of pages): one read of their headers, one write per run of pages
-    /// that land in the same slot (contiguous on disk, see [`super::pages::data_offset`]), and
-    /// one write of their headers.
+    /// holds (a whole number of pages): see [`write_runs`](Self::write_runs).
     pub(crate) fn write_pages(
         &mut self,
         meta: &FileMeta,
@@ -165,23 +163,48 @@ impl NodeStore {
         epoch: u64,
         data: &[u8],
     ) -> Result<()> {
+        self.write_runs(meta, epoch, &[(first, data)])
+    }
+
+    /// [`write_page`](Self::write_page) for several runs of consecutive pages of one file,
+    /// `(first page, data)` in ascending order, each a whole number of pages: one read of the
+    /// headers of the pages they span, one write per run of pages that land in the same slot
+    /// (contiguous on disk, see [`super::pages::data_offset`]), and one write of those headers
+    /// (the pages between the runs get theirs back as they were).
+    pub(crate) fn write_runs(
+        &mut self,
+        meta: &FileMeta,
+        epoch: u64,
+        runs: &[(u64, &[u8])],
+    ) -> Result<()> {
         let ps = meta.page_size as usize;
-        if ps == 0 || data.is_empty() || data.len() % ps != 0 {
-            return Err(StoreError::Protocol(format!(
-                "pages from {first} of {:?}: the buffer has {} bytes, not a whole number of \
-                 {ps}-byte pages",
-                meta.name,
-                data.len()
-            )));
-        }
-        let n = (data.len() / ps) as u64;
-        let committed = self.committed_epoch();
         let misuse = |why: String| {
             Err(StoreError::Protocol(format!(
-                "cannot write page {first} of {:?} at epoch {epoch}: {why}",
+                "cannot write pages of {:?} at epoch {epoch}: {why}",
                 meta.name
             )))
         };
+        let (Some(&(lo, _)), Some(&(last, last_data))) = (runs.first(), runs.last()) else {
+            return Ok(());
+        };
+        let mut end = 0;
+        for (k, &(first, data)) in runs.iter().enumerate() {
+            if ps == 0 || data.is_empty() || data.len() % ps != 0 {
+                return misuse(format!(
+                    "the buffer of the pages from {first} has {} bytes, not a whole number of \
+                     {ps}-byte pages",
+                    data.len()
+                ));
+            }
+            if k > 0 && first < end {
+                return misuse(format!(
+                    "the runs overlap or are out of order at page {first}"
+                ));
+            }
+            end = first + (data.len() / ps) as u64;
+        }
+        let hi = last + (last_data.len() / ps) as u64;
+        let committed = self.committed_epoch();
         if let Some(p) = &self.prepared {
             return misuse(format!(
                 "epoch {} is prepared; commit or abort it first",
@@ -194,8 +217,8 @@ impl NodeStore {
             ));
         }
         // Every offset of the batch must exist before anything is written.
-        super::pages::data_offset(meta, first + n - 1, 1)?;
-        super::pages::header_offset(first + n - 1, 1)?;
+        super::pages::data_offset(meta, hi - 1, 1)?;
+        super::pages::header_offset(hi - 1, 1)?;
         match &self.flush {
             Some(f) if f.epoch != epoch => {
                 return misuse(format!(
@@ -215,46 +238,48 @@ impl NodeStore {
             Entry::Vacant(v) => v.insert(PageFiles::create(&files_dir, meta.id)?),
         };
         flush.touched.insert(meta.id);
-        // The headers of both slots of every page, read and rewritten in one piece.
-        let mut headers = vec![0u8; n as usize * 2 * HEADER_LEN];
-        let hoff = super::pages::header_offset(first, 0)?;
-        files.read_slots_at(&mut headers, hoff)?;
-        let mut slots = Vec::with_capacity(n as usize);
-        for k in 0..n as usize {
-            let pair = &headers[k * 2 * HEADER_LEN..(k + 1) * 2 * HEADER_LEN];
-            let classified = classify_pair(pair, meta.id, first + k as u64);
-            slots.push(write_slot(&classified, committed, epoch));
-        }
-        // Runs of pages in the same slot and the same group are contiguous on disk.
-        let mut k = 0usize;
-        while k < n as usize {
-            let slot = slots[k].0;
-            let mut end = k + 1;
-            while end < n as usize
-                && slots[end].0 == slot
-                && (first + end as u64) % super::pages::DATA_GROUP != 0
-            {
-                end += 1;
+        // The headers of both slots of every page spanned, read and rewritten in one piece.
+        let mut headers = vec![0u8; (hi - lo) as usize * 2 * HEADER_LEN];
+        files.read_slots_at(&mut headers, super::pages::header_offset(lo, 0)?)?;
+        for &(first, data) in runs {
+            let n = data.len() / ps;
+            let at = |k: usize| (first - lo) as usize + k;
+            let mut slots = Vec::with_capacity(n);
+            for k in 0..n {
+                let pair = &headers[at(k) * 2 * HEADER_LEN..(at(k) + 1) * 2 * HEADER_LEN];
+                let classified = classify_pair(pair, meta.id, first + k as u64);
+                slots.push(write_slot(&classified, committed, epoch));
             }
-            for _ in k..end {
-                crate::inject::point("pfs-write", epoch);
+            // Runs of pages in the same slot and the same group are contiguous on disk.
+            let mut k = 0usize;
+            while k < n {
+                let slot = slots[k].0;
+                let mut end = k + 1;
+                while end < n
+                    && slots[end].0 == slot
+                    && (first + end as u64) % super::pages::DATA_GROUP != 0
+                {
+                    end += 1;
+                }
+                for _ in k..end {
+                    crate::inject::point("pfs-write", epoch);
+                }
+                files.write_data(meta, first + k as u64, slot, &data[k * ps..end * ps])?;
+                k = end;
             }
-            files.write_data(meta, first + k as u64, slot, &data[k * ps..end * ps])?;
-            k = end;
+            for (k, &(slot, flags)) in slots.iter().enumerate() {
+                let header = Header {
+                    data_crc: crc32c::crc32c(&data[k * ps..(k + 1) * ps]),
+                    epoch,
+                    flags,
+                    file: meta.id,
+                    page: first + k as u64,
+                };
+                let h = (at(k) * 2 + slot) * HEADER_LEN;
+                headers[h..h + HEADER_LEN].copy_from_slice(&header.encode());
+            }
         }
-        for (k, &(slot, flags)) in slots.iter().enumerate() {
-            let page = first + k as u64;
-            let header = Header {
-                data_crc: crc32c::crc32c(&data[k * ps..(k + 1) * ps]),
-                epoch,
-                flags,
-                file: meta.id,
-                page,
-            };
-            let at = (k * 2 + slot) * HEADER_LEN;
-            headers[at..at + HEADER_LEN].copy_from_slice(&header.encode());
-        }
-        files.write_headers_at(&headers, first)
+        files.write_headers_at(&headers, lo)
     }
 
     /// Starts the disk write-back of every page written so far in the open flush (see

@@ -207,6 +207,17 @@ impl Volume {
         self.with_store(|s| Ok(s.write_pages(meta, first, epoch, data)?))
     }
 
+    /// [`Volume::write_local`] for several runs of pages of one file, `(first page, data)` in
+    /// ascending order: one read and one write of the headers they span.
+    pub fn write_local_runs(
+        &self,
+        meta: &FileMeta,
+        epoch: u64,
+        runs: &[(u64, &[u8])],
+    ) -> Result<()> {
+        self.with_store(|s| Ok(s.write_runs(meta, epoch, runs)?))
+    }
+
     /// Rewrites this node's bad or missing copy of page `fpage` with good data of epoch `epoch`.
     pub fn repair_local(&self, meta: &FileMeta, fpage: u64, epoch: u64, data: &[u8]) -> Result<()> {
         self.with_store(|s| Ok(s.repair_page(meta, fpage, epoch, data)?))

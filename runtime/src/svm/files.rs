@@ -489,18 +489,28 @@ fn write_chunk(
             data[end as usize..].fill(0);
         }
     }
+    // Runs of consecutive pages; the runs of one file go to the store in one call, which reads
+    // and rewrites the headers of every page they span: a gap of more than GAP pages starts a
+    // new call, so that sparse pages do not make that span large.
+    const GAP: u64 = 64;
+    let buf = &*buf;
+    let mut runs: Vec<(u64, &[u8])> = Vec::new();
     let mut k = 0;
     while k < pages.len() {
+        let m = &pages[k].2;
         let mut e = k + 1;
-        while e < pages.len()
-            && pages[e].0 == pages[e - 1].0 + 1
-            && pages[e].2.first == pages[k].2.first
-        {
+        while e < pages.len() && pages[e].0 == pages[e - 1].0 + 1 && pages[e].2.first == m.first {
             e += 1;
         }
-        let m = &pages[k].2;
-        let fpage = (pages[k].0 - m.first) as u64;
-        vol.write_local(&m.meta, fpage, epoch, &buf[k * ps..e * ps])?;
+        runs.push(((pages[k].0 - m.first) as u64, &buf[k * ps..e * ps]));
+        let end = (pages[e - 1].0 - m.first) as u64 + 1;
+        if pages
+            .get(e)
+            .is_none_or(|next| next.2.first != m.first || (next.0 - m.first) as u64 > end + GAP)
+        {
+            vol.write_local_runs(&m.meta, epoch, &runs)?;
+            runs.clear();
+        }
         k = e;
     }
     vol.start_writeback();

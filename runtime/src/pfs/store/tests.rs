@@ -619,3 +619,44 @@ fn batched_writes_match_page_by_page_writes_across_groups_and_slots() {
         other => panic!("expected a protocol error, got {other:?}"),
     }
 }
+
+#[test]
+fn runs_with_gaps_write_their_pages_and_keep_the_pages_between() {
+    let sc = Scratch::new("runs");
+    let mut m = meta(0, "runs.dat");
+    m.size = 300 * u64::from(PS);
+    let mut s = sc.open();
+    let data = |first: u64, n: u64, epoch: u64| -> Vec<u8> {
+        (first..first + n).flat_map(|p| content(p, epoch)).collect()
+    };
+    // Epoch 1: every page 0..300, one by one.
+    flush(&mut s, &m, 1, &(0..300).collect::<Vec<_>>());
+    // Epoch 2: runs with gaps, across a group boundary (64), in one call.
+    let (a, b, c) = (data(3, 2, 2), data(62, 5, 2), data(200, 1, 2));
+    s.write_runs(&m, 2, &[(3, &a), (62, &b), (200, &c)])
+        .unwrap();
+    s.prepare(2, catalog(&[&m])).unwrap();
+    s.commit(2).unwrap();
+    for p in 0..300 {
+        let epoch = if matches!(p, 3..=4 | 62..=66 | 200) {
+            2
+        } else {
+            1
+        };
+        expect(&s, &m, p, 2, epoch);
+    }
+    // The pages between the runs still have their epoch-1 copy, and the runs' old copies too.
+    expect(&s, &m, 63, 1, 1);
+    // Runs out of order, or overlapping, are refused before anything is written.
+    let (x, y) = (data(10, 2, 3), data(5, 1, 3));
+    for runs in [
+        vec![(10, &x[..]), (5, &y[..])],
+        vec![(10, &x[..]), (11, &y[..])],
+    ] {
+        match s.write_runs(&m, 3, &runs) {
+            Err(StoreError::Protocol(why)) => assert!(why.contains("overlap"), "{why}"),
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+    expect(&s, &m, 10, 3, 1);
+}
