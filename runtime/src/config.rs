@@ -19,6 +19,28 @@ pub enum Binding {
     Pu,
 }
 
+/// How far the SVM works ahead of a miss (`PSLS_PREFETCH`): after a read miss it fetches the
+/// following pages, after a first write to an untouched page it takes the following untouched
+/// pages, and after a checkpoint a write takes back the following pages this rank owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prefetch {
+    /// Only after sequential misses (the miss lands just after the last one and the pages
+    /// worked ahead of it), 1, 2, 4, … up to 16 pages, as the kernel's readahead does.
+    #[default]
+    Auto,
+    /// Always up to this many pages (0: never).
+    Pages(usize),
+}
+
+impl std::fmt::Display for Prefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prefetch::Auto => write!(f, "auto"),
+            Prefetch::Pages(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// The runtime's configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -48,8 +70,9 @@ pub struct Config {
     pub svm_size: usize,
     /// Longest sleep of an idle service thread between two polls.
     pub service_max_sleep: std::time::Duration,
-    /// Pages after a read miss to fetch along with it (0: no prefetch).
-    pub prefetch: usize,
+    /// Working ahead of misses (read prefetch, claims of untouched pages, taking pages back
+    /// after a checkpoint).
+    pub prefetch: Prefetch,
     /// Every how-manieth `checkpoint()` call is a permanent checkpoint (0: none by count).
     pub ckpt_permanent_every: u64,
     /// A `checkpoint()` call at least this long after the last permanent checkpoint (or the
@@ -89,7 +112,7 @@ impl Default for Config {
             svm_base: 0x2000_0000_0000,
             svm_size: 16 << 30,
             service_max_sleep: std::time::Duration::from_micros(200),
-            prefetch: 0,
+            prefetch: Prefetch::Auto,
             ckpt_permanent_every: 10,
             ckpt_permanent_interval: std::time::Duration::ZERO,
             ckpt_cleaning: crate::ckpt::Cleaning::NoCleaning,
@@ -269,10 +292,14 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "prefetch",
         env: "PSLS_PREFETCH",
-        allowed: "a whole number of pages from 0 (off) to 64",
+        allowed: "auto (work ahead of sequential misses only), or a whole number of pages from 0 (off) to 64",
         set: |c, v| {
+            if v.trim().eq_ignore_ascii_case("auto") {
+                c.prefetch = Prefetch::Auto;
+                return Ok(());
+            }
             let n: usize = v.trim().parse().map_err(|_| ())?;
-            (n <= 64).then(|| c.prefetch = n).ok_or(())
+            (n <= 64).then(|| c.prefetch = Prefetch::Pages(n)).ok_or(())
         },
     },
     Key {

@@ -274,7 +274,7 @@ fn pfs(s: &Setup<'_>, t: &mut Times) -> psls::Result<()> {
     t.mapped_write.push(whole);
     t.flush.push(flush);
     // Again with PSLS_PREFETCH=16: read misses fetch ahead, first writes claim ahead.
-    p.set_prefetch(AHEAD);
+    p.set_prefetch(psls::Prefetch::Pages(AHEAD));
     let ahead = mapped_read(s).and_then(|r| Ok((r, mapped_write(s)?.0)));
     p.set_prefetch(p.config().prefetch);
     let (r, w) = ahead?;

@@ -14,7 +14,7 @@
 
 use mpi::ffi;
 use psls::rma::{LockedWindow, Window};
-use psls::{GlobalArray, Psls};
+use psls::{GlobalArray, Prefetch, Psls};
 use psls_bench::{median, smoke};
 use std::ffi::c_void;
 use std::process::ExitCode;
@@ -45,7 +45,9 @@ fn run() -> psls::Result<()> {
         );
     }
     // Each round measures the floor and the faults back to back, so that noise on this shared
-    // machine hits both alike; the medians over the rounds are compared.
+    // machine hits both alike; the medians over the rounds are compared. The faults touch
+    // consecutive pages: working ahead is switched off, so that each one is a whole fault.
+    p.set_prefetch(Prefetch::Pages(0));
     let (mut floors, mut locals, mut gets, mut reads, mut writes1, mut writes3) = (
         Vec::new(),
         Vec::new(),
@@ -135,10 +137,12 @@ fn run() -> psls::Result<()> {
     );
 
     // Sequential scan of a remote array, every word read, against raw gets of the same pages:
-    // without prefetch, then with PREFETCH pages fetched after each miss.
+    // without working ahead, by default (auto: sequential misses fetch ahead), then with
+    // PREFETCH pages fetched after each miss.
     let scan_pages = if smoke() { 8 } else { 4096 };
-    let scan_s = scan_remote(&p, scan_pages, 0)?;
-    let scan_pf_s = scan_remote(&p, scan_pages, PREFETCH)?;
+    let scan_s = scan_remote(&p, scan_pages, Prefetch::Pages(0))?;
+    let scan_auto_s = scan_remote(&p, scan_pages, Prefetch::Auto)?;
+    let scan_pf_s = scan_remote(&p, scan_pages, Prefetch::Pages(PREFETCH))?;
     p.barrier()?;
     let raw_scan_s = raw_scan_s(&p, ps, scan_pages)?;
     p.barrier()?;
@@ -160,10 +164,16 @@ fn run() -> psls::Result<()> {
             );
         }
         println!(
-            "sequential scan:              {:8.1} MiB/s vs raw MPI_Get {:8.1} MiB/s = {:5.2}x raw",
+            "sequential scan, PSLS_PREFETCH=0: {:8.1} MiB/s vs raw MPI_Get {:8.1} MiB/s = {:5.2}x raw",
             mib / scan_s,
             mib / raw_scan_s,
             raw_scan_s / scan_s
+        );
+        println!(
+            "scan, default (auto):         {:8.1} MiB/s vs raw MPI_Get {:8.1} MiB/s = {:5.2}x raw",
+            mib / scan_auto_s,
+            mib / raw_scan_s,
+            raw_scan_s / scan_auto_s
         );
         println!(
             "scan, PSLS_PREFETCH={PREFETCH}:       {:8.1} MiB/s vs raw MPI_Get {:8.1} MiB/s = {:5.2}x raw",
@@ -181,7 +191,7 @@ const PREFETCH: usize = 16;
 
 /// Rank 1 writes `pages` pages of a fresh array; rank 0 then reads every word with `prefetch`
 /// set, and returns the seconds it took (0 on other ranks). Collective.
-fn scan_remote(p: &Psls, pages: usize, prefetch: usize) -> psls::Result<f64> {
+fn scan_remote(p: &Psls, pages: usize, prefetch: Prefetch) -> psls::Result<f64> {
     let w = p.page_size() / 8;
     let b: GlobalArray<u64> = p.alloc(pages * w)?;
     if p.rank() == 1 {
@@ -198,7 +208,7 @@ fn scan_remote(p: &Psls, pages: usize, prefetch: usize) -> psls::Result<f64> {
             sum = sum.wrapping_add(b.get(i));
         }
         let s = t.elapsed().as_secs_f64();
-        p.set_prefetch(0);
+        p.set_prefetch(Prefetch::Pages(0));
         let want: u64 = (0..pages * w).step_by(w).map(|i| i as u64).sum();
         assert_eq!(sum, want, "the scan read wrong data (prefetch {prefetch})");
         s

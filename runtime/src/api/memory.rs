@@ -205,11 +205,12 @@ impl Psls {
         self.svm.stats()
     }
 
-    /// Sets, on this rank, how many following pages a read miss fetches along with the page
-    /// (0: off; at most 64). The default comes from `PSLS_PREFETCH`. Useful around a phase
-    /// that scans remote data sequentially.
-    pub fn set_prefetch(&self, pages: usize) {
-        self.svm.set_prefetch(pages.min(64));
+    /// Sets, on this rank, how far the SVM works ahead of misses ([`crate::Prefetch`]: `Auto`,
+    /// for sequential misses only, or a fixed number of pages, at most 64, 0 for none). The
+    /// default comes from `PSLS_PREFETCH`. A fixed number helps around a phase that scans
+    /// remote data, or writes a new array, sequentially.
+    pub fn set_prefetch(&self, p: crate::Prefetch) {
+        self.svm.set_prefetch(p);
     }
 
     /// What this rank's page table records for the page holding element `i` of `a`: access,

@@ -93,10 +93,11 @@ pub(crate) struct Core {
     epoch: AtomicU32,
     /// Adjacent pages fetched along with a read miss (`PSLS_PREFETCH`).
     prefetch: std::sync::atomic::AtomicUsize,
-    /// Sequential rewrites after a checkpoint (see `try_local_upgrade`): the page after the
-    /// last run the SIGSEGV handler took back, and how many pages that run took ahead.
-    upgrade_next: std::sync::atomic::AtomicUsize,
-    upgrade_ahead: std::sync::atomic::AtomicUsize,
+    /// Sequential misses, for working ahead without `PSLS_PREFETCH`: read misses, first
+    /// writes to untouched pages, and rewrites after a checkpoint (`try_local_upgrade`).
+    seq_fetch: service::Sequential,
+    seq_claim: service::Sequential,
+    seq_upgrade: service::Sequential,
     /// Work ahead of a served fault (prefetch, claims) still running on the service thread.
     ahead_in_flight: std::sync::atomic::AtomicUsize,
     /// Where a checkpoint gathers scattered pages that go to consecutive recovery slots, so
@@ -238,9 +239,10 @@ impl Svm {
             npages,
             table: PageTable::new(npages),
             epoch: AtomicU32::new(1),
-            prefetch: std::sync::atomic::AtomicUsize::new(cfg.prefetch),
-            upgrade_next: std::sync::atomic::AtomicUsize::new(usize::MAX),
-            upgrade_ahead: std::sync::atomic::AtomicUsize::new(0),
+            prefetch: std::sync::atomic::AtomicUsize::new(service::encode_prefetch(cfg.prefetch)),
+            seq_fetch: Default::default(),
+            seq_claim: Default::default(),
+            seq_upgrade: Default::default(),
             ahead_in_flight: std::sync::atomic::AtomicUsize::new(0),
             staging: Mutex::new(Vec::new()),
             allocated: (0..npages).map(|_| AtomicBool::new(false)).collect(),
@@ -469,9 +471,11 @@ impl Svm {
             .then(|| c.table.get((addr - c.base) / c.page_size))
     }
 
-    /// Sets how many pages to prefetch after a read miss (0: off).
-    pub fn set_prefetch(&self, pages: usize) {
-        self.core.prefetch.store(pages, Ordering::Relaxed);
+    /// Sets how far to work ahead of misses.
+    pub fn set_prefetch(&self, p: crate::config::Prefetch) {
+        self.core
+            .prefetch
+            .store(service::encode_prefetch(p), Ordering::Relaxed);
     }
 
     /// A snapshot of the counters.

@@ -26,7 +26,7 @@ use super::{Core, PageInfo};
 use crate::error::{Error, Result};
 use crate::sys::fault::Fault;
 use crate::sys::vm::Access;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Empty polls before the loop starts sleeping.
@@ -54,9 +54,67 @@ pub(super) const LOAD: u64 = 3;
 /// Rewrite this node's disk copy of a file page from another rank's frame.
 pub(super) const REPAIR: u64 = 4;
 
-/// The most pages a sequential rewrite takes back ahead of a write fault after a checkpoint
-/// (see [`Core::try_local_upgrade`]).
+/// The most pages the runtime works ahead of a miss on its own (see [`Sequential`]).
 pub(crate) const SEQ_AHEAD_MAX: usize = 16;
+
+/// `Core::prefetch` for [`Prefetch::Auto`](crate::config::Prefetch::Auto); other values are a
+/// number of pages.
+const PREFETCH_AUTO: usize = usize::MAX;
+
+/// The setting as `Core::prefetch` keeps it.
+pub(crate) fn encode_prefetch(p: crate::config::Prefetch) -> usize {
+    match p {
+        crate::config::Prefetch::Auto => PREFETCH_AUTO,
+        crate::config::Prefetch::Pages(n) => n.min(64),
+    }
+}
+
+/// Tells sequential misses from the others, as the kernel's readahead does, for one kind of
+/// work ahead (read prefetch, claims of untouched pages, taking pages back after a
+/// checkpoint). Only atomics: the SIGSEGV handler uses one.
+#[derive(Debug)]
+pub(crate) struct Sequential {
+    /// The last miss served, and the end of the pages worked ahead of it.
+    last: AtomicUsize,
+    end: AtomicUsize,
+    /// How many pages that miss took ahead.
+    ahead: AtomicUsize,
+}
+
+impl Default for Sequential {
+    fn default() -> Sequential {
+        Sequential {
+            last: AtomicUsize::new(usize::MAX),
+            end: AtomicUsize::new(0),
+            ahead: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Sequential {
+    /// How many pages to work ahead of a miss on `page`: the number `configured` (the
+    /// encoded `PSLS_PREFETCH`) when it is one; under `auto`, when the miss continues the last
+    /// one (it lands after it, and no further than the pages worked ahead then, plus one),
+    /// twice as many as then: 1, 2, 4, … up to [`SEQ_AHEAD_MAX`]; else none.
+    pub(crate) fn ahead(&self, page: usize, configured: usize) -> usize {
+        if configured != PREFETCH_AUTO {
+            return configured;
+        }
+        let last = self.last.load(Ordering::Relaxed);
+        if last != usize::MAX && page > last && page <= self.end.load(Ordering::Relaxed) {
+            (self.ahead.load(Ordering::Relaxed) * 2).clamp(1, SEQ_AHEAD_MAX)
+        } else {
+            0
+        }
+    }
+
+    /// Records a miss on `page` served with `n` pages worked ahead (asked for).
+    pub(crate) fn record(&self, page: usize, n: usize) {
+        self.last.store(page, Ordering::Relaxed);
+        self.end.store(page + n + 1, Ordering::Relaxed);
+        self.ahead.store(n, Ordering::Relaxed);
+    }
+}
 
 impl Core {
     /// The service thread's body: runs until `stop` is set and no fault is pending.
@@ -81,8 +139,18 @@ impl Core {
                 match self.handle_fault(&f) {
                     Ok(served) => {
                         let page = (f.addr - self.base) / self.page_size;
-                        let ahead =
-                            served != Served::Other && self.prefetch.load(Ordering::Relaxed) > 0;
+                        let configured = self.prefetch.load(Ordering::Relaxed);
+                        let seq = match served {
+                            Served::Fetched => Some(&self.seq_fetch),
+                            Served::FreshWrite => Some(&self.seq_claim),
+                            Served::Other => None,
+                        };
+                        let n = seq.map_or(0, |s| {
+                            let n = s.ahead(page, configured);
+                            s.record(page, n);
+                            n
+                        });
+                        let ahead = n > 0;
                         if ahead {
                             // Counted before the faulting thread resumes, so that a collective
                             // it enters next (free, flush) waits for this work to end.
@@ -92,8 +160,8 @@ impl Core {
                         // The faulting thread runs on while the following pages come in.
                         if ahead {
                             let done = match served {
-                                Served::Fetched => self.prefetch_after(page),
-                                Served::FreshWrite => self.claim_after(page),
+                                Served::Fetched => self.prefetch_after(page, n),
+                                Served::FreshWrite => self.claim_after(page, n),
                                 Served::Other => Ok(()),
                             };
                             self.ahead_in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -346,8 +414,8 @@ impl Core {
     /// After a read miss on `page`, fetches up to `prefetch` following pages in one batch: the
     /// run stops at the first page that is unallocated, already accessible here, has no remote
     /// owner, or whose directory lock is busy (prefetch never waits for a lock).
-    fn prefetch_after(&self, page: usize) -> Result<()> {
-        let last = (page + self.prefetch.load(Ordering::Relaxed)).min(self.npages - 1);
+    fn prefetch_after(&self, page: usize, n: usize) -> Result<()> {
+        let last = (page + n).min(self.npages - 1);
         let mut run: Vec<(usize, super::directory::Entry)> = Vec::new();
         for q in page + 1..=last {
             if !self.allocated(q) || self.access(q) != Access::None {
@@ -479,8 +547,8 @@ impl Core {
     /// directory lock is busy (this never waits for a lock). A taken page is dirty: if the
     /// application does not write it, it is zeros, and another rank's later write simply
     /// invalidates it here.
-    fn claim_after(&self, page: usize) -> Result<()> {
-        let last = (page + self.prefetch.load(Ordering::Relaxed)).min(self.npages - 1);
+    fn claim_after(&self, page: usize, n: usize) -> Result<()> {
+        let last = (page + n).min(self.npages - 1);
         let epoch = self.epoch.load(Ordering::Acquire);
         let mut claimed = 0u64;
         for q in page + 1..=last {
@@ -604,14 +672,9 @@ impl Core {
             return false;
         }
         // The run: this page and the following ones that qualify, each taken busy.
-        let configured = self.prefetch.load(Ordering::Relaxed);
-        let ahead = if configured > 0 {
-            configured
-        } else if self.upgrade_next.load(Ordering::Relaxed) == page {
-            (self.upgrade_ahead.load(Ordering::Relaxed) * 2).clamp(1, SEQ_AHEAD_MAX)
-        } else {
-            0
-        };
+        let ahead = self
+            .seq_upgrade
+            .ahead(page, self.prefetch.load(Ordering::Relaxed));
         let mut end = page + 1;
         while end < self.npages
             && end - page <= ahead
@@ -639,8 +702,7 @@ impl Core {
             });
         }
         if ok {
-            self.upgrade_next.store(end, Ordering::Relaxed);
-            self.upgrade_ahead.store(ahead, Ordering::Relaxed);
+            self.seq_upgrade.record(page, ahead);
             self.counters.write_faults.fetch_add(1, Ordering::Relaxed);
             self.counters
                 .local_upgrades

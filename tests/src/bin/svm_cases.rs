@@ -535,13 +535,14 @@ fn scan(p: &Psls) -> Result<()> {
     let w = p.page_size() / 8;
     let a: GlobalArray<u64> = p.alloc(pages * w)?;
     let prefetch = p.config().prefetch;
+    let ahead = prefetch != psls::Prefetch::Pages(0);
     if p.rank() == 1 {
         for i in 0..pages * w {
             a.set(i, i as u64 ^ 0x5a5a);
         }
         // A first sequential write claims the untouched pages ahead of each write fault.
         let s = p.stats();
-        if prefetch > 0 {
+        if ahead {
             check!(
                 p,
                 s.claimed > 0 && s.write_faults + s.claimed == pages as u64,
@@ -565,7 +566,7 @@ fn scan(p: &Psls) -> Result<()> {
             .count();
         check!(p, bad == 0, "scanned {} words ({bad} wrong)", pages * w);
         let s = p.stats();
-        if prefetch > 0 {
+        if ahead {
             check!(
                 p,
                 s.prefetches > 0 && s.read_faults < pages as u64,
