@@ -380,7 +380,7 @@ impl Core {
         self.counters.read_faults.fetch_add(1, Ordering::Relaxed);
         let mut e = self.dir.read(page)?;
         self.load_if_unowned(page, &mut e)?;
-        let mut fetched = false;
+        let mut from = None;
         match e.owner {
             None => {
                 // Never touched: the frame is a hole and reads as zeros.
@@ -393,12 +393,17 @@ impl Core {
                     self.request_all(DOWNGRADE, page, &[o])?;
                     e.writable = false;
                 }
-                self.fetch(page, o)?;
-                fetched = true;
+                from = Some(o);
             }
         }
         e.copyset |= 1 << self.rank;
-        self.dir.write(page, &e)?;
+        match from {
+            // The page comes in while the entry goes out (nobody reads the entry before this
+            // rank unlocks it, after both).
+            Some(o) => self.fetch_recording(page, o, &e)?,
+            None => self.dir.write(page, &e)?,
+        }
+        let fetched = from.is_some();
         self.set_access(page, Access::Read)?;
         self.table.update(page, |i| {
             i.owner = e.owner;
@@ -608,10 +613,33 @@ impl Core {
 
     /// Copies `page` from `owner`'s frame into this rank's frame.
     fn fetch(&self, page: usize, owner: usize) -> Result<()> {
+        self.fetch_then(page, owner, || Ok(()))
+    }
+
+    /// [`Core::fetch`], writing the directory entry `e` of `page` while the page is in flight.
+    fn fetch_recording(
+        &self,
+        page: usize,
+        owner: usize,
+        e: &super::directory::Entry,
+    ) -> Result<()> {
+        self.fetch_then(page, owner, || self.dir.write(page, e))
+    }
+
+    /// Fetches `page` from `owner`, running `meanwhile` once the get is issued.
+    fn fetch_then(
+        &self,
+        page: usize,
+        owner: usize,
+        meanwhile: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         self.preserve_recovery(page)?;
         let mut buf = vec![0u8; self.page_size];
         let off = page * self.page_size;
-        self.frames_win.epoch().get(owner, off, &mut buf)?;
+        self.frames_win.epoch().batch(|b| {
+            b.get(owner, off, &mut buf)?;
+            meanwhile()
+        })??;
         self.frames_win.window().local_write(off, &buf)?;
         self.counters.fetches.fetch_add(1, Ordering::Relaxed);
         self.counters
