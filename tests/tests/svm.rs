@@ -129,27 +129,23 @@ fn page_table_tracks_unique_replicated_owner_and_dirty_epoch() {
 fn sequential_scan_and_first_write_with_and_without_prefetch() {
     // The default (auto) works ahead of these sequential misses; PSLS_PREFETCH=0 never does.
     svm("scan", 2, 2);
-    let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
-    let out = Launch::program(sibling_binary("svm_cases"), 2)
-        .arg("scan")
-        .nodes(2)
-        .roots(&m, &d)
-        .env("PSLS_PREFETCH", "0")
-        .run();
-    out.assert_success();
-    out.assert_lines("PASS", 2);
-    assert!(!out.lines_with("STATS").is_empty(), "{}", out.stdout);
+    let scan = |ranks: usize, prefetch: &str| {
+        let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
+        let out = Launch::program(sibling_binary("svm_cases"), ranks)
+            .arg("scan")
+            .nodes(ranks)
+            .roots(&m, &d)
+            .env("PSLS_PREFETCH", prefetch)
+            .run();
+        out.assert_success();
+        out.assert_lines("PASS", ranks);
+        assert!(!out.lines_with("STATS").is_empty(), "{}", out.stdout);
+        out
+    };
+    let out = scan(2, "0");
     assert_eq!(stat(&out, "prefetches"), 0);
     assert_eq!(stat(&out, "claimed"), 0);
-    let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
-    let out = Launch::program(sibling_binary("svm_cases"), 3)
-        .arg("scan")
-        .nodes(3)
-        .roots(&m, &d)
-        .env("PSLS_PREFETCH", "8")
-        .run();
-    out.assert_success();
-    out.assert_lines("PASS", 3);
+    let out = scan(3, "8");
     assert!(stat(&out, "prefetches") > 0);
     assert!(stat(&out, "claimed") > 0);
 }
