@@ -244,6 +244,22 @@ pub(super) fn placement(m: &NodeMap, ring: &BuddyRing, rank: usize) -> Result<Pl
 }
 
 /// The hidden PFS file that keeps the `serial`-th array of checkpoint set `set`.
+/// The layout of the checkpoint file of an array of `pages` pages on `nodes` nodes: stripes of
+/// one node's share (never below `stripe_pages`), starting at the view's first node.
+pub(super) fn array_layout(
+    pages: usize,
+    nodes: usize,
+    stripe_pages: u32,
+) -> crate::pfs::layout::Layout {
+    let share = pages.div_ceil(nodes.max(1)).max(1);
+    crate::pfs::layout::Layout {
+        stripe_pages: u32::try_from(share)
+            .unwrap_or(u32::MAX)
+            .max(stripe_pages.max(1)),
+        rotation: 0,
+    }
+}
+
 pub(super) fn array_file(set: &str, serial: u64) -> String {
     format!(".psls-ckpt.{set}.array-{serial}")
 }
@@ -280,8 +296,17 @@ impl Psls {
         for a in &live {
             let name = array_file(&set, a.serial);
             if !catalog.files.contains_key(&name) {
-                let (c, meta) =
+                let (mut c, mut meta) =
                     self.with_new_file(catalog, st.epoch + 1, &name, a.pages as u64 * ps)?;
+                // An array's checkpoint file is laid out in one stripe per node, in view order:
+                // a block-distributed array then has each node's block as its primary there
+                // (written from its own frames) and as its mirror on the next node (pulled in
+                // large runs), and a flush writes long runs instead of two pages at a time.
+                let layout = array_layout(a.pages, meta.nodes.len(), self.cfg.stripe_pages);
+                meta.layout = layout;
+                if let Some(m) = c.files.get_mut(&name) {
+                    m.layout = layout;
+                }
                 catalog = c;
                 self.svm.attach(a.first, a.pages, meta);
                 attached.push(a.first);
@@ -400,5 +425,29 @@ impl Psls {
             agree(&self.comm, self.volume.remove_local(&meta))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::array_layout;
+
+    #[test]
+    fn an_array_file_has_one_stripe_per_node_from_the_first_node() {
+        // 4096 pages on 4 nodes: node k keeps pages 1024k.. as primaries, its neighbour mirrors.
+        let l = array_layout(4096, 4, 1);
+        assert_eq!((l.stripe_pages, l.rotation), (1024, 0));
+        for (page, node) in [(0, 0), (1023, 0), (1024, 1), (3072, 3), (4095, 3)] {
+            let p = l.place(page, 4);
+            assert_eq!(
+                (p.primary, p.mirror),
+                (node, Some((node + 1) % 4)),
+                "page {page}"
+            );
+        }
+        // Uneven shares round up; a configured stripe larger than a share wins; nothing is 0.
+        assert_eq!(array_layout(10, 4, 1).stripe_pages, 3);
+        assert_eq!(array_layout(10, 4, 8).stripe_pages, 8);
+        assert_eq!(array_layout(0, 0, 0).stripe_pages, 1);
     }
 }
