@@ -41,6 +41,32 @@ impl std::fmt::Display for Prefetch {
     }
 }
 
+/// How a fault on a page homed on another rank takes and releases the page's directory entry
+/// (`PSLS_DIRECTORY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DirectoryRequests {
+    /// Chosen at start-up from the measured cost of a remote RMA atomic: `Home` when it is
+    /// slow (the MPI library emulates it in software, as UCX over TCP does), else `Rma`.
+    #[default]
+    Auto,
+    /// The faulting rank locks, reads and writes the entry itself, with RMA atomics, gets and
+    /// puts on the home's directory window.
+    Rma,
+    /// The faulting rank asks the home's service thread to lock and read the entry (one
+    /// message and its answer), and sends it the new entry with the unlock.
+    Home,
+}
+
+impl std::fmt::Display for DirectoryRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DirectoryRequests::Auto => "auto",
+            DirectoryRequests::Rma => "rma",
+            DirectoryRequests::Home => "home",
+        })
+    }
+}
+
 /// The runtime's configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -73,6 +99,8 @@ pub struct Config {
     /// Working ahead of misses (read prefetch, claims of untouched pages, taking pages back
     /// after a checkpoint).
     pub prefetch: Prefetch,
+    /// How faults take directory entries homed on other ranks.
+    pub directory: DirectoryRequests,
     /// Every how-manieth `checkpoint()` call is a permanent checkpoint (0: none by count).
     pub ckpt_permanent_every: u64,
     /// A `checkpoint()` call at least this long after the last permanent checkpoint (or the
@@ -113,6 +141,7 @@ impl Default for Config {
             svm_size: 16 << 30,
             service_max_sleep: std::time::Duration::from_micros(200),
             prefetch: Prefetch::Auto,
+            directory: DirectoryRequests::Auto,
             ckpt_permanent_every: 10,
             ckpt_permanent_interval: std::time::Duration::ZERO,
             ckpt_cleaning: crate::ckpt::Cleaning::NoCleaning,
@@ -300,6 +329,20 @@ pub const KEYS: &[Key] = &[
             }
             let n: usize = v.trim().parse().map_err(|_| ())?;
             (n <= 64).then(|| c.prefetch = Prefetch::Pages(n)).ok_or(())
+        },
+    },
+    Key {
+        name: "directory",
+        env: "PSLS_DIRECTORY",
+        allowed: "auto, rma or home",
+        set: |c, v| {
+            c.directory = match v.trim().to_ascii_lowercase().as_str() {
+                "auto" => DirectoryRequests::Auto,
+                "rma" => DirectoryRequests::Rma,
+                "home" => DirectoryRequests::Home,
+                _ => return Err(()),
+            };
+            Ok(())
         },
     },
     Key {
@@ -541,6 +584,7 @@ mod tests {
             ("PSLS_PAGE_SIZE", "64K"),
             ("PSLS_VIRTUAL_NODES", "4"),
             ("PSLS_BIND", "core"),
+            ("PSLS_DIRECTORY", "Home"),
             ("PSLS_JOB_ID", "job-1.a"),
             ("PSLS_REQUIRE_TMPFS", "no"),
             ("PSLS_SOMETHING_ELSE", "ignored"),
@@ -549,6 +593,7 @@ mod tests {
         assert_eq!(c.page_size, 65536);
         assert_eq!(c.virtual_nodes, 4);
         assert_eq!(c.bind, Binding::Core);
+        assert_eq!(c.directory, DirectoryRequests::Home);
         assert_eq!(c.job_id.as_deref(), Some("job-1.a"));
         assert!(!c.require_tmpfs);
     }
@@ -561,6 +606,7 @@ mod tests {
             ("PSLS_PAGE_SIZE", "12Q", "power of two"),
             ("PSLS_VIRTUAL_NODES", "-1", "whole number"),
             ("PSLS_BIND", "socket", "none, core or pu"),
+            ("PSLS_DIRECTORY", "messages", "auto, rma or home"),
             ("PSLS_JOB_ID", "../etc", "A-Z"),
             ("PSLS_MEMORY_BASE", "relative/dir", "absolute path"),
             ("PSLS_MEMORY_BASE", "/no/such/dir", "existing directory"),

@@ -27,7 +27,7 @@ pub use api::{
     VerifyReport,
 };
 pub use ckpt::{CheckpointKind, CheckpointStats, CleanCounts, Cleaning, Protected, ProtectedBytes};
-pub use config::{Config, Prefetch};
+pub use config::{Config, DirectoryRequests, Prefetch};
 pub use error::{Error, Result};
 pub use svm::{PageInfo, SvmStats};
 pub use sys::global::{GlobalArray, Pod};

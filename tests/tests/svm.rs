@@ -28,6 +28,46 @@ fn stat(out: &psls_tests::Outcome, key: &str) -> u64 {
 }
 
 #[test]
+fn home_based_directory_requests_keep_every_guarantee() {
+    // PSLS_DIRECTORY=home: faults lock and update directory entries through their homes'
+    // service threads, and owners send pages as messages (what `auto` picks over UCX/TCP).
+    // The same cases must pass, and the counters must show the home path was taken.
+    for (case, ranks, nodes) in [
+        ("stripes", 4, 4),
+        ("mutex_counter", 4, 2),
+        ("message_passing", 3, 3),
+        ("peterson", 3, 3),
+        ("atomics", 4, 4),
+        ("false_sharing", 3, 3),
+        ("random", 4, 2),
+        ("threads", 3, 3),
+        ("blocked", 2, 2),
+        ("alloc_free", 2, 2),
+    ] {
+        let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
+        let out = Launch::program(sibling_binary("svm_cases"), ranks)
+            .arg(case)
+            .nodes(nodes)
+            .roots(&m, &d)
+            .env("PSLS_DIRECTORY", "home")
+            .run();
+        out.assert_success();
+        out.assert_lines("PASS", ranks);
+        assert!(stat(&out, "home_locks") > 0, "{case}: {}", out.stdout);
+    }
+    // And `rma` never takes that path.
+    let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
+    let out = Launch::program(sibling_binary("svm_cases"), 3)
+        .arg("false_sharing")
+        .nodes(3)
+        .roots(&m, &d)
+        .env("PSLS_DIRECTORY", "rma")
+        .run();
+    out.assert_success();
+    assert_eq!(stat(&out, "home_locks"), 0, "{}", out.stdout);
+}
+
+#[test]
 fn stripes_are_visible_to_every_rank() {
     for (ranks, nodes) in [(2, 2), (4, 4), (4, 2)] {
         let out = svm("stripes", ranks, nodes);

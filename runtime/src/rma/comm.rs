@@ -325,12 +325,12 @@ impl Comm {
 }
 
 /// Words in a control message (see [`Comm::send_words`]).
-pub const MSG_WORDS: usize = 4;
+pub const MSG_WORDS: usize = 7;
 
 impl Comm {
     /// Sends a control message of [`MSG_WORDS`] 64-bit words to `dest` with `tag`.
     ///
-    /// Control messages are 32 bytes, far below every MPI's eager limit, so `MPI_Send` returns
+    /// Control messages are 56 bytes, far below every MPI's eager limit, so `MPI_Send` returns
     /// without waiting for the receiver.
     pub fn send_words(&self, dest: usize, tag: i32, words: &[u64; MSG_WORDS]) -> Result<()> {
         let d = self.check_rank(dest)?;
@@ -378,6 +378,123 @@ impl Comm {
             )
         })?;
         Ok(Some((source as usize, words)))
+    }
+}
+
+/// A send started by [`Comm::isend_bytes`]: it owns its buffer until MPI is done with it.
+#[derive(Debug)]
+pub struct PendingSend {
+    req: ffi::MPI_Request,
+    // Never read: MPI reads it until the request completes; the heap buffer does not move
+    // when the value does.
+    _buf: Vec<u8>,
+}
+
+// SAFETY: the request handle is only used through &mut self, by one thread at a time.
+unsafe impl Send for PendingSend {}
+
+impl PendingSend {
+    /// Whether the send has completed (then the buffer is free). Drives MPI's progress.
+    pub fn test(&mut self) -> Result<bool> {
+        if self.req == handle!(psls_mpi_request_null) {
+            return Ok(true);
+        }
+        let mut done: c_int = 0;
+        // SAFETY: MPI_Status is plain data that MPI fills in; all-zero is a valid value.
+        let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+        // SAFETY: req is an active request from MPI_Isend, or MPI_REQUEST_NULL once complete
+        // (MPI_Test sets it so); done and status are valid out-pointers.
+        check("MPI_Test", unsafe {
+            ffi::MPI_Test(&mut self.req, &mut done, &mut status)
+        })?;
+        Ok(done != 0)
+    }
+}
+
+impl Drop for PendingSend {
+    fn drop(&mut self) {
+        if super::is_finalized() || self.req == handle!(psls_mpi_request_null) {
+            return;
+        }
+        // SAFETY: MPI_Status is plain data; all-zero is a valid value.
+        let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+        // SAFETY: req is an active request whose buffer is still alive (dropped after this).
+        // The receiver was waiting for this message when it was sent, so the wait ends.
+        let rc = unsafe { ffi::MPI_Wait(&mut self.req, &mut status) };
+        if let Err(e) = check("MPI_Wait", rc) {
+            tracing::warn!(target: "psls::rma", "{e}");
+        }
+    }
+}
+
+impl Comm {
+    /// Starts sending `data` to `dest` with `tag` (`MPI_Isend`); the returned value owns the
+    /// buffer until [`PendingSend::test`] says the send is complete. Unlike `MPI_Send`, this
+    /// never waits for the receiver, so two service threads sending each other pages cannot
+    /// deadlock when the pages exceed the eager limit.
+    pub fn isend_bytes(&self, dest: usize, tag: i32, data: Vec<u8>) -> Result<PendingSend> {
+        let d = self.check_rank(dest)?;
+        let count = c_int::try_from(data.len())
+            .map_err(|_| Error::Protocol("a message larger than 2 GiB".into()))?;
+        let mut req: ffi::MPI_Request = handle!(psls_mpi_request_null);
+        // SAFETY: data holds `count` bytes and moves into the returned value, which keeps it
+        // alive (at the same heap address) until the request completes; req is a valid
+        // out-pointer.
+        check("MPI_Isend", unsafe {
+            ffi::MPI_Isend(
+                data.as_ptr().cast::<c_void>(),
+                count,
+                handle!(psls_mpi_byte),
+                d,
+                tag,
+                self.raw,
+                &mut req,
+            )
+        })?;
+        Ok(PendingSend { req, _buf: data })
+    }
+
+    /// Receives a message of at most `buf.len()` bytes from `src` with `tag` into `buf` if one
+    /// has arrived (`MPI_Iprobe`, then `MPI_Recv`); returns its length, or `None`.
+    pub fn try_recv_bytes_from(
+        &self,
+        src: usize,
+        tag: i32,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>> {
+        let s = self.check_rank(src)?;
+        let mut flag: c_int = 0;
+        // SAFETY: MPI_Status is a plain C struct; all-zero is a valid value to be overwritten.
+        let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+        // SAFETY: self.raw is valid; flag and status are valid out-pointers.
+        check("MPI_Iprobe", unsafe {
+            ffi::MPI_Iprobe(s, tag, self.raw, &mut flag, &mut status)
+        })?;
+        if flag == 0 {
+            return Ok(None);
+        }
+        let count = c_int::try_from(buf.len())
+            .map_err(|_| Error::Protocol("a message larger than 2 GiB".into()))?;
+        // SAFETY: buf has room for `count` bytes; the message was probed from `src` with `tag`,
+        // and only this thread receives with this tag on this communicator. A longer message
+        // makes MPI_Recv fail with MPI_ERR_TRUNCATE, which `check` reports.
+        check("MPI_Recv", unsafe {
+            ffi::MPI_Recv(
+                buf.as_mut_ptr().cast::<c_void>(),
+                count,
+                handle!(psls_mpi_byte),
+                s,
+                tag,
+                self.raw,
+                &mut status,
+            )
+        })?;
+        let mut len: c_int = 0;
+        // SAFETY: status was filled in by MPI_Recv; len is a valid out-pointer.
+        check("MPI_Get_count", unsafe {
+            ffi::MPI_Get_count(&status, handle!(psls_mpi_byte), &mut len)
+        })?;
+        Ok(Some(usize::try_from(len).unwrap_or(0)))
     }
 }
 

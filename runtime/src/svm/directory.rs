@@ -48,6 +48,22 @@ impl Entry {
         }
     }
 
+    /// The entry as three words, for a control message.
+    pub fn to_words(self) -> [u64; 3] {
+        let b = self.encode();
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        [w(0), w(1), w(2)]
+    }
+
+    /// The entry from [`Entry::to_words`].
+    pub fn from_words(w: [u64; 3]) -> Entry {
+        let mut b = [0u8; 24];
+        for (i, x) in w.iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
+        }
+        Entry::decode(&b)
+    }
+
     /// The ranks in the copyset, ascending.
     pub fn holders(&self) -> impl Iterator<Item = usize> + '_ {
         (0..64).filter(move |r| self.copyset & (1u64 << r) != 0)
@@ -81,6 +97,24 @@ impl Directory {
     /// The home rank of `page` and the byte offset of its entry there.
     pub fn home(&self, page: usize) -> (usize, usize) {
         (page % self.size, (page / self.size) * ENTRY_BYTES)
+    }
+
+    /// The median time of a remote atomic read of a directory word on the next rank, in
+    /// microseconds (collective over the directory's ranks, which all measure at once, so that
+    /// each target is inside MPI and progresses what needs it). 0 with one rank.
+    pub fn remote_atomic_us(&self, rank: usize) -> Result<u64> {
+        if self.size < 2 {
+            return Ok(0);
+        }
+        let next = (rank + 1) % self.size;
+        let mut us = Vec::with_capacity(16);
+        for _ in 0..16 {
+            let t = std::time::Instant::now();
+            self.win.epoch().fetch_and_op(next, 0, AtomicOp::NoOp, 0)?;
+            us.push(t.elapsed().as_micros() as u64);
+        }
+        us.sort_unstable();
+        Ok(us[us.len() / 2])
     }
 
     /// Tries once to take the entry's lock for `me`.
@@ -158,6 +192,7 @@ mod tests {
             },
         ] {
             assert_eq!(Entry::decode(&e.encode()), e);
+            assert_eq!(Entry::from_words(e.to_words()), e);
         }
         let e = Entry {
             copyset: 0b1010_0001,

@@ -18,6 +18,7 @@ pub(crate) use files::FileMap;
 
 pub use table::PageInfo;
 
+use crate::config::DirectoryRequests;
 use crate::error::{Error, Result};
 use crate::rma::{Comm, LockedWindow, ReduceOp, Window};
 use crate::sys::fault::FaultHandler;
@@ -48,6 +49,7 @@ pub(crate) struct Counters {
     pub claimed: AtomicU64,
     pub cow: AtomicU64,
     pub local_upgrades: AtomicU64,
+    pub home_locks: AtomicU64,
 }
 
 /// A snapshot of one rank's SVM counters.
@@ -80,6 +82,9 @@ pub struct SvmStats {
     /// Write faults on pages this rank still owned for writing (a checkpoint or a flush had
     /// protected them locally), served without the directory.
     pub local_upgrades: u64,
+    /// Directory entries this rank's faults locked through a request to the entry's home
+    /// (`PSLS_DIRECTORY`), not with RMA atomics.
+    pub home_locks: u64,
 }
 
 /// State shared by the application threads and the service thread.
@@ -100,6 +105,13 @@ pub(crate) struct Core {
     seq_upgrade: service::Sequential,
     /// Work ahead of a served fault (prefetch, claims) still running on the service thread.
     ahead_in_flight: std::sync::atomic::AtomicUsize,
+    /// Whether faults on pages homed elsewhere lock and update the directory through requests
+    /// to the home's service thread (`PSLS_DIRECTORY`), rather than with RMA atomics.
+    home_requests: bool,
+    /// Directory unlocks sent to homes and not yet acknowledged.
+    unlocks_in_flight: std::sync::atomic::AtomicUsize,
+    /// Pages this rank's service thread is sending (`MPI_Isend`) and MPI may still be reading.
+    pending_sends: Mutex<Vec<crate::rma::PendingSend>>,
     /// Where a checkpoint gathers scattered pages that go to consecutive recovery slots, so
     /// that they leave in one put; kept from one checkpoint to the next (at most
     /// `checkpoint::STAGE_MAX` bytes).
@@ -152,6 +164,30 @@ fn fast_write(ctx: usize, addr: usize) -> bool {
     page < core.npages
         && core.allocated[page].load(Ordering::Acquire)
         && core.try_local_upgrade(page)
+}
+
+/// A remote RMA atomic slower than this (in µs) makes `PSLS_DIRECTORY=auto` send directory
+/// requests to the homes: shared memory answers in well under a microsecond, UCX over TCP,
+/// which emulates atomics in several round trips, in about a hundred.
+const AUTO_HOME_ATOMIC_US: u64 = 20;
+
+/// Whether faults send their directory requests to the pages' homes (collective over `comm`).
+fn home_requests(setting: DirectoryRequests, dir: &Directory, comm: &Comm) -> Result<bool> {
+    let home = match setting {
+        DirectoryRequests::Rma => false,
+        DirectoryRequests::Home => true,
+        DirectoryRequests::Auto => {
+            let mine = dir.remote_atomic_us(comm.rank());
+            let slowest = crate::api::agree(comm, mine)?;
+            let slowest = comm.allreduce_u64(slowest, ReduceOp::Max)?;
+            let home = slowest >= AUTO_HOME_ATOMIC_US;
+            if comm.rank() == 0 {
+                tracing::info!(target: "psls::svm", "directory requests: {} (a remote RMA atomic takes {slowest} µs; PSLS_DIRECTORY)", if home { "to the homes" } else { "RMA" });
+            }
+            home
+        }
+    };
+    Ok(home)
 }
 
 /// The SVM of this rank.
@@ -227,6 +263,7 @@ impl Svm {
         let svc_comm = comm.dup()?;
         let frames_win = LockedWindow::new(Window::over_mapping(&svc_comm, alias)?)?;
         let dir = Directory::new(&svc_comm, npages)?;
+        let home_requests = home_requests(cfg.directory, &dir, &svc_comm)?;
         let faults = crate::api::agree(
             comm,
             FaultHandler::install(cfg.svm_base, len)
@@ -244,6 +281,9 @@ impl Svm {
             seq_claim: Default::default(),
             seq_upgrade: Default::default(),
             ahead_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            home_requests,
+            unlocks_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            pending_sends: Mutex::new(Vec::new()),
             staging: Mutex::new(Vec::new()),
             allocated: (0..npages).map(|_| AtomicBool::new(false)).collect(),
             counters: Counters::default(),
@@ -496,6 +536,7 @@ impl Svm {
             claimed: l(&c.claimed),
             copied_on_write: l(&c.cow),
             local_upgrades: l(&c.local_upgrades),
+            home_locks: l(&c.home_locks),
         }
     }
 
@@ -504,7 +545,9 @@ impl Svm {
     /// after the faulting thread resumed. Operations that bypass the protocol (freeing, listing
     /// dirty pages for a flush) call it first.
     pub(crate) fn quiesce(&self) {
-        while self.core.ahead_in_flight.load(Ordering::Acquire) > 0 {
+        while self.core.ahead_in_flight.load(Ordering::Acquire) > 0
+            || self.core.unlocks_in_flight.load(Ordering::Acquire) > 0
+        {
             std::thread::yield_now();
         }
     }

@@ -22,6 +22,7 @@
 //! remote requests to an idle rank wait, for at most that long. An idle rank costs about 5000
 //! short wake-ups a second at the default, not a core.
 
+use super::directory::Entry;
 use super::{Core, PageInfo};
 use crate::error::{Error, Result};
 use crate::sys::fault::Fault;
@@ -47,12 +48,25 @@ enum Served {
 
 const TAG_REQ: i32 = 101;
 const TAG_ACK: i32 = 102;
+/// Acknowledgements of `WRITE_UNLOCK`, which the requester does not wait for.
+const TAG_UNLOCKED: i32 = 103;
+/// A page's bytes, sent by its owner in answer to `FETCH_PAGE`.
+const TAG_PAGE: i32 = 104;
 const DOWNGRADE: u64 = 1;
 const INVALIDATE: u64 = 2;
 /// Load a mapped file's page from this node's disk root into this rank's frame.
 pub(super) const LOAD: u64 = 3;
 /// Rewrite this node's disk copy of a file page from another rank's frame.
 pub(super) const REPAIR: u64 = 4;
+/// Home-based directory requests (`PSLS_DIRECTORY=home`): take the entry's lock for the
+/// requester and send the entry back (status 1), or say it is busy (status 0).
+const LOCK_READ: u64 = 5;
+/// Write the entry (when the argument is 1) and release its lock; acknowledged on
+/// `TAG_UNLOCKED`.
+const WRITE_UNLOCK: u64 = 6;
+/// Downgrade the page here first when the argument is 1, then send its bytes on `TAG_PAGE`
+/// (an empty message if that failed): one round trip instead of a downgrade and a get.
+const FETCH_PAGE: u64 = 7;
 
 /// The most pages the runtime works ahead of a miss on its own (see [`Sequential`]).
 pub(crate) const SEQ_AHEAD_MAX: usize = 16;
@@ -140,7 +154,10 @@ impl Core {
                     Ok(served) => {
                         let page = (f.addr - self.base) / self.page_size;
                         let configured = self.prefetch.load(Ordering::Relaxed);
+                        // Prefetches and claims take each page's directory lock with RMA
+                        // atomics, which home-based requests are there to avoid.
                         let seq = match served {
+                            _ if self.home_requests => None,
                             Served::Fetched => Some(&self.seq_fetch),
                             Served::FreshWrite => Some(&self.seq_claim),
                             Served::Other => None,
@@ -189,7 +206,8 @@ impl Core {
                 return;
             }
             idle = idle.saturating_add(1);
-            if idle < SPIN_POLLS {
+            // Unlocks in flight are answered within a round trip: poll for them, not sleep.
+            if idle < SPIN_POLLS || self.unlocks_in_flight.load(Ordering::Acquire) > 0 {
                 std::hint::spin_loop();
                 std::thread::yield_now();
             } else {
@@ -202,23 +220,135 @@ impl Core {
     /// Serves every request that has arrived; returns how many.
     fn serve_requests(&self) -> Result<usize> {
         let mut n = 0;
+        while self.unlocks_in_flight.load(Ordering::Acquire) > 0 {
+            if self.comm.try_recv_words(TAG_UNLOCKED)?.is_none() {
+                break;
+            }
+            self.unlocks_in_flight.fetch_sub(1, Ordering::AcqRel);
+            n += 1;
+        }
+        {
+            let mut sends = self.pending_sends.lock().unwrap_or_else(|p| p.into_inner());
+            let mut failed = Ok(());
+            sends.retain_mut(|s| match s.test() {
+                Ok(done) => !done,
+                Err(e) => {
+                    failed = Err(e);
+                    true
+                }
+            });
+            failed?;
+        }
         while let Some((src, msg)) = self.comm.try_recv_words(TAG_REQ)? {
-            let [kind, page, seq, arg] = msg;
+            let [kind, page, seq, arg, a, b, c] = msg;
+            if kind == FETCH_PAGE {
+                self.send_page(src, page as usize, arg == 1)?;
+                n += 1;
+                continue;
+            }
             let page = page as usize;
-            let mut status = 0;
+            let mut reply = [kind, page as u64, seq, 0, 0, 0, 0];
+            let mut tag = TAG_ACK;
+            let mut served = Ok(());
             match kind {
-                DOWNGRADE => self.downgrade_local(page)?,
-                INVALIDATE => self.invalidate_local(page)?,
-                LOAD | REPAIR => status = self.serve_file_request(kind, page, arg),
+                DOWNGRADE => served = self.downgrade_local(page),
+                INVALIDATE => served = self.invalidate_local(page),
+                LOAD | REPAIR => reply[3] = self.serve_file_request(kind, page, arg),
+                LOCK_READ => match self.dir.try_lock(page, src) {
+                    Ok(false) => {}
+                    Ok(true) => match self.dir.read(page) {
+                        Ok(e) => {
+                            reply[3] = 1;
+                            reply[4..].copy_from_slice(&e.to_words());
+                        }
+                        Err(e) => {
+                            served = Err(e);
+                            if let Err(e) = self.dir.unlock(page) {
+                                tracing::error!(target: "psls::svm", "releasing the lock of page {page}: {e}");
+                            }
+                        }
+                    },
+                    Err(e) => served = Err(e),
+                },
+                WRITE_UNLOCK => {
+                    tag = TAG_UNLOCKED;
+                    if arg == 1 {
+                        served = self.dir.write(page, &Entry::from_words([a, b, c]));
+                    }
+                    // Released even when the write failed: the error is fatal to the job,
+                    // which must not hang on the lock meanwhile.
+                    let unlocked = self.dir.unlock(page);
+                    if served.is_ok() {
+                        served = unlocked;
+                    }
+                }
                 other => {
                     tracing::error!(target: "psls::svm", "unknown request {other} from rank {src}");
                 }
             }
-            self.comm
-                .send_words(src, TAG_ACK, &[kind, page as u64, seq, status])?;
+            // Acknowledged even on error, so that the requester never waits forever.
+            self.comm.send_words(src, tag, &reply)?;
+            served?;
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Sends `page`'s bytes to `to` (downgrading this rank's copy first when asked), without
+    /// waiting for `to` to receive them. On error, sends an empty message and reports it.
+    fn send_page(&self, to: usize, page: usize, downgrade: bool) -> Result<()> {
+        let mut buf = vec![0u8; self.page_size];
+        let read = (|| {
+            if downgrade {
+                self.downgrade_local(page)?;
+            }
+            self.frames_win
+                .window()
+                .local_read(page * self.page_size, &mut buf)
+        })();
+        if read.is_err() {
+            buf.clear();
+        }
+        let send = self.comm.isend_bytes(to, TAG_PAGE, buf)?;
+        self.pending_sends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(send);
+        read
+    }
+
+    /// Copies `page` from `owner` into this rank's frame by asking the owner to send it
+    /// (downgrading its copy first when `downgrade`): the home-based protocol's fetch, one
+    /// round trip where a downgrade request and an `MPI_Get` take two.
+    fn fetch_sent(&self, page: usize, owner: usize, downgrade: bool) -> Result<()> {
+        self.preserve_recovery(page)?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.comm.send_words(
+            owner,
+            TAG_REQ,
+            &[FETCH_PAGE, page as u64, seq, u64::from(downgrade), 0, 0, 0],
+        )?;
+        let mut buf = vec![0u8; self.page_size];
+        let len = loop {
+            if let Some(len) = self.comm.try_recv_bytes_from(owner, TAG_PAGE, &mut buf)? {
+                break len;
+            }
+            self.serve_requests()?;
+            std::hint::spin_loop();
+        };
+        if len != self.page_size {
+            return Err(Error::Protocol(format!(
+                "rank {owner} could not send page {page} (its log says why)"
+            )));
+        }
+        self.frames_win
+            .window()
+            .local_write(page * self.page_size, &buf)?;
+        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_fetched
+            .fetch_add(self.page_size as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Revokes write access to `page` here, keeping a read copy.
@@ -286,25 +416,40 @@ impl Core {
         each: &[(usize, usize)],
         arg: u64,
     ) -> Result<Vec<u64>> {
-        let mut status = vec![0u64; each.len()];
+        Ok(self
+            .request_replies(kind, each, arg)?
+            .into_iter()
+            .map(|r| r[0])
+            .collect())
+    }
+
+    /// [`Core::request_each_with`], returning each acknowledgement's last four words (status
+    /// first), in the order of `each`.
+    fn request_replies(
+        &self,
+        kind: u64,
+        each: &[(usize, usize)],
+        arg: u64,
+    ) -> Result<Vec<[u64; 4]>> {
+        let mut status = vec![[0u64; 4]; each.len()];
         if each.is_empty() {
             return Ok(status);
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         for &(t, page) in each {
             self.comm
-                .send_words(t, TAG_REQ, &[kind, page as u64, seq, arg])?;
+                .send_words(t, TAG_REQ, &[kind, page as u64, seq, arg, 0, 0, 0])?;
         }
         let mut missing = each.len();
         while missing > 0 {
             match self.comm.try_recv_words(TAG_ACK)? {
-                Some((src, [k, p, s, st])) if k == kind && s == seq => {
+                Some((src, [k, p, s, st, a, b, c])) if k == kind && s == seq => {
                     let Some(i) = each.iter().position(|&x| x == (src, p as usize)) else {
                         return Err(Error::Protocol(format!(
                             "acknowledgement for page {p} from rank {src}, which was not asked"
                         )));
                     };
-                    status[i] = st;
+                    status[i] = [st, a, b, c];
                     missing -= 1
                 }
                 Some((src, msg)) => {
@@ -319,6 +464,57 @@ impl Core {
             }
         }
         Ok(status)
+    }
+
+    /// Takes `page`'s directory lock and reads its entry, serving requests while another rank
+    /// holds the lock. With home-based requests (`PSLS_DIRECTORY`), a page homed elsewhere
+    /// costs one message to its home and its answer, instead of a remote compare-and-swap and
+    /// a get, which some transports (UCX over TCP) emulate in several round trips each.
+    fn lock_read(&self, page: usize) -> Result<super::directory::Entry> {
+        let (home, _) = self.dir.home(page);
+        if home == self.rank || !self.home_requests {
+            self.lock_page(page)?;
+            return self.dir.read(page).inspect_err(|_| {
+                if let Err(e) = self.dir.unlock(page) {
+                    tracing::error!(target: "psls::svm", "releasing the lock of page {page}: {e}");
+                }
+            });
+        }
+        let mut tries: u32 = 0;
+        loop {
+            let [locked, a, b, c] = self.request_replies(LOCK_READ, &[(home, page)], 0)?[0];
+            if locked == 1 {
+                self.counters.home_locks.fetch_add(1, Ordering::Relaxed);
+                return Ok(super::directory::Entry::from_words([a, b, c]));
+            }
+            self.serve_requests()?;
+            tries = tries.saturating_add(1);
+            if tries > 4 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Writes `page`'s entry (when `e` is given) and releases its lock. A home-based request
+    /// does not wait for the home's answer: the lock stays taken until the home has written
+    /// the entry, so every later locker sees it, and [`Svm::quiesce`](super::Svm::quiesce)
+    /// waits for the answers before anything reads entries without the lock.
+    fn write_unlock(&self, page: usize, e: Option<&super::directory::Entry>) -> Result<()> {
+        let (home, _) = self.dir.home(page);
+        if home == self.rank || !self.home_requests {
+            let written = e.map_or(Ok(()), |e| self.dir.write(page, e));
+            let unlocked = self.dir.unlock(page);
+            return written.and(unlocked);
+        }
+        let (arg, [a, b, c]) = e.map_or((0, [0; 3]), |e| (1, e.to_words()));
+        self.unlocks_in_flight.fetch_add(1, Ordering::AcqRel);
+        let sent =
+            self.comm
+                .send_words(home, TAG_REQ, &[WRITE_UNLOCK, page as u64, 0, arg, a, b, c]);
+        if sent.is_err() {
+            self.unlocks_in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent
     }
 
     /// Takes `page`'s directory lock, serving requests while another rank holds it.
@@ -362,23 +558,24 @@ impl Core {
         if f.write && self.try_local_upgrade(page) {
             return Ok(Served::Other);
         }
-        self.lock_page(page)?;
+        let e = self.lock_read(page)?;
         let result = if f.write {
-            self.write_fault(page, have)
+            self.write_fault(page, have, e)
         } else {
-            self.read_fault(page)
+            self.read_fault(page, e)
         };
-        let unlocked = self.dir.unlock(page);
-        let served = result?;
+        let to_write = result.as_ref().ok().and_then(|(_, w)| *w);
+        let unlocked = self.write_unlock(page, to_write.as_ref());
+        let (served, _) = result?;
         unlocked?;
         Ok(served)
     }
 
-    /// Serves a read fault (the caller holds the page's lock): `Fetched` when the page came
-    /// from another rank.
-    fn read_fault(&self, page: usize) -> Result<Served> {
+    /// Serves a read fault (the caller holds the page's lock and read its entry `e`): `Fetched`
+    /// when the page came from another rank; and the entry to write back as the lock is
+    /// released, unless it was written already.
+    fn read_fault(&self, page: usize, mut e: Entry) -> Result<(Served, Option<Entry>)> {
         self.counters.read_faults.fetch_add(1, Ordering::Relaxed);
-        let mut e = self.dir.read(page)?;
         self.load_if_unowned(page, &mut e)?;
         let mut from = None;
         match e.owner {
@@ -388,6 +585,12 @@ impl Core {
                 e.writable = false;
             }
             Some(o) if o == self.rank => {}
+            Some(o) if self.home_requests => {
+                // The owner downgrades and sends the page in one round trip.
+                self.fetch_sent(page, o, e.writable)?;
+                e.writable = false;
+                from = Some(o);
+            }
             Some(o) => {
                 if e.writable {
                     self.request_all(DOWNGRADE, page, &[o])?;
@@ -397,11 +600,13 @@ impl Core {
             }
         }
         e.copyset |= 1 << self.rank;
-        match from {
-            // The page comes in while the entry goes out (nobody reads the entry before this
-            // rank unlocks it, after both).
-            Some(o) => self.fetch_recording(page, o, &e)?,
-            None => self.dir.write(page, &e)?,
+        let mut to_write = Some(e);
+        // With home-based requests the page is here already, and the entry goes to the home
+        // with the unlock. Otherwise the page comes in while the entry goes out (nobody reads
+        // the entry before this rank unlocks it, after both).
+        if let Some(o) = from.filter(|_| !self.home_requests) {
+            self.fetch_recording(page, o, &e)?;
+            to_write = None;
         }
         let fetched = from.is_some();
         self.set_access(page, Access::Read)?;
@@ -409,11 +614,12 @@ impl Core {
             i.owner = e.owner;
             i.replicated = e.copyset.count_ones() > 1;
         });
-        Ok(if fetched {
+        let served = if fetched {
             Served::Fetched
         } else {
             Served::Other
-        })
+        };
+        Ok((served, to_write))
     }
 
     /// After a read miss on `page`, fetches up to `prefetch` following pages in one batch: the
@@ -499,18 +705,26 @@ impl Core {
 
     /// Serves a write fault (the caller holds the page's lock): `FreshWrite` when the page had
     /// never been touched by anyone (it was zeros, with no copy anywhere and nothing on disk).
-    fn write_fault(&self, page: usize, have: Access) -> Result<Served> {
+    fn write_fault(
+        &self,
+        page: usize,
+        have: Access,
+        mut e: Entry,
+    ) -> Result<(Served, Option<Entry>)> {
         self.counters.write_faults.fetch_add(1, Ordering::Relaxed);
-        let mut e = self.dir.read(page)?;
         self.load_if_unowned(page, &mut e)?;
         let fresh = e.owner.is_none() && e.copyset == 0;
         let i_hold_copy = have == Access::Read && e.copyset & (1 << self.rank) != 0;
         if let Some(o) = e.owner {
             if o != self.rank && !i_hold_copy {
-                if e.writable {
-                    self.request_all(DOWNGRADE, page, &[o])?;
+                if self.home_requests {
+                    self.fetch_sent(page, o, e.writable)?;
+                } else {
+                    if e.writable {
+                        self.request_all(DOWNGRADE, page, &[o])?;
+                    }
+                    self.fetch(page, o)?;
                 }
-                self.fetch(page, o)?;
             }
         }
         // The frame is about to become writable: a recovery copy in it moves out first.
@@ -524,7 +738,6 @@ impl Core {
         e.writable = true;
         e.copyset = 1 << self.rank;
         e.version += 1;
-        self.dir.write(page, &e)?;
         self.set_access(page, Access::Write)?;
         let epoch = self.epoch.load(Ordering::Acquire);
         self.table.set(
@@ -537,11 +750,12 @@ impl Core {
                 exclusive: true,
             },
         );
-        Ok(if fresh {
+        let served = if fresh {
             Served::FreshWrite
         } else {
             Served::Other
-        })
+        };
+        Ok((served, Some(e)))
     }
 
     /// After a write fault on a page nobody had touched, takes up to `prefetch` following pages
