@@ -59,13 +59,17 @@ pub(super) const LOAD: u64 = 3;
 /// Rewrite this node's disk copy of a file page from another rank's frame.
 pub(super) const REPAIR: u64 = 4;
 /// Home-based directory requests (`PSLS_DIRECTORY=home`): take the entry's lock for the
-/// requester and send the entry back (status 1), or say it is busy (status 0).
+/// requester and send the entry back (status 1), or say it is busy (status 0). With argument
+/// `FORWARD`, for a read fault, the home also asks a page's owner other than the requester to
+/// send the requester the page (status 2): three messages instead of two round trips.
 const LOCK_READ: u64 = 5;
+const FORWARD: u64 = 1;
 /// Write the entry (when the argument is 1) and release its lock; acknowledged on
 /// `TAG_UNLOCKED`.
 const WRITE_UNLOCK: u64 = 6;
 /// Downgrade the page here first when the argument is 1, then send its bytes on `TAG_PAGE`
-/// (an empty message if that failed): one round trip instead of a downgrade and a get.
+/// (an empty message if that failed) to the rank in the fifth word minus one, or to the sender
+/// when it is 0: one round trip instead of a downgrade and a get.
 const FETCH_PAGE: u64 = 7;
 
 /// The most pages the runtime works ahead of a miss on its own (see [`Sequential`]).
@@ -154,10 +158,7 @@ impl Core {
                     Ok(served) => {
                         let page = (f.addr - self.base) / self.page_size;
                         let configured = self.prefetch.load(Ordering::Relaxed);
-                        // Prefetches and claims take each page's directory lock with RMA
-                        // atomics, which home-based requests are there to avoid.
                         let seq = match served {
-                            _ if self.home_requests => None,
                             Served::Fetched => Some(&self.seq_fetch),
                             Served::FreshWrite => Some(&self.seq_claim),
                             Served::Other => None,
@@ -242,7 +243,8 @@ impl Core {
         while let Some((src, msg)) = self.comm.try_recv_words(TAG_REQ)? {
             let [kind, page, seq, arg, a, b, c] = msg;
             if kind == FETCH_PAGE {
-                self.send_page(src, page as usize, arg == 1)?;
+                let to = if a > 0 { a as usize - 1 } else { src };
+                self.send_page(to, page as usize, arg == 1)?;
                 n += 1;
                 continue;
             }
@@ -260,6 +262,29 @@ impl Core {
                         Ok(e) => {
                             reply[3] = 1;
                             reply[4..].copy_from_slice(&e.to_words());
+                            match e.owner {
+                                Some(o) if arg == FORWARD && o != src => {
+                                    reply[3] = 2;
+                                    served = if o == self.rank {
+                                        self.send_page(src, page, e.writable)
+                                    } else {
+                                        self.comm.send_words(
+                                            o,
+                                            TAG_REQ,
+                                            &[
+                                                FETCH_PAGE,
+                                                page as u64,
+                                                0,
+                                                u64::from(e.writable),
+                                                src as u64 + 1,
+                                                0,
+                                                0,
+                                            ],
+                                        )
+                                    };
+                                }
+                                _ => {}
+                            }
                         }
                         Err(e) => {
                             served = Err(e);
@@ -321,13 +346,18 @@ impl Core {
     /// (downgrading its copy first when `downgrade`): the home-based protocol's fetch, one
     /// round trip where a downgrade request and an `MPI_Get` take two.
     fn fetch_sent(&self, page: usize, owner: usize, downgrade: bool) -> Result<()> {
-        self.preserve_recovery(page)?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         self.comm.send_words(
             owner,
             TAG_REQ,
             &[FETCH_PAGE, page as u64, seq, u64::from(downgrade), 0, 0, 0],
         )?;
+        self.receive_page(page, owner)
+    }
+
+    /// Receives `page` from `owner`, which was asked to send it, into this rank's frame.
+    fn receive_page(&self, page: usize, owner: usize) -> Result<()> {
+        self.preserve_recovery(page)?;
         let mut buf = vec![0u8; self.page_size];
         let len = loop {
             if let Some(len) = self.comm.try_recv_bytes_from(owner, TAG_PAGE, &mut buf)? {
@@ -470,22 +500,28 @@ impl Core {
     /// holds the lock. With home-based requests (`PSLS_DIRECTORY`), a page homed elsewhere
     /// costs one message to its home and its answer, instead of a remote compare-and-swap and
     /// a get, which some transports (UCX over TCP) emulate in several round trips each.
-    fn lock_read(&self, page: usize) -> Result<super::directory::Entry> {
+    ///
+    /// With `forward` (a read fault) the home also asks the page's owner, when it is another
+    /// rank, to send this rank the page; the answer then says so (`true`), and the caller
+    /// receives the page with [`Core::receive_page`].
+    fn lock_read(&self, page: usize, forward: bool) -> Result<(Entry, bool)> {
         let (home, _) = self.dir.home(page);
         if home == self.rank || !self.home_requests {
             self.lock_page(page)?;
-            return self.dir.read(page).inspect_err(|_| {
+            let e = self.dir.read(page).inspect_err(|_| {
                 if let Err(e) = self.dir.unlock(page) {
                     tracing::error!(target: "psls::svm", "releasing the lock of page {page}: {e}");
                 }
-            });
+            })?;
+            return Ok((e, false));
         }
+        let arg = if forward { FORWARD } else { 0 };
         let mut tries: u32 = 0;
         loop {
-            let [locked, a, b, c] = self.request_replies(LOCK_READ, &[(home, page)], 0)?[0];
-            if locked == 1 {
+            let [locked, a, b, c] = self.request_replies(LOCK_READ, &[(home, page)], arg)?[0];
+            if locked > 0 {
                 self.counters.home_locks.fetch_add(1, Ordering::Relaxed);
-                return Ok(super::directory::Entry::from_words([a, b, c]));
+                return Ok((Entry::from_words([a, b, c]), locked == 2));
             }
             self.serve_requests()?;
             tries = tries.saturating_add(1);
@@ -558,11 +594,11 @@ impl Core {
         if f.write && self.try_local_upgrade(page) {
             return Ok(Served::Other);
         }
-        let e = self.lock_read(page)?;
+        let (e, forwarded) = self.lock_read(page, !f.write)?;
         let result = if f.write {
             self.write_fault(page, have, e)
         } else {
-            self.read_fault(page, e)
+            self.read_fault(page, e, forwarded)
         };
         let to_write = result.as_ref().ok().and_then(|(_, w)| *w);
         let unlocked = self.write_unlock(page, to_write.as_ref());
@@ -574,7 +610,14 @@ impl Core {
     /// Serves a read fault (the caller holds the page's lock and read its entry `e`): `Fetched`
     /// when the page came from another rank; and the entry to write back as the lock is
     /// released, unless it was written already.
-    fn read_fault(&self, page: usize, mut e: Entry) -> Result<(Served, Option<Entry>)> {
+    ///
+    /// `forwarded`: the home asked the owner to send the page here already.
+    fn read_fault(
+        &self,
+        page: usize,
+        mut e: Entry,
+        forwarded: bool,
+    ) -> Result<(Served, Option<Entry>)> {
         self.counters.read_faults.fetch_add(1, Ordering::Relaxed);
         self.load_if_unowned(page, &mut e)?;
         let mut from = None;
@@ -586,8 +629,12 @@ impl Core {
             }
             Some(o) if o == self.rank => {}
             Some(o) if self.home_requests => {
-                // The owner downgrades and sends the page in one round trip.
-                self.fetch_sent(page, o, e.writable)?;
+                // The owner downgrades and sends the page, asked by the home or by this rank.
+                if forwarded {
+                    self.receive_page(page, o)?;
+                } else {
+                    self.fetch_sent(page, o, e.writable)?;
+                }
                 e.writable = false;
                 from = Some(o);
             }
@@ -627,41 +674,75 @@ impl Core {
     /// owner, or whose directory lock is busy (prefetch never waits for a lock).
     fn prefetch_after(&self, page: usize, n: usize) -> Result<()> {
         let last = (page + n).min(self.npages - 1);
-        let mut run: Vec<(usize, super::directory::Entry)> = Vec::new();
-        for q in page + 1..=last {
-            if !self.allocated(q) || self.access(q) != Access::None {
-                break;
-            }
-            if !self.dir.try_lock(q, self.rank)? {
-                break;
-            }
-            let e = match self.dir.read(q) {
-                Ok(e) => e,
-                Err(err) => {
-                    self.dir.unlock(q)?;
-                    return Err(err);
-                }
-            };
-            match e.owner {
-                Some(o) if o != self.rank => run.push((q, e)),
-                _ => {
-                    self.dir.unlock(q)?;
-                    break;
-                }
-            }
-        }
+        let end = (page + 1..=last)
+            .find(|&q| !self.allocated(q) || self.access(q) != Access::None)
+            .unwrap_or(last + 1);
+        let mut run = self.try_lock_run(page + 1..end)?;
+        let keep = run
+            .iter()
+            .position(|(_, e)| e.owner.is_none_or(|o| o == self.rank))
+            .unwrap_or(run.len());
+        self.unlock_all(&run[keep..], false)?;
+        run.truncate(keep);
         if run.is_empty() {
             return Ok(());
         }
         let result = self.prefetch_run(&mut run);
-        // Every lock taken above is released, whatever happened.
-        let mut unlocked = Ok(());
-        for &(q, _) in &run {
-            if let Err(e) = self.dir.unlock(q) {
-                unlocked = Err(e);
+        // Every lock taken above is released, whatever happened; the entries are written only
+        // if the run was fetched.
+        let unlocked = self.unlock_all(&run, result.is_ok());
+        result?;
+        unlocked
+    }
+
+    /// Takes the directory locks of `pages` without waiting for any, and reads their entries:
+    /// returns the pages up to the first whose lock was busy (whose locks are then released).
+    /// With home-based requests all the requests are in flight at once.
+    fn try_lock_run(&self, pages: std::ops::Range<usize>) -> Result<Vec<(usize, Entry)>> {
+        let mut run = Vec::new();
+        if !self.home_requests {
+            for q in pages {
+                if !self.dir.try_lock(q, self.rank)? {
+                    break;
+                }
+                match self.dir.read(q) {
+                    Ok(e) => run.push((q, e)),
+                    Err(err) => {
+                        self.dir.unlock(q)?;
+                        return Err(err);
+                    }
+                }
+            }
+            return Ok(run);
+        }
+        let asks: Vec<(usize, usize)> = pages.map(|q| (self.dir.home(q).0, q)).collect();
+        let replies = self.request_replies(LOCK_READ, &asks, 0)?;
+        let mut busy = false;
+        for (&(_, q), [locked, a, b, c]) in asks.iter().zip(replies) {
+            if locked == 0 {
+                busy = true;
+                continue;
+            }
+            self.counters.home_locks.fetch_add(1, Ordering::Relaxed);
+            let e = Entry::from_words([a, b, c]);
+            if busy {
+                // Past a busy page: not part of the run.
+                self.write_unlock(q, None)?;
+            } else {
+                run.push((q, e));
             }
         }
-        result?;
+        Ok(run)
+    }
+
+    /// Releases the locks of `run`, writing each page's entry first when `write`.
+    fn unlock_all(&self, run: &[(usize, Entry)], write: bool) -> Result<()> {
+        let mut unlocked = Ok(());
+        for (q, e) in run {
+            if let Err(err) = self.write_unlock(*q, write.then_some(e)) {
+                unlocked = Err(err);
+            }
+        }
         unlocked
     }
 
@@ -686,7 +767,6 @@ impl Core {
             self.frames_win.window().local_write(*q * ps, chunk)?;
             e.writable = false;
             e.copyset |= 1 << self.rank;
-            self.dir.write(*q, e)?;
             self.set_access(*q, Access::Read)?;
             let (owner, replicated) = (e.owner, e.copyset.count_ones() > 1);
             self.table.update(*q, |i| {
@@ -769,47 +849,51 @@ impl Core {
     fn claim_after(&self, page: usize, n: usize) -> Result<()> {
         let last = (page + n).min(self.npages - 1);
         let epoch = self.epoch.load(Ordering::Acquire);
-        let mut claimed = 0u64;
-        for q in page + 1..=last {
-            if !self.allocated(q) || self.access(q) != Access::None || self.has_file_data(q) {
+        let end = (page + 1..=last)
+            .find(|&q| {
+                !self.allocated(q) || self.access(q) != Access::None || self.has_file_data(q)
+            })
+            .unwrap_or(last + 1);
+        let mut run = self.try_lock_run(page + 1..end)?;
+        let keep = run
+            .iter()
+            .position(|(_, e)| e.owner.is_some() || e.copyset != 0)
+            .unwrap_or(run.len());
+        self.unlock_all(&run[keep..], false)?;
+        run.truncate(keep);
+        let mut claimed = 0;
+        let mut result = Ok(());
+        for (q, e) in run.iter_mut() {
+            e.owner = Some(self.rank);
+            e.writable = true;
+            e.copyset = 1 << self.rank;
+            e.version += 1;
+            if let Err(err) = self.set_access(*q, Access::Write) {
+                result = Err(err);
                 break;
             }
-            if !self.dir.try_lock(q, self.rank)? {
-                break;
-            }
-            let taken = (|| {
-                let mut e = self.dir.read(q)?;
-                if e.owner.is_some() || e.copyset != 0 {
-                    return Ok(false);
-                }
-                e.owner = Some(self.rank);
-                e.writable = true;
-                e.copyset = 1 << self.rank;
-                e.version += 1;
-                self.dir.write(q, &e)?;
-                self.set_access(q, Access::Write)?;
-                self.table.set(
-                    q,
-                    PageInfo {
-                        access: Access::Write,
-                        replicated: false,
-                        owner: Some(self.rank),
-                        written_epoch: Some(epoch),
-                        exclusive: true,
-                    },
-                );
-                Ok::<bool, Error>(true)
-            })();
-            let unlocked = self.dir.unlock(q);
-            let taken = taken?;
-            unlocked?;
-            if !taken {
-                break;
-            }
+            self.table.set(
+                *q,
+                PageInfo {
+                    access: Access::Write,
+                    replicated: false,
+                    owner: Some(self.rank),
+                    written_epoch: Some(epoch),
+                    exclusive: true,
+                },
+            );
             claimed += 1;
         }
-        self.counters.claimed.fetch_add(claimed, Ordering::Relaxed);
-        Ok(())
+        // The taken pages' entries are written; any others are released unchanged.
+        let (taken, rest) = run.split_at(claimed);
+        let unlocked = self
+            .unlock_all(taken, true)
+            .and(self.unlock_all(rest, false));
+        self.counters
+            .claimed
+            .fetch_add(claimed as u64, Ordering::Relaxed);
+        result?;
+        unlocked
     }
 
     /// A page that nobody holds is loaded from the PFS if it belongs to a mapped file: the
