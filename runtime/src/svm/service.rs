@@ -4,12 +4,16 @@
 //! It serves two kinds of work, in one loop:
 //!
 //! - **local faults**, posted by the SIGSEGV handler: a read fault fetches the page from its
-//!   owner with `MPI_Get` and joins the copyset; a write fault invalidates every other copy and
-//!   makes this rank the single owner. Each runs under the page's directory lock, so operations
-//!   on one page are serialized across the job.
-//! - **requests from other ranks**: `DOWNGRADE` (revoke write access, keep a read copy) and
-//!   `INVALIDATE` (revoke all access and free the frame). Both revoke the application's access
-//!   with `mprotect` *before* anyone copies the page, so no store can slip in after the copy.
+//!   owner (with `MPI_Get` from a read-only owner; a writing owner is asked to downgrade and
+//!   send it, `FETCH_PAGE`) and joins the copyset; a write fault invalidates every other copy
+//!   and makes this rank the single owner. Each runs under the page's directory lock, so
+//!   operations on one page are serialized across the job. Where RMA atomics are slow, the
+//!   lock is taken and released through the home's service thread (`LOCK_READ`,
+//!   `WRITE_UNLOCK`; `PSLS_DIRECTORY`), which also forwards a read fault's `FETCH_PAGE`.
+//! - **requests from other ranks**: `DOWNGRADE` (revoke write access, keep a read copy),
+//!   `FETCH_PAGE`, `INVALIDATE` (revoke all access and free the frame), the homes' directory
+//!   requests, and the PFS's `LOAD` and `REPAIR`. Every revocation (`mprotect`) comes *before*
+//!   anyone copies the page, so no store can slip in after the copy.
 //!
 //! Whenever the thread waits (for a directory lock, for acknowledgements), it keeps serving
 //! requests, so two ranks that wait on each other never deadlock. Its polling also drives MPI's
@@ -621,6 +625,7 @@ impl Core {
         self.counters.read_faults.fetch_add(1, Ordering::Relaxed);
         self.load_if_unowned(page, &mut e)?;
         let mut from = None;
+        let mut sent = false;
         match e.owner {
             None => {
                 // Never touched: the frame is a hole and reads as zeros.
@@ -628,8 +633,9 @@ impl Core {
                 e.writable = false;
             }
             Some(o) if o == self.rank => {}
-            Some(o) if self.home_requests => {
-                // The owner downgrades and sends the page, asked by the home or by this rank.
+            Some(o) if self.home_requests || e.writable => {
+                // The owner downgrades and sends the page, asked by the home or by this rank:
+                // one round trip where a downgrade request and a get take two.
                 if forwarded {
                     self.receive_page(page, o)?;
                 } else {
@@ -637,21 +643,17 @@ impl Core {
                 }
                 e.writable = false;
                 from = Some(o);
+                sent = true;
             }
-            Some(o) => {
-                if e.writable {
-                    self.request_all(DOWNGRADE, page, &[o])?;
-                    e.writable = false;
-                }
-                from = Some(o);
-            }
+            // A read-only owner needs no request: the page comes with an `MPI_Get`.
+            Some(o) => from = Some(o),
         }
         e.copyset |= 1 << self.rank;
         let mut to_write = Some(e);
         // With home-based requests the page is here already, and the entry goes to the home
         // with the unlock. Otherwise the page comes in while the entry goes out (nobody reads
         // the entry before this rank unlocks it, after both).
-        if let Some(o) = from.filter(|_| !self.home_requests) {
+        if let Some(o) = from.filter(|_| !sent) {
             self.fetch_recording(page, o, &e)?;
             to_write = None;
         }
@@ -797,12 +799,9 @@ impl Core {
         let i_hold_copy = have == Access::Read && e.copyset & (1 << self.rank) != 0;
         if let Some(o) = e.owner {
             if o != self.rank && !i_hold_copy {
-                if self.home_requests {
+                if self.home_requests || e.writable {
                     self.fetch_sent(page, o, e.writable)?;
                 } else {
-                    if e.writable {
-                        self.request_all(DOWNGRADE, page, &[o])?;
-                    }
                     self.fetch(page, o)?;
                 }
             }
