@@ -7,7 +7,9 @@
 //! then: later hits pass. A kill point writes one line to standard error and sends `SIGKILL` to
 //! its own process, so no destructor runs and nothing is flushed, as in a real crash. A fault
 //! named `LAYER-enospc` (`pfs-enospc`) instead makes one disk write at a `LAYER-*` site fail with
-//! `ENOSPC`, through the normal error path.
+//! `ENOSPC`, through the normal error path. A fault named `*-error` (`ckpt-step1-error`,
+//! `ckpt-step2-error`: a memory checkpoint's phase-1 steps) makes that step fail with an error
+//! on its rank, and the checkpoint is abandoned on every rank.
 //!
 //! Points of the PFS store: `pfs-write` (before each page's data is written, so `count=N` dies
 //! with N-1 pages of the flush written), `pfs-prepare` (data fsynced, prepare record not yet
@@ -218,6 +220,20 @@ pub(crate) fn point(name: &str, epoch: u64) {
         );
         kill_self();
     }
+}
+
+/// An error point: whether a fault for `name` (a name ending in `-error`, such as
+/// `ckpt-step1-error`) fires here at `epoch`. The caller then fails through its normal error
+/// path, as on any local failure, and the process lives on.
+pub(crate) fn error_point(name: &str, epoch: u64) -> bool {
+    let fire = active().should_fire(name, Some(epoch), rank());
+    if fire {
+        eprintln!(
+            "PSLS: fault injected at {name} (an error, epoch {epoch}, rank {})",
+            rank_text()
+        );
+    }
+    fire
 }
 
 /// A disk-full point at write site `site` (`pfs-write`): whether a `LAYER-enospc` fault, where

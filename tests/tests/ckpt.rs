@@ -339,6 +339,22 @@ fn a_flush_after_a_checkpoint_is_refused() {
 }
 
 #[test]
+fn a_checkpoint_failing_on_one_rank_is_abandoned_everywhere_and_the_next_one_succeeds() {
+    for fault in [
+        "ckpt-step1-error:epoch=2:rank=1",
+        "ckpt-step2-error:epoch=2:rank=1",
+    ] {
+        let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+        let out = case("abandoned", 3, 3, &m, &d)
+            .env("PSLS_FAULT", fault)
+            .run();
+        out.assert_success();
+        out.assert_lines("PASS", 3);
+        out.assert_output_contains("checkpoint 2 abandoned");
+    }
+}
+
+#[test]
 fn a_checkpoint_on_one_node_is_a_clear_error() {
     let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
     let out = case("one_node", 2, 1, &m, &d).run();

@@ -152,6 +152,9 @@ impl Psls {
 
     fn memory_checkpoint(&self) -> Result<CheckpointStats> {
         let comm = &self.comm;
+        // Every rank's service thread is quiet before the agreement below, which every rank
+        // enters only once it has stopped touching global memory: phase 1 needs no barrier.
+        self.svm.quiesce();
         let place = agree(comm, self.placement())?;
         let (area, epoch) = self.svm.next_checkpoint(comm, self.ckpt.epoch_floor())?;
         let t0 = Instant::now();

@@ -96,8 +96,11 @@ impl<'p> PfsFile<'p> {
     /// an error that says how much to reserve.
     pub fn grow(&mut self, new_size: u64) -> Result<()> {
         let p = self.psls;
-        let same = p.comm.allreduce_u64(new_size, crate::rma::ReduceOp::Max)?
-            == p.comm.allreduce_u64(new_size, crate::rma::ReduceOp::Min)?;
+        let same = p
+            .comm
+            .allgather_words(&[new_size])?
+            .iter()
+            .all(|&s| s == new_size);
         if !same {
             return Err(Error::Protocol(format!(
                 "growing {:?}: every rank must pass the same size",

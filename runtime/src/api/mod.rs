@@ -472,20 +472,40 @@ pub(crate) fn agree<T>(comm: &Comm, local: Result<T>) -> Result<T> {
     if failed == 0 {
         return local;
     }
+    Err(failure(comm, local.map(|_| ())))
+}
+
+/// [`agree`] on a local result, then every rank's words, in one round of collectives: the
+/// agreement rides on the exchange's length words.
+pub(crate) fn agree_gather(comm: &Comm, local: Result<Vec<u64>>) -> Result<Vec<Vec<u64>>> {
+    match comm.allgather_u64s_unless_failed(local.as_deref().ok())? {
+        Some(all) => Ok(all),
+        None => Err(failure(comm, local.map(|_| ()))),
+    }
+}
+
+/// After an agreement found that some rank failed: every rank learns the first failing rank's
+/// message (collective). The failing rank returns its own error.
+fn failure(comm: &Comm, local: Result<()>) -> Error {
     // A failing rank always sends a non-empty message, so that the others can name it.
     let message = match &local {
         Ok(_) => String::new(),
         Err(e) => format!("{e} "),
     };
-    let all = comm.allgather_bytes(message.as_bytes())?;
-    local?;
+    let all = match comm.allgather_bytes(message.as_bytes()) {
+        Ok(all) => all,
+        Err(e) => return e,
+    };
+    if let Err(e) = local {
+        return e;
+    }
     let (rank, message) = all
         .iter()
         .enumerate()
         .find(|(_, m)| !m.is_empty())
         .map(|(r, m)| (r, String::from_utf8_lossy(m).trim_end().to_string()))
         .unwrap_or_default();
-    Err(Error::Remote { rank, message })
+    Error::Remote { rank, message }
 }
 
 impl Psls {

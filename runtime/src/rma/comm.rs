@@ -162,13 +162,8 @@ impl Comm {
     /// `MPI_MAX`, so any value of 2^63 or more would come out wrong there.
     pub fn allreduce_u64(&self, value: u64, op: ReduceOp) -> Result<u64> {
         if matches!(op, ReduceOp::Min | ReduceOp::Max) {
-            let all = self.allgather_bytes(&value.to_le_bytes())?;
-            let values = all.iter().map(|b| {
-                let mut w = [0u8; 8];
-                let n = b.len().min(8);
-                w[..n].copy_from_slice(&b[..n]);
-                u64::from_le_bytes(w)
-            });
+            let all = self.allgather_words(&[value])?;
+            let values = all.into_iter();
             let folded = if op == ReduceOp::Min {
                 values.min()
             } else {
@@ -186,6 +181,32 @@ impl Comm {
                 1,
                 handle!(psls_mpi_uint64),
                 op.raw(),
+                self.raw,
+            )
+        })?;
+        Ok(out)
+    }
+
+    /// `MPI_Allgather` of `mine`, which has the same length on every rank: every rank's words,
+    /// rank after rank, in one collective.
+    pub fn allgather_words(&self, mine: &[u64]) -> Result<Vec<u64>> {
+        let n = c_int::try_from(mine.len())
+            .map_err(|_| Error::NodeMap("allgather of more than 2^31 values".into()))?;
+        let mut out = vec![0u64; mine.len() * self.size];
+        if mine.is_empty() {
+            return Ok(out);
+        }
+        // SAFETY: the send buffer holds `n` u64s and the receive buffer `n` per rank, typed
+        // MPI_UINT64_T; every rank passes the same n (the caller's contract); self.raw is
+        // valid.
+        check("MPI_Allgather", unsafe {
+            ffi::MPI_Allgather(
+                mine.as_ptr().cast::<c_void>(),
+                n,
+                handle!(psls_mpi_uint64),
+                out.as_mut_ptr().cast::<c_void>(),
+                n,
+                handle!(psls_mpi_uint64),
                 self.raw,
             )
         })?;
@@ -218,8 +239,25 @@ impl Comm {
 
     /// Gathers one byte string from every rank, in rank order, on every rank.
     pub fn allgather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let my_len = c_int::try_from(mine.len())
-            .map_err(|_| Error::NodeMap("allgather contribution larger than 2 GiB".into()))?;
+        self.allgather_bytes_unless_failed(Some(mine))?
+            .ok_or_else(|| Error::Protocol("allgather: a rank sent no contribution".into()))
+    }
+
+    /// [`Comm::allgather_bytes`] where a rank may have failed (`None`): then every rank gets
+    /// `None`, at the cost of the same two collectives, so that an agreement on success and
+    /// the exchange that follows it take one round of collectives, not two.
+    pub fn allgather_bytes_unless_failed(
+        &self,
+        mine: Option<&[u8]>,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let failed = mine.is_none();
+        let mine = mine.unwrap_or_default();
+        let my_len = if failed {
+            -1
+        } else {
+            c_int::try_from(mine.len())
+                .map_err(|_| Error::NodeMap("allgather contribution larger than 2 GiB".into()))?
+        };
         let mut lens: Vec<c_int> = vec![0; self.size];
         // SAFETY: the send buffer is one c_int and the receive buffer holds `size` c_ints, both
         // typed MPI_INT by rsmpi's RSMPI_INT32_T (c_int is 32-bit on every supported target).
@@ -234,6 +272,9 @@ impl Comm {
                 self.raw,
             )
         })?;
+        if lens.iter().any(|&l| l < 0) {
+            return Ok(None);
+        }
         let mut displs = Vec::with_capacity(self.size);
         let mut total: usize = 0;
         for &l in &lens {
@@ -267,25 +308,38 @@ impl Comm {
                 self.raw,
             )
         })?;
-        Ok(lens
-            .iter()
-            .zip(&displs)
-            .map(|(&l, &d)| all[d as usize..d as usize + l.max(0) as usize].to_vec())
-            .collect())
+        Ok(Some(
+            lens.iter()
+                .zip(&displs)
+                .map(|(&l, &d)| all[d as usize..d as usize + l.max(0) as usize].to_vec())
+                .collect(),
+        ))
     }
 
     /// Gathers a list of words from every rank, in rank order, on every rank.
     pub fn allgather_u64s(&self, mine: &[u64]) -> Result<Vec<Vec<u64>>> {
-        let bytes: Vec<u8> = mine.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.allgather_u64s_unless_failed(Some(mine))?
+            .ok_or_else(|| Error::Protocol("allgather: a rank sent no contribution".into()))
+    }
+
+    /// [`Comm::allgather_u64s`] where a rank may have failed: see
+    /// [`Comm::allgather_bytes_unless_failed`].
+    pub fn allgather_u64s_unless_failed(
+        &self,
+        mine: Option<&[u64]>,
+    ) -> Result<Option<Vec<Vec<u64>>>> {
+        let bytes: Option<Vec<u8>> = mine.map(|m| m.iter().flat_map(|w| w.to_le_bytes()).collect());
         Ok(self
-            .allgather_bytes(&bytes)?
-            .iter()
-            .map(|b| {
-                b.chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .allgather_bytes_unless_failed(bytes.as_deref())?
+            .map(|all| {
+                all.iter()
+                    .map(|b| {
+                        b.chunks_exact(8)
+                            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                            .collect()
+                    })
                     .collect()
-            })
-            .collect())
+            }))
     }
 
     /// Broadcasts a byte string from `root` to every rank; returns it on every rank.

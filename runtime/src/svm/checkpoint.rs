@@ -158,6 +158,16 @@ impl Core {
     }
 }
 
+/// A test-only failure of a checkpoint step (`PSLS_FAULT=NAME:epoch=E:rank=R`).
+fn injected_error(name: &str, epoch: u64) -> Result<()> {
+    if crate::inject::error_point(name, epoch) {
+        return Err(Error::Protocol(format!(
+            "injected error at {name} (PSLS_FAULT)"
+        )));
+    }
+    Ok(())
+}
+
 impl Svm {
     /// Opens the recovery area (collective) unless it is open already.
     pub(crate) fn open_recovery(&self, comm: &Comm, fresh: bool) -> Result<()> {
@@ -195,7 +205,9 @@ impl Svm {
         Ok((area, epoch))
     }
 
-    /// Phase 1 of a memory checkpoint of `epoch` (collective; the application is stopped).
+    /// Phase 1 of a memory checkpoint of `epoch` (collective; the application is stopped, and
+    /// every rank called [`Svm::quiesce`] before a collective that preceded this call, so
+    /// that no rank's service thread still changes directory entries or page tables).
     /// Each step ends in an agreement, so an error on one rank fails every rank at the same
     /// step (nobody is left in a collective); the caller then calls [`Svm::abort_memory`] with
     /// what was done, which `out` keeps even on error.
@@ -208,8 +220,6 @@ impl Svm {
     ) -> Result<()> {
         let c = &self.core;
         let area = c.area()?;
-        self.quiesce();
-        comm.barrier()?;
         let t0 = std::time::Instant::now();
         out.epoch = epoch;
         let pre_copy = Copy {
@@ -254,12 +264,12 @@ impl Svm {
             }
             writable.finish(c)?;
             crate::inject::point("ckpt-phase1", epoch);
-            Ok(())
+            injected_error("ckpt-step1-error", epoch)
         })();
-        crate::api::agree(comm, step1)?;
+        // 2. Everyone learns that every rank's step 1 succeeded, and every plan: readers mark
+        //    their frames, buddies take slots.
+        let all = crate::api::agree_gather(comm, step1.map(|()| plan))?;
         let t1 = std::time::Instant::now();
-        // 2. Everyone learns every plan: readers mark their frames, buddies take slots.
-        let all = comm.allgather_u64s(&plan)?;
         let mut assigned: Vec<u64> = Vec::new(); // (src, page, slot)
         let step2 = (|| {
             for (src, b) in all.iter().enumerate() {
@@ -284,14 +294,14 @@ impl Svm {
                     }
                 }
             }
-            Ok(())
+            injected_error("ckpt-step2-error", epoch)
         })();
         out.all_pages.sort_unstable();
         out.all_pages.dedup();
-        crate::api::agree(comm, step2)?;
+        // 3. Owners put their unique pages into the slots their buddies assigned (once every
+        //    rank's step 2 succeeded).
+        let all = crate::api::agree_gather(comm, step2.map(|()| assigned.clone()))?;
         let t2 = std::time::Instant::now();
-        // 3. Owners put their unique pages into the slots their buddies assigned.
-        let all = comm.allgather_u64s(&assigned)?;
         let mut t_copy = std::time::Duration::ZERO;
         let mut n_runs = 0;
         let step3 = self.put_replicas(area, &all, &mut t_copy, &mut n_runs);
@@ -350,7 +360,13 @@ impl Svm {
                 _ => runs.push((dest, slot, k, 1)),
             }
         }
-        let dense = |at: usize, n: usize| puts[at + n - 1].2 - puts[at].2 == n - 1;
+        // Every page of the run follows the one before it: slots are handed out in ascending
+        // order, but a reused slot may follow one whose page comes after its own.
+        let dense = |at: usize, n: usize| {
+            puts[at..at + n]
+                .windows(2)
+                .all(|w| w[0].2.checked_add(1) == Some(w[1].2))
+        };
         *n_runs += runs.len();
         let frames = c.frames_win.window();
         let mut staging = c.staging.lock().unwrap_or_else(|p| p.into_inner());

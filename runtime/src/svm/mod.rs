@@ -422,8 +422,9 @@ impl Svm {
             self.core.install_restored(start..start + pages)?;
         }
         let mine = found.map_or(u64::MAX, |s| s as u64);
-        let lo = comm.allreduce_u64(mine, ReduceOp::Min)?;
-        let hi = comm.allreduce_u64(mine, ReduceOp::Max)?;
+        let all = comm.allgather_words(&[mine])?;
+        let lo = all.iter().copied().min().unwrap_or(mine);
+        let hi = all.iter().copied().max().unwrap_or(mine);
         let Some(start) = found else {
             return Err(Error::OutOfRange {
                 requested: bytes,

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         ("one_node", one_node),
         ("flush_refused", flush_refused),
         ("policy", policy),
+        ("abandoned", abandoned),
     ];
     psls_tests::cases::run("ckpt_cases", cases, report)
 }
@@ -279,6 +280,64 @@ fn policy(p: &Psls) -> Result<()> {
     p.barrier()?;
     p.free(x)?;
     f.discard()
+}
+
+/// A memory checkpoint whose phase 1 fails on one rank (`PSLS_FAULT=ckpt-step1-error` or
+/// `ckpt-step2-error` at epoch 2 on rank 1) fails on every rank, naming the cause; it is
+/// abandoned, and the next one takes its epoch and succeeds, with every page right.
+fn abandoned(p: &Psls) -> Result<()> {
+    use psls::CheckpointKind::Memory;
+    let n = 4 * (p.page_size() / 8) * p.size();
+    let a: GlobalArray<u64> = p.alloc(n)?;
+    let fill = |round: u64| {
+        for i in p.local_range(n) {
+            a.set(i, round * 1_000_000 + i as u64);
+        }
+    };
+    fill(1);
+    p.barrier()?;
+    let s = p.checkpoint_now(Memory)?;
+    check!(
+        p,
+        s.epoch == 1,
+        "the first checkpoint is epoch 1 ({})",
+        s.epoch
+    );
+    fill(2);
+    p.barrier()?;
+    match p.checkpoint_now(Memory) {
+        Ok(s) => check!(p, false, "checkpoint {} should have failed", s.epoch),
+        Err(e) => check!(
+            p,
+            e.to_string().contains("injected error at ckpt-step")
+                && (p.rank() == 1 || e.to_string().contains("rank 1")),
+            "every rank fails, naming rank 1's error: {e}"
+        ),
+    }
+    fill(3);
+    p.barrier()?;
+    let s = p.checkpoint_now(Memory)?;
+    check!(
+        p,
+        s.epoch == 2,
+        "the next checkpoint takes epoch 2 ({})",
+        s.epoch
+    );
+    check!(
+        p,
+        s.pages as usize == n * 8 / p.page_size(),
+        "it takes every written page ({} of {})",
+        s.pages,
+        n * 8 / p.page_size()
+    );
+    let wrong = (0..n).filter(|&i| a.get(i) != 3_000_000 + i as u64).count();
+    check!(
+        p,
+        wrong == 0,
+        "every word reads its last value ({wrong} wrong)"
+    );
+    p.barrier()?;
+    p.free(a)
 }
 
 /// After a checkpoint, a flush of mapped files is refused with a clear error.
