@@ -675,17 +675,12 @@ impl Core {
     /// run stops at the first page that is unallocated, already accessible here, has no remote
     /// owner, or whose directory lock is busy (prefetch never waits for a lock).
     fn prefetch_after(&self, page: usize, n: usize) -> Result<()> {
-        let last = (page + n).min(self.npages - 1);
-        let end = (page + 1..=last)
-            .find(|&q| !self.allocated(q) || self.access(q) != Access::None)
-            .unwrap_or(last + 1);
-        let mut run = self.try_lock_run(page + 1..end)?;
-        let keep = run
-            .iter()
-            .position(|(_, e)| e.owner.is_none_or(|o| o == self.rank))
-            .unwrap_or(run.len());
-        self.unlock_all(&run[keep..], false)?;
-        run.truncate(keep);
+        let mut run = self.lock_run_ahead(
+            page,
+            n,
+            |q| self.allocated(q) && self.access(q) == Access::None,
+            |e| e.owner.is_some_and(|o| o != self.rank),
+        )?;
         if run.is_empty() {
             return Ok(());
         }
@@ -695,6 +690,28 @@ impl Core {
         let unlocked = self.unlock_all(&run, result.is_ok());
         result?;
         unlocked
+    }
+
+    /// The run of pages after `page` (at most `n`) to work ahead on, locked, with their entries:
+    /// it ends before the first page that is not `usable` here, whose lock is busy, or whose
+    /// entry is not `wanted` (the locks past the end are released).
+    fn lock_run_ahead(
+        &self,
+        page: usize,
+        n: usize,
+        usable: impl Fn(usize) -> bool,
+        wanted: impl Fn(&Entry) -> bool,
+    ) -> Result<Vec<(usize, Entry)>> {
+        let last = (page + n).min(self.npages - 1);
+        let end = (page + 1..=last).find(|&q| !usable(q)).unwrap_or(last + 1);
+        let mut run = self.try_lock_run(page + 1..end)?;
+        let keep = run
+            .iter()
+            .position(|(_, e)| !wanted(e))
+            .unwrap_or(run.len());
+        self.unlock_all(&run[keep..], false)?;
+        run.truncate(keep);
+        Ok(run)
     }
 
     /// Takes the directory locks of `pages` without waiting for any, and reads their entries:
@@ -813,12 +830,23 @@ impl Core {
         self.counters
             .invalidations_sent
             .fetch_add(others.len() as u64, Ordering::Relaxed);
+        self.take_for_writing(page, &mut e, self.epoch.load(Ordering::Acquire))?;
+        let served = if fresh {
+            Served::FreshWrite
+        } else {
+            Served::Other
+        };
+        Ok((served, Some(e)))
+    }
+
+    /// Makes this rank `page`'s single, writing owner, dirty since `epoch`: in its entry `e`
+    /// (written back as the caller releases the lock), its protection, and its page table.
+    fn take_for_writing(&self, page: usize, e: &mut Entry, epoch: u32) -> Result<()> {
         e.owner = Some(self.rank);
         e.writable = true;
         e.copyset = 1 << self.rank;
         e.version += 1;
         self.set_access(page, Access::Write)?;
-        let epoch = self.epoch.load(Ordering::Acquire);
         self.table.set(
             page,
             PageInfo {
@@ -829,12 +857,7 @@ impl Core {
                 exclusive: true,
             },
         );
-        let served = if fresh {
-            Served::FreshWrite
-        } else {
-            Served::Other
-        };
-        Ok((served, Some(e)))
+        Ok(())
     }
 
     /// After a write fault on a page nobody had touched, takes up to `prefetch` following pages
@@ -846,41 +869,20 @@ impl Core {
     /// application does not write it, it is zeros, and another rank's later write simply
     /// invalidates it here.
     fn claim_after(&self, page: usize, n: usize) -> Result<()> {
-        let last = (page + n).min(self.npages - 1);
         let epoch = self.epoch.load(Ordering::Acquire);
-        let end = (page + 1..=last)
-            .find(|&q| {
-                !self.allocated(q) || self.access(q) != Access::None || self.has_file_data(q)
-            })
-            .unwrap_or(last + 1);
-        let mut run = self.try_lock_run(page + 1..end)?;
-        let keep = run
-            .iter()
-            .position(|(_, e)| e.owner.is_some() || e.copyset != 0)
-            .unwrap_or(run.len());
-        self.unlock_all(&run[keep..], false)?;
-        run.truncate(keep);
+        let mut run = self.lock_run_ahead(
+            page,
+            n,
+            |q| self.allocated(q) && self.access(q) == Access::None && !self.has_file_data(q),
+            |e| e.owner.is_none() && e.copyset == 0,
+        )?;
         let mut claimed = 0;
         let mut result = Ok(());
         for (q, e) in run.iter_mut() {
-            e.owner = Some(self.rank);
-            e.writable = true;
-            e.copyset = 1 << self.rank;
-            e.version += 1;
-            if let Err(err) = self.set_access(*q, Access::Write) {
+            if let Err(err) = self.take_for_writing(*q, e, epoch) {
                 result = Err(err);
                 break;
             }
-            self.table.set(
-                *q,
-                PageInfo {
-                    access: Access::Write,
-                    replicated: false,
-                    owner: Some(self.rank),
-                    written_epoch: Some(epoch),
-                    exclusive: true,
-                },
-            );
             claimed += 1;
         }
         // The taken pages' entries are written; any others are released unchanged.
