@@ -24,44 +24,38 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn encode(&self) -> [u8; 24] {
+    /// The entry as its three words (owner, copyset, version), as the window and control
+    /// messages hold it.
+    pub fn to_words(self) -> [u64; 3] {
         let owner =
             self.owner.map_or(0, |o| o as u64 + 1) | if self.writable { WRITABLE } else { 0 };
-        let mut b = [0u8; 24];
-        b[..8].copy_from_slice(&owner.to_le_bytes());
-        b[8..16].copy_from_slice(&self.copyset.to_le_bytes());
-        b[16..].copy_from_slice(&self.version.to_le_bytes());
-        b
+        [owner, self.copyset, self.version]
     }
 
-    fn decode(b: &[u8; 24]) -> Entry {
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        let owner = w(0);
+    /// The entry from [`Entry::to_words`].
+    pub fn from_words([owner, copyset, version]: [u64; 3]) -> Entry {
         Entry {
             owner: match owner & !WRITABLE {
                 0 => None,
                 o => Some((o - 1) as usize),
             },
             writable: owner & WRITABLE != 0,
-            copyset: w(1),
-            version: w(2),
+            copyset,
+            version,
         }
     }
 
-    /// The entry as three words, for a control message.
-    pub fn to_words(self) -> [u64; 3] {
-        let b = self.encode();
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        [w(0), w(1), w(2)]
-    }
-
-    /// The entry from [`Entry::to_words`].
-    pub fn from_words(w: [u64; 3]) -> Entry {
+    fn encode(&self) -> [u8; 24] {
         let mut b = [0u8; 24];
-        for (i, x) in w.iter().enumerate() {
-            b[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
+        for (chunk, w) in b.chunks_exact_mut(8).zip(self.to_words()) {
+            chunk.copy_from_slice(&w.to_le_bytes());
         }
-        Entry::decode(&b)
+        b
+    }
+
+    fn decode(b: &[u8; 24]) -> Entry {
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        Entry::from_words([w(0), w(1), w(2)])
     }
 
     /// The ranks in the copyset, ascending.

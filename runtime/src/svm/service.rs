@@ -272,19 +272,7 @@ impl Core {
                                     served = if o == self.rank {
                                         self.send_page(src, page, e.writable)
                                     } else {
-                                        self.comm.send_words(
-                                            o,
-                                            TAG_REQ,
-                                            &[
-                                                FETCH_PAGE,
-                                                page as u64,
-                                                0,
-                                                u64::from(e.writable),
-                                                src as u64 + 1,
-                                                0,
-                                                0,
-                                            ],
-                                        )
+                                        self.ask_to_send(o, page, e.writable, src)
                                     };
                                 }
                                 _ => {}
@@ -350,13 +338,23 @@ impl Core {
     /// (downgrading its copy first when `downgrade`): the home-based protocol's fetch, one
     /// round trip where a downgrade request and an `MPI_Get` take two.
     fn fetch_sent(&self, page: usize, owner: usize, downgrade: bool) -> Result<()> {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        self.comm.send_words(
-            owner,
-            TAG_REQ,
-            &[FETCH_PAGE, page as u64, seq, u64::from(downgrade), 0, 0, 0],
-        )?;
+        self.ask_to_send(owner, page, downgrade, self.rank)?;
         self.receive_page(page, owner)
+    }
+
+    /// Asks `owner` to send `page` to rank `to` (downgrading its copy first when `downgrade`).
+    /// `FETCH_PAGE` is not acknowledged: the page is the answer.
+    fn ask_to_send(&self, owner: usize, page: usize, downgrade: bool, to: usize) -> Result<()> {
+        let words = [
+            FETCH_PAGE,
+            page as u64,
+            0,
+            u64::from(downgrade),
+            to as u64 + 1,
+            0,
+            0,
+        ];
+        self.comm.send_words(owner, TAG_REQ, &words)
     }
 
     /// Receives `page` from `owner`, which was asked to send it, into this rank's frame.
@@ -375,14 +373,7 @@ impl Core {
                 "rank {owner} could not send page {page} (its log says why)"
             )));
         }
-        self.frames_win
-            .window()
-            .local_write(page * self.page_size, &buf)?;
-        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes_fetched
-            .fetch_add(self.page_size as u64, Ordering::Relaxed);
-        Ok(())
+        self.install_fetched(page, &buf)
     }
 
     /// Revokes write access to `page` here, keeping a read copy.
@@ -939,7 +930,14 @@ impl Core {
             b.get(owner, off, &mut buf)?;
             meanwhile()
         })??;
-        self.frames_win.window().local_write(off, &buf)?;
+        self.install_fetched(page, &buf)
+    }
+
+    /// Writes a page fetched from another rank into this rank's frame, and counts it.
+    fn install_fetched(&self, page: usize, buf: &[u8]) -> Result<()> {
+        self.frames_win
+            .window()
+            .local_write(page * self.page_size, buf)?;
         self.counters.fetches.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_fetched
