@@ -2,7 +2,7 @@
 //! redundancy, corruption and crashes. Every run uses 4 ranks on 4 virtual nodes unless said
 //! otherwise, with one disk base per test.
 
-use psls_tests::{check_pattern, sibling_binary, write_pattern, Launch, Outcome, Scratch};
+use psls_tests::{check_pattern, pattern, sibling_binary, write_pattern, Launch, Outcome, Scratch};
 use std::path::{Path, PathBuf};
 
 const PAGE: u64 = 4096;
@@ -107,9 +107,11 @@ fn unsafe_free_uid() -> String {
         .unwrap_or_else(|| "0".into())
 }
 
-/// Flips one byte of slot data of PFS file `name`'s page `page` in node `node`'s store: the
-/// byte at offset 100 of whichever of the page's two slots holds data.
-fn corrupt(root: &Path, page: u64) {
+/// Flips one byte of page `page` of the only PFS file in the store of the node whose root is
+/// `root`, a file imported from `len` bytes of pattern `seed`: byte 100 of every page-aligned
+/// copy of that page's bytes in the node's data file. It finds the copy by its content, so it
+/// does not depend on where the store lays the page out.
+fn corrupt(root: &Path, seed: u64, len: u64, page: u64) {
     let files = root.join("store/files");
     let dir = std::fs::read_dir(&files)
         .unwrap_or_else(|e| panic!("{}: {e}", files.display()))
@@ -119,12 +121,13 @@ fn corrupt(root: &Path, page: u64) {
         .path();
     let data_path = dir.join("data");
     let mut data = std::fs::read(&data_path).expect("read data");
+    let want: Vec<u8> = (page * PAGE..(page + 1) * PAGE)
+        .map(|i| if i < len { pattern(seed, i) } else { 0 })
+        .collect();
     let mut flipped = false;
-    for slot in 0..2 {
-        // The data file's layout: per group of 64 pages, their slot-0 copies, then slot 1.
-        let at = (((page / 64) * 2 + slot) * 64 * PAGE + (page % 64) * PAGE + 100) as usize;
-        if at < data.len() && data[at - 100..at + 100].iter().any(|&b| b != 0) {
-            data[at] ^= 0x40;
+    for copy in data.chunks_exact_mut(PAGE as usize) {
+        if copy == want.as_slice() {
+            copy[100] ^= 0x40;
             flipped = true;
         }
     }
@@ -248,7 +251,7 @@ fn a_corrupt_primary_is_read_from_the_mirror_and_repaired() {
     t.import("c", 3, PAGE);
     let (primary, _) = t.holders("c", 0);
     let n: usize = primary.trim_start_matches("vnode").parse().unwrap();
-    corrupt(&t.node_root(n), 0);
+    corrupt(&t.node_root(n), 3, PAGE, 0);
     let v = t.tool(&["verify", "c"]);
     assert_eq!(v.status.and_then(|s| s.code()), Some(1), "{}", v.stdout);
     assert!(v.stdout.contains("primary corrupt"), "{}", v.stdout);
@@ -261,7 +264,7 @@ fn a_corrupt_primary_is_read_from_the_mirror_and_repaired() {
     );
     t.ok(&["verify", "c"]);
     // Export also reads through a bad primary.
-    corrupt(&t.node_root(n), 0);
+    corrupt(&t.node_root(n), 3, PAGE, 0);
     t.expect("c", 3, PAGE).unwrap();
     t.ok(&["verify", "c"]);
 }
@@ -273,7 +276,7 @@ fn two_corrupt_copies_give_an_error_naming_file_and_page() {
     let (primary, mirror) = t.holders("d", 1);
     for node in [primary, mirror] {
         let n: usize = node.trim_start_matches("vnode").parse().unwrap();
-        corrupt(&t.node_root(n), 1);
+        corrupt(&t.node_root(n), 4, 2 * PAGE, 1);
     }
     let dst = t.file("d.out");
     let out = t.tool(&["export", "d", dst.to_str().unwrap()]);

@@ -48,6 +48,40 @@ impl Layout {
         let mirror = (n > 1).then(|| (primary + 1) % n as usize);
         Placement { primary, mirror }
     }
+
+    /// The index of `page` among the pages that node `node` (an index into a view of `nodes`
+    /// nodes) keeps, primary and mirror copies alike, counted in page order: `None` when the
+    /// node keeps no copy of the page, or the index would not fit in 64 bits.
+    ///
+    /// A node's data file is laid out by this index, so that the pages it keeps are dense on
+    /// its disk whatever the stripe unit: with one-page stripes on four nodes a node keeps two
+    /// pages in every four, and a flush writes them as one run instead of runs of two.
+    ///
+    /// In ring order, stripe `s` sits at position `j = s + rotation mod n`: round `j / n`,
+    /// place `j % n`. Each round gives node `b` two stripes, at places `b - 1` (it mirrors) and
+    /// `b` (its own primary), or `0` and `n - 1` for node 0; the one at the lower place comes
+    /// first. With two nodes every node keeps every stripe, and with one node every page.
+    pub(crate) fn local_index(&self, page: u64, nodes: usize, node: usize) -> Option<u64> {
+        let n = nodes.max(1) as u128;
+        let sp = u128::from(self.stripe_pages.max(1));
+        let node = node as u128;
+        if node >= n {
+            return None;
+        }
+        let (stripe, within) = (u128::from(page) / sp, u128::from(page) % sp);
+        let j = stripe + u128::from(self.rotation) % n;
+        let local_stripe = if n <= 2 {
+            j
+        } else {
+            let (round, place) = (j / n, j % n);
+            let other = (node + n - 1) % n;
+            if place != node && place != other {
+                return None;
+            }
+            round * 2 + u128::from(place != node.min(other))
+        };
+        u64::try_from(local_stripe * sp + within).ok()
+    }
 }
 
 /// The ring offset of the file `name`: FNV-1a 64 of the name's bytes, mod 2^32. It is stable
@@ -134,6 +168,49 @@ mod tests {
             rotation: 1,
         };
         assert_eq!(zero.place(1, 2).primary, 0);
+    }
+
+    #[test]
+    fn a_node_keeps_exactly_its_placed_pages_densely_in_page_order() {
+        for nodes in 1..=6 {
+            for stripe_pages in [1, 2, 3, 8] {
+                for rotation in [0, 1, 7, u32::MAX] {
+                    let l = Layout {
+                        stripe_pages,
+                        rotation,
+                    };
+                    for node in 0..nodes {
+                        let mut locals = Vec::new();
+                        for page in 0..(40 * stripe_pages as u64) {
+                            let p = l.place(page, nodes);
+                            let keeps = p.primary == node || p.mirror == Some(node);
+                            let local = l.local_index(page, nodes, node);
+                            assert_eq!(
+                                local.is_some(),
+                                keeps,
+                                "{nodes} nodes, stripe {stripe_pages}, rotation {rotation}, node {node}, page {page}"
+                            );
+                            locals.extend(local);
+                        }
+                        // Strictly increasing with no gap; at most the first round's two
+                        // stripes are skipped (the ring starts at the file's rotation).
+                        assert!(locals.windows(2).all(|w| w[1] == w[0] + 1), "{locals:?}");
+                        assert!(
+                            locals[0] <= 2 * u64::from(stripe_pages),
+                            "{nodes} nodes, node {node}: starts at {}",
+                            locals[0]
+                        );
+                    }
+                }
+            }
+        }
+        let l = Layout::for_file("x", 1);
+        assert_eq!(l.local_index(3, 4, 4), None, "a node outside the view");
+        let wide = Layout {
+            stripe_pages: 1,
+            rotation: 1,
+        };
+        assert_eq!(wide.local_index(u64::MAX, 2, 0), None, "past 2^64");
     }
 
     #[test]

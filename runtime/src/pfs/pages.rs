@@ -1,6 +1,12 @@
-//! The two files of one PFS file on one node: `files/<id>/data`, a sparse file with both slots
-//! of every page (slot `s` of page `p` at byte `(2p + s) * page_size`), and `files/<id>/slots`,
-//! their headers (at byte `(2p + s) * 32`).
+//! The two files of one PFS file on one node: `files/<id>/data`, both slots of every page the
+//! node keeps, and `files/<id>/slots`, their headers (slot `s` of page `p` at byte
+//! `(2p + s) * 32`).
+//!
+//! The data file is laid out by the page's *local index*, its rank among the pages this node
+//! keeps ([`super::layout::Layout::local_index`]), so that the node's pages are dense on disk
+//! whatever the stripe unit: a flush writes a node's pages of a chunk in a few large writes,
+//! and the file has few extents to fsync. Local indices are grouped by [`DATA_GROUP`]: a group's
+//! slot-0 copies, then its slot-1 copies.
 
 use super::error::{io_error, Result, StoreError};
 use super::record::FileMeta;
@@ -129,20 +135,21 @@ impl PageFiles {
             })
     }
 
-    /// Writes `data` into slot `slot` of `page` (and, when `data` holds several pages, of the
-    /// following pages of the same group, which follow it on disk).
+    /// Writes `parts`, one after the other, into slot `slot` of the page of local index `local`
+    /// (`page` in the file) and of the pages that follow it on disk (the same group), with one
+    /// `pwritev` for up to [`IOV_MAX`] parts.
     pub(crate) fn write_data(
         &self,
         meta: &FileMeta,
-        page: u64,
+        (page, local): (u64, u64),
         slot: usize,
-        data: &[u8],
+        parts: &[&[u8]],
     ) -> Result<()> {
-        let off = data_offset(meta, page, slot)?;
+        let off = data_offset(meta, local, slot)?;
         let result = if crate::inject::enospc("pfs-write") {
             Err(io::Error::from_raw_os_error(libc::ENOSPC))
         } else {
-            self.data.write_all_at(data, off)
+            write_all_vectored_at(&self.data, parts, off)
         };
         result.map_err(|e| {
             io_error(
@@ -153,15 +160,16 @@ impl PageFiles {
         })
     }
 
-    /// Reads slot `slot` of `page` into `buf`; bytes past the end of the file read as zero.
+    /// Reads slot `slot` of the page of local index `local` (`page` in the file) into `buf`;
+    /// bytes past the end of the file read as zero.
     pub(crate) fn read_data(
         &self,
         meta: &FileMeta,
-        page: u64,
+        (page, local): (u64, u64),
         slot: usize,
         buf: &mut [u8],
     ) -> Result<()> {
-        let off = data_offset(meta, page, slot)?;
+        let off = data_offset(meta, local, slot)?;
         read_full_at(&self.data, buf, off).map_err(|e| {
             io_error(
                 format!("read page {page} of {:?} (slot {slot}) from", meta.name),
@@ -229,10 +237,27 @@ fn slot_offset(page: u64, slot: usize, unit: u64) -> Option<u64> {
 }
 
 /// Pages per group of the data file. The data file holds, for each group of `DATA_GROUP`
-/// consecutive pages, the group's slot-0 copies, then its slot-1 copies: pages of one group
-/// written to the same slot (a new file, or a region rewritten at each flush) are contiguous,
-/// and a flush writes them in one system call.
-pub(crate) const DATA_GROUP: u64 = 64;
+/// consecutive local indices, the group's slot-0 copies, then its slot-1 copies: pages of one
+/// group written to the same slot (a new file, or a region rewritten at each flush) are
+/// contiguous, and a flush writes them in one system call.
+pub(crate) const DATA_GROUP: u64 = 256;
+
+/// Most buffers one `pwritev` takes (Linux's `UIO_MAXIOV`).
+pub(crate) const IOV_MAX: usize = 1024;
+
+/// The local index of `page` of `meta` on node `node`: its place in `node`'s data file.
+pub(crate) fn local_page(meta: &FileMeta, node: &str, page: u64) -> Result<u64> {
+    let index = meta.nodes.iter().position(|n| n == node);
+    index
+        .and_then(|i| meta.layout.local_index(page, meta.nodes.len(), i))
+        .ok_or_else(|| {
+            StoreError::Protocol(format!(
+                "node {node} keeps no copy of page {page} of {:?} (its nodes: {})",
+                meta.name,
+                meta.nodes.join(", ")
+            ))
+        })
+}
 
 /// Byte offset of the header of slot `slot` of `page`.
 pub(crate) fn header_offset(page: u64, slot: usize) -> Result<u64> {
@@ -243,18 +268,68 @@ pub(crate) fn header_offset(page: u64, slot: usize) -> Result<u64> {
     })
 }
 
-/// Byte offset of the data of slot `slot` of `page` of `meta`.
-pub(crate) fn data_offset(meta: &FileMeta, page: u64, slot: usize) -> Result<u64> {
+/// Byte offset of the data of slot `slot` of the page of local index `local` of `meta`.
+pub(crate) fn data_offset(meta: &FileMeta, local: u64, slot: usize) -> Result<u64> {
     let unit = u64::from(meta.page_size);
-    let group = page / DATA_GROUP;
+    let group = local / DATA_GROUP;
     slot_offset(group, slot, DATA_GROUP * unit)
-        .and_then(|g| g.checked_add((page % DATA_GROUP) * unit))
+        .and_then(|g| g.checked_add((local % DATA_GROUP) * unit))
         .ok_or_else(|| {
             StoreError::Protocol(format!(
-                "page {page} of {:?} is beyond the largest offset a file can have",
+                "local page {local} of {:?} is beyond the largest offset a file can have",
                 meta.name
             ))
         })
+}
+
+/// Writes `parts` one after the other at `off` of `file`: one `pwritev` per [`IOV_MAX`]
+/// parts, continued after a short write or an interruption.
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut off: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    for batch in parts.chunks(IOV_MAX) {
+        let mut iov: Vec<libc::iovec> = batch
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
+            .collect();
+        let mut first = 0;
+        while first < iov.len() {
+            let at = libc::off_t::try_from(off)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+            let count = (iov.len() - first) as libc::c_int;
+            // SAFETY: every iovec points into a live slice of `parts`, which outlives the
+            // call; the kernel only reads from them.
+            let n = unsafe { libc::pwritev(file.as_raw_fd(), iov[first..].as_ptr(), count, at) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::from(ErrorKind::WriteZero));
+            }
+            let mut n = n as usize;
+            off += n as u64;
+            while n > 0 {
+                let v = &mut iov[first];
+                if n >= v.iov_len {
+                    n -= v.iov_len;
+                    first += 1;
+                } else {
+                    // SAFETY: advancing within the same slice, by less than its length.
+                    v.iov_base = unsafe { (v.iov_base as *mut u8).add(n) } as *mut libc::c_void;
+                    v.iov_len -= n;
+                    n = 0;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fills `buf` from `file` at `off`, with zeros past the end of the file.

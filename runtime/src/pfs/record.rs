@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 /// First bytes of every record file.
 pub(crate) const RECORD_MAGIC: [u8; 8] = *b"PSLSREC\0";
 
-/// The record format this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+/// The record format this build writes and reads. Version 4: each node's data files are laid
+/// out by the pages' local indices (`pages.rs`), so a store of version 3 must not be read.
+pub(crate) const FORMAT_VERSION: u32 = 4;
 
 /// Longest PFS file name, in bytes.
 pub(crate) const MAX_NAME: usize = 255;

@@ -216,8 +216,17 @@ impl NodeStore {
                 "the epoch must be above the committed epoch {committed} (and below 2^56)"
             ));
         }
-        // Every offset of the batch must exist before anything is written.
-        super::pages::data_offset(meta, hi - 1, 1)?;
+        // Every page must be one this node keeps, at an offset that exists, before anything is
+        // written.
+        let mut locals = Vec::with_capacity(runs.iter().map(|r| r.1.len() / ps).sum());
+        for &(first, data) in runs {
+            for page in first..first + (data.len() / ps) as u64 {
+                locals.push(super::pages::local_page(meta, &self.node, page)?);
+            }
+        }
+        if let Some(&last_local) = locals.iter().max() {
+            super::pages::data_offset(meta, last_local, 1)?;
+        }
         super::pages::header_offset(hi - 1, 1)?;
         match &self.flush {
             Some(f) if f.epoch != epoch => {
@@ -241,6 +250,10 @@ impl NodeStore {
         // The headers of both slots of every page spanned, read and rewritten in one piece.
         let mut headers = vec![0u8; (hi - lo) as usize * 2 * HEADER_LEN];
         files.read_slots_at(&mut headers, super::pages::header_offset(lo, 0)?)?;
+        // Pages in the same slot whose local indices follow each other in one group are
+        // contiguous on disk, whichever runs they come from: one write for all of them.
+        let mut extent = Extent::default();
+        let mut pages_done = 0usize;
         for &(first, data) in runs {
             let n = data.len() / ps;
             let at = |k: usize| (first - lo) as usize + k;
@@ -250,23 +263,16 @@ impl NodeStore {
                 let classified = classify_pair(pair, meta.id, first + k as u64);
                 slots.push(write_slot(&classified, committed, epoch));
             }
-            // Runs of pages in the same slot and the same group are contiguous on disk.
-            let mut k = 0usize;
-            while k < n {
-                let slot = slots[k].0;
-                let mut end = k + 1;
-                while end < n
-                    && slots[end].0 == slot
-                    && (first + end as u64) % super::pages::DATA_GROUP != 0
-                {
-                    end += 1;
+            for k in 0..n {
+                let (page, local, slot) = (first + k as u64, locals[pages_done + k], slots[k].0);
+                if !extent.extends(local, slot) {
+                    extent.write(files, meta)?;
+                    extent.start(page, local, slot);
                 }
-                for _ in k..end {
-                    crate::inject::point("pfs-write", epoch);
-                }
-                files.write_data(meta, first + k as u64, slot, &data[k * ps..end * ps])?;
-                k = end;
+                crate::inject::point("pfs-write", epoch);
+                extent.push(&data[k * ps..(k + 1) * ps]);
             }
+            pages_done += n;
             for (k, &(slot, flags)) in slots.iter().enumerate() {
                 let header = Header {
                     data_crc: crc32c::crc32c(&data[k * ps..(k + 1) * ps]),
@@ -279,6 +285,7 @@ impl NodeStore {
                 headers[h..h + HEADER_LEN].copy_from_slice(&header.encode());
             }
         }
+        extent.write(files, meta)?;
         files.write_headers_at(&headers, lo)
     }
 
@@ -303,11 +310,12 @@ impl NodeStore {
     ) -> Result<PageState> {
         check_page(meta, page, buf.len())?;
         buf.fill(0);
+        let local = super::pages::local_page(meta, &self.node, page)?;
         let Some(files) = PageFiles::open(&self.files_dir(), meta.id, false)? else {
             return Ok(PageState::Absent);
         };
         let slots = files.slots_of(meta.id, page)?;
-        check_copy(&files, meta, page, &slots, upto_epoch, buf)
+        check_copy(&files, meta, (page, local), &slots, upto_epoch, buf)
     }
 
     /// The state at `upto_epoch` of every page of `meta` that has at least one slot header
@@ -326,9 +334,10 @@ impl NodeStore {
                 }
                 let page = first + i as u64;
                 let slots = classify_pair(pair, meta.id, page);
+                let local = super::pages::local_page(meta, &self.node, page)?;
                 out.push((
                     page,
-                    check_copy(&files, meta, page, &slots, upto_epoch, &mut buf)?,
+                    check_copy(&files, meta, (page, local), &slots, upto_epoch, &mut buf)?,
                 ));
             }
             Ok(())
@@ -530,11 +539,55 @@ fn write_slot(slots: &[Slot; 2], committed: u64, epoch: u64) -> (usize, u8) {
     (slot, if poisoned { FLAG_POISON } else { 0 })
 }
 
+/// Pages contiguous in one slot of the data file, gathered for one write.
+#[derive(Default)]
+struct Extent<'a> {
+    /// File page and local index of the first page, and the slot.
+    start: (u64, u64, usize),
+    /// The local index the next page must have to join.
+    next: u64,
+    /// The pages' data, in order.
+    parts: Vec<&'a [u8]>,
+}
+
+impl<'a> Extent<'a> {
+    /// Whether the page of local index `local`, in slot `slot`, goes right after this extent
+    /// on disk.
+    fn extends(&self, local: u64, slot: usize) -> bool {
+        !self.parts.is_empty()
+            && local == self.next
+            && slot == self.start.2
+            && local % super::pages::DATA_GROUP != 0
+    }
+
+    fn start(&mut self, page: u64, local: u64, slot: usize) {
+        self.start = (page, local, slot);
+        self.next = local;
+    }
+
+    /// Adds the next page's data (one `pwritev` buffer per page; a group has at most
+    /// [`super::pages::DATA_GROUP`] pages, under the system's limit of buffers per call).
+    fn push(&mut self, data: &'a [u8]) {
+        self.next += 1;
+        self.parts.push(data);
+    }
+
+    /// Writes the extent, if any, and empties it.
+    fn write(&mut self, files: &PageFiles, meta: &FileMeta) -> Result<()> {
+        if !self.parts.is_empty() {
+            let (page, local, slot) = self.start;
+            files.write_data(meta, (page, local), slot, &self.parts)?;
+            self.parts.clear();
+        }
+        Ok(())
+    }
+}
+
 /// Reads and checks the copy that `slots` designate at `upto`.
 fn check_copy(
     files: &PageFiles,
     meta: &FileMeta,
-    page: u64,
+    (page, local): (u64, u64),
     slots: &[Slot; 2],
     upto: u64,
     buf: &mut [u8],
@@ -543,7 +596,7 @@ fn check_copy(
         Resolved::Absent => Ok(PageState::Absent),
         Resolved::Corrupt(why) => Ok(PageState::Corrupt { why }),
         Resolved::Newest { slot, header } => {
-            files.read_data(meta, page, slot, buf)?;
+            files.read_data(meta, (page, local), slot, buf)?;
             if crc32c::crc32c(buf) == header.data_crc {
                 Ok(PageState::Present {
                     epoch: header.epoch,

@@ -31,6 +31,7 @@ impl NodeStore {
                 "only committed epochs (1 to {committed}) can be repaired"
             ));
         }
+        let local = crate::pfs::pages::local_page(meta, &self.node, page)?;
         let files_dir = self.files_dir();
         let files = PageFiles::create(&files_dir, meta.id)?;
         let slots = files.slots_of(meta.id, page)?;
@@ -50,7 +51,7 @@ impl NodeStore {
         let (write, kept) = match same {
             Some(s) => {
                 let mut have = vec![0u8; data.len()];
-                files.read_data(meta, page, s, &mut have)?;
+                files.read_data(meta, (page, local), s, &mut have)?;
                 let have_crc = crc32c::crc32c(&have);
                 if have_crc != slots[s].valid().map_or(0, |h| h.data_crc) {
                     (true, s) // the bad copy: overwrite it in place
@@ -82,7 +83,7 @@ impl NodeStore {
             }
         };
         if write {
-            files.write_data(meta, page, kept, data)?;
+            files.write_data(meta, (page, local), kept, &[data])?;
             let header = Header {
                 data_crc: crc,
                 epoch,

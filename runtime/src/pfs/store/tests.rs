@@ -579,31 +579,38 @@ fn sigkill_at_each_injection_point_leaves_one_whole_version() {
 fn batched_writes_match_page_by_page_writes_across_groups_and_slots() {
     let sc = Scratch::new("batched");
     let mut m = meta(0, "big.dat");
-    m.size = 200 * u64::from(PS);
+    // In units of the data file's groups, so that the batches cross their boundaries.
+    let g = crate::pfs::pages::DATA_GROUP;
+    m.size = (2 * g + 72) * u64::from(PS);
     let mut s = sc.open();
     let run = |s: &mut NodeStore, first: u64, n: u64, epoch: u64| {
         let data: Vec<u8> = (first..first + n).flat_map(|p| content(p, epoch)).collect();
         s.write_pages(&m, first, epoch, &data).unwrap();
     };
-    // Epoch 1: pages 10..150 in one batch (crosses two group boundaries), all in slot 0.
-    run(&mut s, 10, 140, 1);
+    // Epoch 1: pages 10..2g+22 in one batch (crosses two group boundaries), all in slot 0.
+    run(&mut s, 10, 2 * g + 12, 1);
     s.prepare(1, catalog(&[&m])).unwrap();
     s.commit(1).unwrap();
-    // Epoch 2: pages 60..70 flip to slot 1, page 140 page by page; the rest stay at epoch 1.
-    run(&mut s, 60, 10, 2);
-    s.write_page(&m, 140, 2, &content(140, 2)).unwrap();
+    // Epoch 2: pages g-4..g+6 flip to slot 1, page 2g+12 page by page; the rest stay at
+    // epoch 1.
+    run(&mut s, g - 4, 10, 2);
+    s.write_page(&m, 2 * g + 12, 2, &content(2 * g + 12, 2))
+        .unwrap();
     s.prepare(2, catalog(&[&m])).unwrap();
     s.commit(2).unwrap();
-    // Epoch 3: a batch mixing pages whose next slot is 0 (60..70) and 1 (the others).
-    run(&mut s, 55, 20, 3);
+    // Epoch 3: a batch mixing pages whose next slot is 0 (g-4..g+6) and 1 (the others).
+    run(&mut s, g - 9, 20, 3);
     s.prepare(3, catalog(&[&m])).unwrap();
     s.commit(3).unwrap();
-    for p in 0..200 {
-        let want = match p {
-            55..=74 => Some(3),
-            140 => Some(2),
-            10..=149 => Some(1),
-            _ => None,
+    for p in 0..2 * g + 72 {
+        let want = if (g - 9..g + 11).contains(&p) {
+            Some(3)
+        } else if p == 2 * g + 12 {
+            Some(2)
+        } else if (10..2 * g + 22).contains(&p) {
+            Some(1)
+        } else {
+            None
         };
         match want {
             Some(e) => expect(&s, &m, p, 3, e),
@@ -611,8 +618,8 @@ fn batched_writes_match_page_by_page_writes_across_groups_and_slots() {
         }
     }
     // The older copies are still there for the older epochs.
-    expect(&s, &m, 65, 2, 2);
-    expect(&s, &m, 56, 2, 1);
+    expect(&s, &m, g + 1, 2, 2);
+    expect(&s, &m, g - 8, 2, 1);
     // A batch that is not a whole number of pages is refused before anything is written.
     match s.write_pages(&m, 0, 4, &[0u8; 100]) {
         Err(StoreError::Protocol(why)) => assert!(why.contains("whole number"), "{why}"),
@@ -624,21 +631,22 @@ fn batched_writes_match_page_by_page_writes_across_groups_and_slots() {
 fn runs_with_gaps_write_their_pages_and_keep_the_pages_between() {
     let sc = Scratch::new("runs");
     let mut m = meta(0, "runs.dat");
-    m.size = 300 * u64::from(PS);
+    let g = crate::pfs::pages::DATA_GROUP;
+    m.size = (g + 44) * u64::from(PS);
     let mut s = sc.open();
     let data = |first: u64, n: u64, epoch: u64| -> Vec<u8> {
         (first..first + n).flat_map(|p| content(p, epoch)).collect()
     };
-    // Epoch 1: every page 0..300, one by one.
-    flush(&mut s, &m, 1, &(0..300).collect::<Vec<_>>());
-    // Epoch 2: runs with gaps, across a group boundary (64), in one call.
-    let (a, b, c) = (data(3, 2, 2), data(62, 5, 2), data(200, 1, 2));
-    s.write_runs(&m, 2, &[(3, &a), (62, &b), (200, &c)])
+    // Epoch 1: every page, one by one.
+    flush(&mut s, &m, 1, &(0..g + 44).collect::<Vec<_>>());
+    // Epoch 2: runs with gaps, across a group boundary, in one call.
+    let (a, b, c) = (data(3, 2, 2), data(g - 2, 5, 2), data(g + 30, 1, 2));
+    s.write_runs(&m, 2, &[(3, &a), (g - 2, &b), (g + 30, &c)])
         .unwrap();
     s.prepare(2, catalog(&[&m])).unwrap();
     s.commit(2).unwrap();
-    for p in 0..300 {
-        let epoch = if matches!(p, 3..=4 | 62..=66 | 200) {
+    for p in 0..g + 44 {
+        let epoch = if (3..5).contains(&p) || (g - 2..g + 3).contains(&p) || p == g + 30 {
             2
         } else {
             1
@@ -646,7 +654,7 @@ fn runs_with_gaps_write_their_pages_and_keep_the_pages_between() {
         expect(&s, &m, p, 2, epoch);
     }
     // The pages between the runs still have their epoch-1 copy, and the runs' old copies too.
-    expect(&s, &m, 63, 1, 1);
+    expect(&s, &m, g - 1, 1, 1);
     // Runs out of order, or overlapping, are refused before anything is written.
     let (x, y) = (data(10, 2, 3), data(5, 1, 3));
     for runs in [
@@ -659,4 +667,63 @@ fn runs_with_gaps_write_their_pages_and_keep_the_pages_between() {
         }
     }
     expect(&s, &m, 10, 3, 1);
+}
+
+#[test]
+fn a_node_of_a_striped_file_keeps_its_pages_dense_and_refuses_others() {
+    let sc = Scratch::new("dense");
+    let mut m = meta(0, "striped.dat");
+    m.nodes = (0..4).map(|i| format!("vnode{i}")).collect();
+    m.layout = Layout {
+        stripe_pages: 1,
+        rotation: 0,
+    };
+    let g = crate::pfs::pages::DATA_GROUP;
+    let pages = 4 * g + 40;
+    m.size = pages * u64::from(PS);
+    let mut s = sc.open(); // vnode0: primary of pages 4k, mirror of pages 4k+3
+    let kept: Vec<u64> = (0..pages).filter(|p| p % 4 == 0 || p % 4 == 3).collect();
+    // Runs of the kept pages, as a flush passes them: (4k-1, 4k) pairs, in one call.
+    let epoch = 1;
+    let bufs: Vec<(u64, Vec<u8>)> = kept
+        .chunk_by(|a, b| b == &(a + 1))
+        .map(|run| {
+            (
+                run[0],
+                run.iter().flat_map(|&p| content(p, epoch)).collect(),
+            )
+        })
+        .collect();
+    let runs: Vec<(u64, &[u8])> = bufs.iter().map(|(p, d)| (*p, &d[..])).collect();
+    s.write_runs(&m, epoch, &runs).unwrap();
+    s.prepare(epoch, catalog(&[&m])).unwrap();
+    s.commit(epoch).unwrap();
+    for &p in &kept {
+        expect(&s, &m, p, epoch, epoch);
+    }
+    // Dense: the data file spans the kept pages' groups only, about half the file's pages
+    // (the old layout by page number spanned all of them).
+    let len = fs::metadata(data_path(&sc, &m)).unwrap().len();
+    let kept_groups = (kept.len() as u64).div_ceil(g);
+    assert!(
+        len <= (2 * kept_groups - 1) * g * u64::from(PS),
+        "data file of {len} bytes for {} kept pages",
+        kept.len()
+    );
+    // A page this node does not keep is refused, naming the node, and nothing is written.
+    for p in [1, 2, 4 * g + 1] {
+        match s.write_page(&m, p, 2, &content(p, 2)) {
+            Err(StoreError::Protocol(why)) => {
+                assert!(why.contains("vnode0 keeps no copy of page"), "{why}")
+            }
+            other => panic!("page {p}: expected a protocol error, got {other:?}"),
+        }
+    }
+    assert_eq!(fs::metadata(data_path(&sc, &m)).unwrap().len(), len);
+    // A node outside the file's view keeps nothing.
+    m.nodes[0] = "elsewhere".into();
+    assert!(matches!(
+        s.read_page(&m, 0, 1, &mut vec![0u8; PS as usize]),
+        Err(StoreError::Protocol(why)) if why.contains("vnode0 keeps no copy")
+    ));
 }
