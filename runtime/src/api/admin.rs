@@ -143,8 +143,9 @@ impl Psls {
                         )))
                     }
                 }
-                // This node's non-zero pages, each run of consecutive ones in one write,
-                // straight from the received chunk.
+                // This node's non-zero pages, straight from the received chunk: the runs of
+                // consecutive ones go to the store in one call (one header read and write, and
+                // one write per extent of the node's dense data file).
                 let pages: Vec<&[u8]> = got[1..].chunks(ps).collect();
                 let mine: Vec<bool> = pages
                     .iter()
@@ -159,6 +160,7 @@ impl Psls {
                             && vol.holders(&meta, fpage).contains(&Some(self.rank))
                     })
                     .collect();
+                let mut runs: Vec<(u64, &[u8])> = Vec::new();
                 let mut k = 0;
                 while k < mine.len() {
                     if !mine[k] {
@@ -166,8 +168,11 @@ impl Psls {
                         continue;
                     }
                     let e = (k..mine.len()).find(|&e| !mine[e]).unwrap_or(mine.len());
-                    vol.write_local(&meta, page + k as u64, epoch, &got[1 + k * ps..1 + e * ps])?;
+                    runs.push((page + k as u64, &got[1 + k * ps..1 + e * ps]));
                     k = e;
+                }
+                if !runs.is_empty() {
+                    vol.write_local_runs(&meta, epoch, &runs)?;
                 }
                 vol.start_writeback();
                 page += n as u64;

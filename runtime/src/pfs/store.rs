@@ -156,6 +156,7 @@ impl NodeStore {
 
     /// [`write_page`](Self::write_page) for the consecutive pages `first..` whose data `data`
     /// holds (a whole number of pages): see [`write_runs`](Self::write_runs).
+    #[cfg(test)]
     pub(crate) fn write_pages(
         &mut self,
         meta: &FileMeta,

@@ -201,14 +201,10 @@ impl Volume {
         }
     }
 
-    /// Writes this node's copies of the consecutive pages from `first` of `meta` (`data`: whole
-    /// pages) for epoch `epoch` (leaders only; they become visible when `epoch` commits).
-    pub fn write_local(&self, meta: &FileMeta, first: u64, epoch: u64, data: &[u8]) -> Result<()> {
-        self.with_store(|s| Ok(s.write_pages(meta, first, epoch, data)?))
-    }
-
-    /// [`Volume::write_local`] for several runs of pages of one file, `(first page, data)` in
-    /// ascending order: one read and one write of the headers they span.
+    /// Writes this node's copies of several runs of consecutive pages of `meta`, `(first page,
+    /// data)` in ascending order, each a whole number of pages, for epoch `epoch` (leaders only;
+    /// they become visible when `epoch` commits): one read and one write of the headers they
+    /// span, and one write per extent of the node's data file.
     pub fn write_local_runs(
         &self,
         meta: &FileMeta,
