@@ -172,10 +172,23 @@ fn thread_level_name(level: c_int) -> &'static str {
 /// `MPI_THREAD_MULTIPLE` ("invalid window"). Unless the user chose components, ask for `sm`
 /// (windows allocated on one host) and `ucx` (everything else), which both work. Runs before
 /// `MPI_Init_thread`, while the process has no MPI threads yet.
+///
+/// Likewise for MPI-IO: Open MPI 4.1's `ompio` registers a progress function that walks its
+/// list of pending requests without a lock. When the application is inside a collective
+/// `MPI_File_write_at_all` and PSLS's service thread calls `MPI_Iprobe`, both threads run it
+/// and the process dies of SIGSEGV (seen in `pfs_bench`'s MPI-IO baseline, about one run in
+/// eight). Unless the user chose, exclude `ompio`, so that MPI-IO goes through ROMIO.
 fn choose_openmpi_osc() {
-    if std::env::var_os("OMPI_MCA_osc").is_none() && library_version().starts_with("Open MPI") {
+    if !library_version().starts_with("Open MPI") {
+        return;
+    }
+    if std::env::var_os("OMPI_MCA_osc").is_none() {
         std::env::set_var("OMPI_MCA_osc", "sm,ucx");
         tracing::debug!(target: "psls::rma", "Open MPI: set OMPI_MCA_osc=sm,ucx (pt2pt rejects MPI_THREAD_MULTIPLE windows)");
+    }
+    if std::env::var_os("OMPI_MCA_io").is_none() {
+        std::env::set_var("OMPI_MCA_io", "^ompio");
+        tracing::debug!(target: "psls::rma", "Open MPI: set OMPI_MCA_io=^ompio (ompio's progress is not thread-safe beside the service thread)");
     }
 }
 
