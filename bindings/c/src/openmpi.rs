@@ -6,6 +6,10 @@
 //! so this library makes the same choice when it is loaded (a constructor in `.init_array`),
 //! before `main`: it sets `OMPI_MCA_osc=sm,ucx` unless the user chose components (the variable
 //! is set) or the MPI is not Open MPI.
+//!
+//! Likewise `OMPI_MCA_io=^ompio` (MPI-IO through ROMIO): `ompio`'s progress function is not
+//! safe when the application's MPI-IO call and PSLS's service thread run it at once (see
+//! `choose_openmpi_osc` in the runtime).
 
 /// The constructor: run by the dynamic loader (libpsls.so) or by the C runtime before `main`
 /// (libpsls.a; `psls_init` refers to it, so the linker keeps it).
@@ -17,9 +21,15 @@ extern "C" fn choose_osc() {
     // Nothing may unwind out of a constructor; a failure only loses the choice, which the
     // message of a failing psls_init then explains.
     let _ = std::panic::catch_unwind(|| {
-        if std::env::var_os("OMPI_MCA_osc").is_none() && is_open_mpi() {
-            // Before main: no other thread exists yet to read the environment concurrently.
+        if !is_open_mpi() {
+            return;
+        }
+        // Before main: no other thread exists yet to read the environment concurrently.
+        if std::env::var_os("OMPI_MCA_osc").is_none() {
             std::env::set_var("OMPI_MCA_osc", "sm,ucx");
+        }
+        if std::env::var_os("OMPI_MCA_io").is_none() {
+            std::env::set_var("OMPI_MCA_io", "^ompio");
         }
     });
 }
