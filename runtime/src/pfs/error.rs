@@ -49,6 +49,23 @@ pub(crate) enum StoreError {
         what: String,
     },
 
+    /// A record written in another format version: the whole volume was written by another
+    /// PSLS version, so no node's copy can be used by this build.
+    #[error(
+        "PFS record {path} has format version {found}, and this build reads version {expected} \
+         only: the volume was written by another PSLS version. Export its files with the build \
+         that wrote them (`psls-pfs export`), remove the volume (DISK_BASE/psls-UID/pfs on every \
+         node), and import them again with this build"
+    )]
+    Format {
+        /// The record file.
+        path: PathBuf,
+        /// The version it has.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+
     /// A commit, prepare or in-flight record cannot be used. It is never taken as empty.
     #[error(
         "PFS record {path}: {why}. The store never takes a damaged record for an empty one: \

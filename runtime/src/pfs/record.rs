@@ -284,11 +284,17 @@ impl Record {
         }
         let (head, _) = postcard::take_from_bytes::<WireHead>(body)
             .map_err(|e| bad(format!("its header does not decode: {e}")))?;
-        if head.magic != RECORD_MAGIC || head.format_version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "it has format version {}, and this build reads version {FORMAT_VERSION}",
-                head.format_version
-            )));
+        if head.magic != RECORD_MAGIC {
+            return Err(bad(
+                "it is not a PSLS record (bad magic in its header)".into()
+            ));
+        }
+        if head.format_version != FORMAT_VERSION {
+            return Err(StoreError::Format {
+                path: path.to_path_buf(),
+                found: head.format_version,
+                expected: FORMAT_VERSION,
+            });
         }
         let (wire, rest) = postcard::take_from_bytes::<Wire>(body)
             .map_err(|e| bad(format!("it does not decode: {e}")))?;
@@ -473,7 +479,13 @@ mod tests {
             fs::write(&path, &bytes).unwrap();
             let e = read_record(&path).unwrap_err();
             let text = e.to_string();
-            assert!(matches!(e, StoreError::BadRecord { .. }), "{text}");
+            if why.starts_with("format version") {
+                // Another version is its own error, which says what to do with the volume.
+                assert!(matches!(e, StoreError::Format { .. }), "{text}");
+                assert!(text.contains("psls-pfs export"), "{text}");
+            } else {
+                assert!(matches!(e, StoreError::BadRecord { .. }), "{text}");
+            }
             assert!(
                 text.contains(&path.display().to_string()) && text.contains(why),
                 "{why}: {text}"
