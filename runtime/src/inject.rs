@@ -14,7 +14,10 @@
 //! Points of the PFS store: `pfs-write` (before each page's data is written, so `count=N` dies
 //! with N-1 pages of the flush written), `pfs-prepare` (data fsynced, prepare record not yet
 //! renamed into place), `pfs-commit` (before the commit rename), `pfs-committed` (just after
-//! it), and the disk-full fault `pfs-enospc` (the next page write fails).
+//! it), the disk-full fault `pfs-enospc` (the next page write fails), and `pfs-commit-error`
+//! (the commit rename fails on that rank: the other nodes commit, this one stays prepared, and
+//! the job fails; unlike a kill at `pfs-commit`, whether the others committed does not depend
+//! on how fast the launcher kills them).
 //!
 //! The variable is read once. [`configure`] replaces it (the configuration layer will pass its
 //! own key there).

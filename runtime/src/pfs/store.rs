@@ -408,8 +408,12 @@ impl NodeStore {
         }
         crate::inject::point("pfs-commit", epoch);
         let (from, to) = (self.dir.join("prepare"), self.dir.join("commit"));
-        fs::rename(&from, &to)
-            .map_err(|e| io_error(format!("rename {} to", from.display()), &to, e))?;
+        let renamed = if crate::inject::error_point("pfs-commit-error", epoch) {
+            Err(std::io::Error::other("fault injected at pfs-commit-error"))
+        } else {
+            fs::rename(&from, &to)
+        };
+        renamed.map_err(|e| io_error(format!("rename {} to", from.display()), &to, e))?;
         // From here the new record is the one on disk: never let a later abort treat the
         // epoch's slots as uncommitted, even if the fsync below fails.
         self.committed = self.prepared.take();
