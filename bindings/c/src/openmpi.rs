@@ -9,7 +9,8 @@
 //!
 //! Likewise `OMPI_MCA_io=^ompio` (MPI-IO through ROMIO): `ompio`'s progress function is not
 //! safe when the application's MPI-IO call and PSLS's service thread run it at once (see
-//! `choose_openmpi_osc` in the runtime).
+//! `choose_openmpi_components` in the runtime, which makes both choices for the runtime and for
+//! this constructor).
 
 /// The constructor: run by the dynamic loader (libpsls.so) or by the C runtime before `main`
 /// (libpsls.a; `psls_init` refers to it, so the linker keeps it).
@@ -20,18 +21,8 @@ pub(crate) static CHOOSE_OSC: extern "C" fn() = choose_osc;
 extern "C" fn choose_osc() {
     // Nothing may unwind out of a constructor; a failure only loses the choice, which the
     // message of a failing psls_init then explains.
-    let _ = std::panic::catch_unwind(|| {
-        if !is_open_mpi() {
-            return;
-        }
-        // Before main: no other thread exists yet to read the environment concurrently.
-        if std::env::var_os("OMPI_MCA_osc").is_none() {
-            std::env::set_var("OMPI_MCA_osc", "sm,ucx");
-        }
-        if std::env::var_os("OMPI_MCA_io").is_none() {
-            std::env::set_var("OMPI_MCA_io", "^ompio");
-        }
-    });
+    // Before main: no other thread exists yet to read the environment concurrently.
+    let _ = std::panic::catch_unwind(runtime::rma::choose_openmpi_components);
 }
 
 /// Whether the MPI library is Open MPI (MPI_Get_library_version may be called before

@@ -178,7 +178,10 @@ fn thread_level_name(level: c_int) -> &'static str {
 /// `MPI_File_write_at_all` and PSLS's service thread calls `MPI_Iprobe`, both threads run it
 /// and the process dies of SIGSEGV (seen in `pfs_bench`'s MPI-IO baseline, about one run in
 /// eight). Unless the user chose, exclude `ompio`, so that MPI-IO goes through ROMIO.
-fn choose_openmpi_osc() {
+///
+/// The C library's load-time constructor calls this too, since a C program starts MPI itself.
+/// It must run while the process has no other thread that reads the environment.
+pub fn choose_openmpi_components() {
     if !library_version().starts_with("Open MPI") {
         return;
     }
@@ -233,7 +236,7 @@ impl Mpi {
             })?;
             false
         } else {
-            choose_openmpi_osc();
+            choose_openmpi_components();
             // SAFETY: MPI is neither initialized nor finalized (checked above); NULL argc/argv
             // are allowed by MPI-2 and later; provided is a valid out-pointer.
             check("MPI_Init_thread", unsafe {
