@@ -25,8 +25,7 @@ pub enum Binding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Prefetch {
     /// Only after sequential misses (the miss lands just after the last one and the pages
-    /// worked ahead of it), 1, 2, 4, … up to 16 pages, as the kernel's readahead does (up to
-    /// 64 for claims of untouched pages, which move no data).
+    /// worked ahead of it), 1, 2, 4, … up to 64 pages, as the kernel's readahead does.
     #[default]
     Auto,
     /// Always up to this many pages (0: never).

@@ -269,6 +269,55 @@ fn a_corrupt_primary_is_read_from_the_mirror_and_repaired() {
     t.ok(&["verify", "c"]);
 }
 
+/// Rank 0's read faults, from the `STATS` line of a `pfs_cases` run.
+fn read_faults_of_rank0(out: &Outcome) -> u64 {
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with("STATS rank=0 "))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("read_faults="))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no read_faults of rank 0 in:\n{}", out.stdout))
+}
+
+/// A first sequential read of a file on disk loads the following pages ahead (one request per
+/// node for a run of pages) instead of faulting on every page. A bad primary inside such a run
+/// is still read from its mirror and repaired, and a page with no good copy still fails by name,
+/// never reading as zeros.
+#[test]
+fn a_sequential_first_read_loads_ahead_through_bad_pages() {
+    const PAGES: u64 = 256;
+    let t = Pfs::new();
+    t.import("s", 6, PAGES * PAGE);
+    let out = t.case(&["first_read", "s", "6"]);
+    let faults = read_faults_of_rank0(&out);
+    assert!(
+        faults < PAGES / 4,
+        "rank 0 took {faults} read faults for the {PAGES} pages it loaded first: nothing was loaded ahead\n{}",
+        out.stdout
+    );
+    let node = |name: String| -> usize { name.trim_start_matches("vnode").parse().unwrap() };
+    let (primary, _) = t.holders("s", 37);
+    corrupt(&t.node_root(node(primary)), 6, PAGES * PAGE, 37);
+    let out = t.case(&["first_read", "s", "6"]);
+    assert!(
+        out.stderr.contains("page 37: the primary copy")
+            && out.stderr.contains("repaired from the mirror"),
+        "{}",
+        out.stderr
+    );
+    t.ok(&["verify", "s"]);
+    let (primary, mirror) = t.holders("s", 100);
+    for name in [primary, mirror] {
+        corrupt(&t.node_root(node(name)), 6, PAGES * PAGE, 100);
+    }
+    let out = t.launch("pfs_cases", &["first_read", "s", "6"]).run();
+    out.assert_failure();
+    out.assert_output_contains("\"s\", page 100: no good copy left");
+}
+
 #[test]
 fn two_corrupt_copies_give_an_error_naming_file_and_page() {
     let t = Pfs::new();

@@ -309,14 +309,39 @@ impl NodeStore {
         upto_epoch: u64,
         buf: &mut [u8],
     ) -> Result<PageState> {
-        check_page(meta, page, buf.len())?;
-        buf.fill(0);
-        let local = super::pages::local_page(meta, &self.node, page)?;
-        let Some(files) = PageFiles::open(&self.files_dir(), meta.id, false)? else {
-            return Ok(PageState::Absent);
-        };
-        let slots = files.slots_of(meta.id, page)?;
-        check_copy(&files, meta, (page, local), &slots, upto_epoch, buf)
+        let mut state = PageState::Absent;
+        self.read_pages(meta, &[page], upto_epoch, buf, |_, s, _| state = s)?;
+        Ok(state)
+    }
+
+    /// [`NodeStore::read_page`] for each of `pages`, opening the file's page files once: calls
+    /// `each(page, state, data)` in the order of `pages`, `data` being `buf` (a page) filled as
+    /// `read_page` fills it.
+    pub(crate) fn read_pages(
+        &self,
+        meta: &FileMeta,
+        pages: &[u64],
+        upto_epoch: u64,
+        buf: &mut [u8],
+        mut each: impl FnMut(u64, PageState, &[u8]),
+    ) -> Result<()> {
+        for &page in pages {
+            check_page(meta, page, buf.len())?;
+        }
+        let files = PageFiles::open(&self.files_dir(), meta.id, false)?;
+        for &page in pages {
+            buf.fill(0);
+            let local = super::pages::local_page(meta, &self.node, page)?;
+            let state = match &files {
+                None => PageState::Absent,
+                Some(files) => {
+                    let slots = files.slots_of(meta.id, page)?;
+                    check_copy(files, meta, (page, local), &slots, upto_epoch, buf)?
+                }
+            };
+            each(page, state, buf);
+        }
+        Ok(())
     }
 
     /// The state at `upto_epoch` of every page of `meta` that has at least one slot header

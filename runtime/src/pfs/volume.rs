@@ -189,6 +189,19 @@ impl Volume {
         self.with_store(|s| Ok(s.read_page(meta, fpage, epoch, buf)?))
     }
 
+    /// [`Volume::read_local`] for each of `fpages`, opening the file's page files once: calls
+    /// `each(fpage, state, data)` in order (leaders only). `each` runs under the store's lock.
+    pub fn read_local_each(
+        &self,
+        meta: &FileMeta,
+        fpages: &[u64],
+        each: impl FnMut(u64, PageState, &[u8]),
+    ) -> Result<()> {
+        let epoch = self.epoch();
+        let mut buf = vec![0u8; meta.page_size as usize];
+        self.with_store(|s| Ok(s.read_pages(meta, fpages, epoch, &mut buf, each)?))
+    }
+
     /// Starts the disk write-back of the pages written so far at the open epoch (leaders only;
     /// nothing to do elsewhere). Calling it between batches overlaps the disk with the rest of
     /// the flush.

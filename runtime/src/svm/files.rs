@@ -37,6 +37,9 @@ pub(super) const ABSENT: u64 = 1;
 pub(super) const CORRUPT: u64 = 2;
 pub(super) const FAILED: u64 = 3;
 
+/// A `LOAD_RUN` request: (holder, first page, mask of the pages from it to load).
+type LoadAsk = (usize, usize, u64);
+
 impl Core {
     /// The mapped file holding global `page`, and the page's number in the file.
     pub(super) fn file_page(&self, page: usize) -> Option<(FileMeta, u64)> {
@@ -137,6 +140,102 @@ impl Core {
         )))
     }
 
+    /// Loads the pages of `run` (locked, with their entries) that nobody holds from their
+    /// primaries' disks, every request in flight at once: a sequential reader of a file pays
+    /// one round trip per run, not one per page. Returns, for each page, whether someone holds
+    /// it now; a loaded page's entry names its loader the owner of a read copy. A page whose
+    /// primary is missing, bad or out of the job is left unloaded: the fault on it tries the
+    /// mirror, repairs the primary, or reports, as for a single page.
+    pub(super) fn load_run(
+        &self,
+        run: &mut [(usize, super::directory::Entry)],
+    ) -> Result<Vec<bool>> {
+        let mut held: Vec<bool> = run.iter().map(|(_, e)| e.owner.is_some()).collect();
+        let Some(vol) = &self.volume else {
+            return Ok(held);
+        };
+        // One request per holder and per 64 pages of the run.
+        let mut asks: Vec<LoadAsk> = Vec::new();
+        for (q, e) in run.iter() {
+            if e.owner.is_some() {
+                continue;
+            }
+            let Some((meta, fpage)) = self.file_page(*q) else {
+                continue;
+            };
+            if !meta.was_written(fpage) {
+                continue;
+            }
+            let Some(primary) = vol.holders(&meta, fpage)[0] else {
+                continue;
+            };
+            let base = run[0].0 + (q - run[0].0) / 64 * 64;
+            match asks.iter_mut().find(|a| a.0 == primary && a.1 == base) {
+                Some(a) => a.2 |= 1 << (q - base),
+                None => asks.push((primary, base, 1 << (q - base))),
+            }
+        }
+        let (mine, remote): (Vec<LoadAsk>, Vec<LoadAsk>) =
+            asks.iter().partition(|a| a.0 == self.rank);
+        let targets: Vec<(usize, usize)> = remote.iter().map(|a| (a.0, a.1)).collect();
+        // Every holder's request is in flight at once.
+        let acks =
+            self.request_replies_with(super::service::LOAD_RUN, &targets, |i| remote[i].2)?;
+        let mut loaded: Vec<LoadAsk> = remote
+            .iter()
+            .zip(&acks)
+            .map(|(&(h, base, mask), ack)| (h, base, ack[1] & mask))
+            .collect();
+        for (h, base, mask) in mine {
+            loaded.push((h, base, self.load_masked(base, mask)));
+        }
+        for (k, (q, e)) in run.iter_mut().enumerate() {
+            let Some(&(holder, _, _)) = loaded.iter().find(|&&(_, base, mask)| {
+                *q >= base && *q - base < 64 && mask & (1 << (*q - base)) != 0
+            }) else {
+                continue;
+            };
+            e.owner = Some(holder);
+            e.writable = false;
+            e.copyset = 1 << holder;
+            held[k] = true;
+        }
+        Ok(held)
+    }
+
+    /// Serves `LOAD_RUN`: loads the pages `base + i` for each bit `i` of `mask` from this
+    /// node's disk root, the pages of one file together; returns the mask of the pages loaded.
+    pub(super) fn load_masked(&self, base: usize, mask: u64) -> u64 {
+        let pages: Vec<usize> = (0..64)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| base + i)
+            .collect();
+        let file_of = |p: usize| self.file_page(p).map(|(m, fp)| (m.id, p - fp as usize));
+        let mut loaded = 0;
+        let mut k = 0;
+        while k < pages.len() {
+            let file = file_of(pages[k]);
+            let mut e = k + 1;
+            while e < pages.len() && file.is_some() && file_of(pages[e]) == file {
+                e += 1;
+            }
+            match self.load_local_each(&pages[k..e]) {
+                Ok(status) => {
+                    for (&p, s) in pages[k..e].iter().zip(status) {
+                        if s & 0xff == LOADED {
+                            loaded |= 1 << (p - base);
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(target: "psls::pfs", "loading pages {}..={}: {err}", pages[k], pages[e - 1]);
+                }
+            }
+            k = e;
+        }
+        loaded
+    }
+
     /// Sends one request to `target` (possibly this rank) and returns its acknowledgement's
     /// status word.
     fn ask(&self, kind: u64, page: usize, target: usize, arg: u64) -> Result<u64> {
@@ -162,37 +261,66 @@ impl Core {
 
     /// Reads this node's copy of file page `page` into this rank's frame, as a clean read copy.
     fn load_local(&self, page: usize) -> Result<u64> {
-        let (Some((meta, fpage)), Some(vol)) = (self.file_page(page), &self.volume) else {
+        let mut status = self.load_local_each(&[page])?;
+        status
+            .pop()
+            .ok_or_else(|| Error::Protocol("a load returned no status".into()))
+    }
+
+    /// [`Core::load_local`] for each of `pages` (all in one mapped file, ascending), opening the
+    /// file's page files once; returns each page's status word.
+    fn load_local_each(&self, pages: &[usize]) -> Result<Vec<u64>> {
+        let Some(&first) = pages.first() else {
+            return Ok(Vec::new());
+        };
+        let (Some((meta, fpage)), Some(vol)) = (self.file_page(first), &self.volume) else {
             return Err(Error::Protocol(format!(
-                "asked to load global page {page}, which is in no file mapped here"
+                "asked to load global page {first}, which is in no file mapped here"
             )));
         };
-        let mut buf = vec![0u8; self.page_size];
-        match vol.read_local(&meta, fpage, &mut buf)? {
-            PageState::Present { epoch } => {
-                self.frames_win
-                    .window()
-                    .local_write(page * self.page_size, &buf)?;
-                self.set_access(page, Access::Read)?;
-                self.table.set(
-                    page,
-                    PageInfo {
-                        access: Access::Read,
-                        replicated: false,
-                        owner: Some(self.rank),
-                        written_epoch: None,
-                        exclusive: false,
-                    },
-                );
-                self.counters.pages_loaded.fetch_add(1, Ordering::Relaxed);
-                Ok(LOADED | (epoch << 8))
-            }
-            PageState::Absent => Ok(ABSENT),
-            PageState::Corrupt { why } => {
-                tracing::warn!(target: "psls::pfs", "file {:?} page {fpage}: this node's copy is corrupt: {why}", meta.name);
-                Ok(CORRUPT)
-            }
-        }
+        let start = first - fpage as usize;
+        let fpages: Vec<u64> = pages.iter().map(|&p| (p - start) as u64).collect();
+        let mut status = Vec::with_capacity(pages.len());
+        let mut failed = Ok(());
+        vol.read_local_each(&meta, &fpages, |fpage, state, data| {
+            let page = start + fpage as usize;
+            status.push(match state {
+                PageState::Present { epoch } => match self.install_loaded(page, data) {
+                    Ok(()) => LOADED | (epoch << 8),
+                    Err(e) => {
+                        failed = Err(e);
+                        FAILED
+                    }
+                },
+                PageState::Absent => ABSENT,
+                PageState::Corrupt { why } => {
+                    tracing::warn!(target: "psls::pfs", "file {:?} page {fpage}: this node's copy is corrupt: {why}", meta.name);
+                    CORRUPT
+                }
+            });
+        })?;
+        failed?;
+        Ok(status)
+    }
+
+    /// Makes `data`, a page read from this node's disk, this rank's clean read copy of `page`.
+    fn install_loaded(&self, page: usize, data: &[u8]) -> Result<()> {
+        self.frames_win
+            .window()
+            .local_write(page * self.page_size, data)?;
+        self.set_access(page, Access::Read)?;
+        self.table.set(
+            page,
+            PageInfo {
+                access: Access::Read,
+                replicated: false,
+                owner: Some(self.rank),
+                written_epoch: None,
+                exclusive: false,
+            },
+        );
+        self.counters.pages_loaded.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Rewrites this node's copy of file page `page` from `from`'s frame (which holds a good

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cases: &[(&str, Case)] = &[
         ("shared_read", shared_read),
+        ("first_read", first_read),
         ("write_flush", write_flush),
         ("rewrite", rewrite),
         ("grow", grow),
@@ -21,11 +22,12 @@ fn main() -> ExitCode {
 fn report(p: &Psls) {
     let s = p.stats();
     println!(
-        "STATS rank={} pages_loaded={} pages_flushed={} fetches={}",
+        "STATS rank={} pages_loaded={} pages_flushed={} fetches={} read_faults={}",
         p.rank(),
         s.pages_loaded,
         s.pages_flushed,
-        s.fetches
+        s.fetches,
+        s.read_faults
     );
 }
 
@@ -44,6 +46,30 @@ fn shared_read(p: &Psls) -> Result<()> {
         .filter(|&i| b.get(i) != pattern(seed, i as u64))
         .count();
     check!(p, bad == 0, "read all {n} bytes of {name} ({bad} wrong)");
+    p.barrier()?;
+    f.discard()?;
+    Ok(())
+}
+
+/// `first_read NAME SEED`: rank 0 alone maps NAME's pages in for the first time, reading all of
+/// it in order (the other ranks' nodes load and serve their pages); it must follow the pattern
+/// of SEED.
+fn first_read(p: &Psls) -> Result<()> {
+    let (name, seed) = (arg(2), arg(3).parse::<u64>().unwrap_or(0));
+    let f = p.open_file(&name)?;
+    let b = f.bytes();
+    let n = f.size() as usize;
+    let mut bad = 0;
+    if p.rank() == 0 {
+        bad = (0..n)
+            .filter(|&i| b.get(i) != pattern(seed, i as u64))
+            .count();
+    }
+    check!(
+        p,
+        bad == 0,
+        "rank 0 read all {n} bytes of {name} ({bad} wrong)"
+    );
     p.barrier()?;
     f.discard()?;
     Ok(())
