@@ -179,6 +179,22 @@ impl PageFiles {
         })
     }
 
+    /// Reads `buf.len()` bytes of the data file at `off` (copies of consecutive local pages of
+    /// one slot and group; zeros past the end).
+    pub(crate) fn read_data_at(&self, buf: &mut [u8], off: u64, meta: &FileMeta) -> Result<()> {
+        read_full_at(&self.data, buf, off).map_err(|e| {
+            io_error(
+                format!(
+                    "read {} bytes of {:?} at offset {off} from",
+                    buf.len(),
+                    meta.name
+                ),
+                &self.data_path,
+                e,
+            )
+        })
+    }
+
     /// Fsyncs both files and their directory.
     pub(crate) fn sync(&self) -> Result<()> {
         self.data

@@ -46,6 +46,9 @@ const TARGET: &str = "psls::pfs";
 /// Pages whose headers [`NodeStore::scan`] and the discard pass read at once.
 const SCAN_PAGES: u64 = 1024;
 
+/// The most pages apart that [`NodeStore::read_pages`] reads the headers of in one go.
+const READ_SPAN: u64 = 256;
+
 /// The pages and records one node keeps in its disk root.
 #[derive(Debug)]
 pub(crate) struct NodeStore {
@@ -328,18 +331,73 @@ impl NodeStore {
         for &page in pages {
             check_page(meta, page, buf.len())?;
         }
-        let files = PageFiles::open(&self.files_dir(), meta.id, false)?;
-        for &page in pages {
-            buf.fill(0);
-            let local = super::pages::local_page(meta, &self.node, page)?;
-            let state = match &files {
-                None => PageState::Absent,
-                Some(files) => {
-                    let slots = files.slots_of(meta.id, page)?;
-                    check_copy(files, meta, (page, local), &slots, upto_epoch, buf)?
+        let Some(files) = PageFiles::open(&self.files_dir(), meta.id, false)? else {
+            for &page in pages {
+                buf.fill(0);
+                each(page, PageState::Absent, buf);
+            }
+            return Ok(());
+        };
+        // Spans of ascending pages at most READ_SPAN apart: one read of their headers, then one
+        // read per run of copies contiguous in the data file.
+        let ps = buf.len();
+        let pair = 2 * HEADER_LEN;
+        let mut data: Vec<u8> = Vec::new();
+        let mut k = 0;
+        while k < pages.len() {
+            let first = pages[k];
+            let mut e = k + 1;
+            while e < pages.len() && pages[e] > pages[e - 1] && pages[e] - first < READ_SPAN {
+                e += 1;
+            }
+            let last = pages[e - 1];
+            let mut headers = vec![0u8; (last - first + 1) as usize * pair];
+            files.read_slots_at(&mut headers, super::pages::header_offset(first, 0)?)?;
+            // Each page's local index, and the copy to read (with its data offset).
+            let mut plan: Vec<(u64, u64, Resolved, u64)> = Vec::with_capacity(e - k);
+            for &page in &pages[k..e] {
+                let at = (page - first) as usize * pair;
+                let slots = classify_pair(&headers[at..at + pair], meta.id, page);
+                let local = super::pages::local_page(meta, &self.node, page)?;
+                let r = resolve(&slots, upto_epoch);
+                let off = match &r {
+                    Resolved::Newest { slot, .. } => super::pages::data_offset(meta, local, *slot)?,
+                    _ => 0,
+                };
+                plan.push((page, local, r, off));
+            }
+            let mut i = 0;
+            while i < plan.len() {
+                let Resolved::Newest { .. } = plan[i].2 else {
+                    buf.fill(0);
+                    let state = match &plan[i].2 {
+                        Resolved::Corrupt(why) => PageState::Corrupt { why: why.clone() },
+                        _ => PageState::Absent,
+                    };
+                    each(plan[i].0, state, buf);
+                    i += 1;
+                    continue;
+                };
+                let mut j = i + 1;
+                while j < plan.len()
+                    && matches!(plan[j].2, Resolved::Newest { .. })
+                    && plan[j].3 == plan[j - 1].3 + ps as u64
+                {
+                    j += 1;
                 }
-            };
-            each(page, state, buf);
+                data.resize((j - i) * ps, 0);
+                files.read_data_at(&mut data, plan[i].3, meta)?;
+                for (p, copy) in plan[i..j].iter().zip(data.chunks(ps)) {
+                    let Resolved::Newest { slot, header } = &p.2 else {
+                        continue;
+                    };
+                    buf.copy_from_slice(copy);
+                    let state = checked(buf, *slot, header);
+                    each(p.0, state, buf);
+                }
+                i = j;
+            }
+            k = e;
         }
         Ok(())
     }
@@ -614,6 +672,7 @@ impl<'a> Extent<'a> {
 }
 
 /// Reads and checks the copy that `slots` designate at `upto`.
+#[cfg(test)]
 fn check_copy(
     files: &PageFiles,
     meta: &FileMeta,
@@ -627,19 +686,25 @@ fn check_copy(
         Resolved::Corrupt(why) => Ok(PageState::Corrupt { why }),
         Resolved::Newest { slot, header } => {
             files.read_data(meta, (page, local), slot, buf)?;
-            if crc32c::crc32c(buf) == header.data_crc {
-                Ok(PageState::Present {
-                    epoch: header.epoch,
-                })
-            } else {
-                buf.fill(0);
-                Ok(PageState::Corrupt {
-                    why: format!(
-                        "slot {slot} (epoch {}) fails its data checksum",
-                        header.epoch
-                    ),
-                })
-            }
+            Ok(checked(buf, slot, &header))
+        }
+    }
+}
+
+/// The state of a copy read from slot `slot` into `buf`, against its header's checksum (`buf`
+/// is zeroed if it fails).
+fn checked(buf: &mut [u8], slot: usize, header: &Header) -> PageState {
+    if crc32c::crc32c(buf) == header.data_crc {
+        PageState::Present {
+            epoch: header.epoch,
+        }
+    } else {
+        buf.fill(0);
+        PageState::Corrupt {
+            why: format!(
+                "slot {slot} (epoch {}) fails its data checksum",
+                header.epoch
+            ),
         }
     }
 }

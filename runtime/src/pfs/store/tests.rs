@@ -620,6 +620,50 @@ fn batched_writes_match_page_by_page_writes_across_groups_and_slots() {
     // The older copies are still there for the older epochs.
     expect(&s, &m, g + 1, 2, 2);
     expect(&s, &m, g - 8, 2, 1);
+    // Reading many pages at once (spans of headers, runs of contiguous copies) gives what reading
+    // each alone gives, at every epoch, across groups and slots, for absent pages, and for a
+    // copy whose data was damaged.
+    flip(
+        &data_path(&sc, &m),
+        crate::pfs::pages::data_offset(&m, g + 1, 0).unwrap() + 7,
+    );
+    let all: Vec<u64> = (0..2 * g + 72).collect();
+    let sparse: Vec<u64> = (0..2 * g + 72).step_by(3).collect();
+    for pages in [&all, &sparse] {
+        for upto in 1..=3 {
+            let mut buf = vec![0xAA; PS as usize];
+            let mut seen = Vec::new();
+            s.read_pages(&m, pages, upto, &mut buf, |p, state, data| {
+                seen.push((p, state, data.to_vec()))
+            })
+            .unwrap();
+            let alone: Vec<(u64, PageState, Vec<u8>)> = pages
+                .iter()
+                .map(|&p| {
+                    let (state, data) = read(&s, &m, p, upto);
+                    (p, state, data)
+                })
+                .collect();
+            assert_eq!(seen.len(), alone.len());
+            for (a, b) in seen.iter().zip(&alone) {
+                assert!(
+                    a == b,
+                    "page {} at {upto}: {:?} read together, {:?} alone",
+                    a.0,
+                    a.1,
+                    b.1
+                );
+            }
+            if upto == 3 {
+                let at = |p: u64| seen.iter().find(|x| x.0 == p).map(|x| x.1.clone());
+                assert!(matches!(at(g + 1), Some(PageState::Corrupt { .. }) | None));
+            }
+        }
+    }
+    assert!(matches!(
+        read(&s, &m, g + 1, 3).0,
+        PageState::Corrupt { .. }
+    ));
     // A batch that is not a whole number of pages is refused before anything is written.
     match s.write_pages(&m, 0, 4, &[0u8; 100]) {
         Err(StoreError::Protocol(why)) => assert!(why.contains("whole number"), "{why}"),
