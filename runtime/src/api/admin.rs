@@ -260,19 +260,26 @@ impl Psls {
         for role in 0..2 {
             let mut msg = Vec::new();
             if vol.is_leader() {
-                let mut buf = vec![0u8; ps];
-                for (k, fpage) in range.clone().enumerate() {
-                    let need = meta.was_written(fpage) && (role == 0 || state[k][0] != 0);
-                    if need && vol.holders(meta, fpage)[role] == Some(self.rank) {
-                        let s = vol.read_local(meta, fpage, &mut buf)?;
-                        msg.extend_from_slice(&(k as u32).to_le_bytes());
-                        msg.push(state_code(&s));
-                        if let PageState::Present { epoch } = s {
-                            msg.extend_from_slice(&epoch.to_le_bytes());
-                            msg.extend_from_slice(&buf);
-                        }
+                let mine: Vec<u64> = range
+                    .clone()
+                    .enumerate()
+                    .filter(|&(k, fpage)| {
+                        meta.was_written(fpage)
+                            && (role == 0 || state[k][0] != 0)
+                            && vol.holders(meta, fpage)[role] == Some(self.rank)
+                    })
+                    .map(|(_, fpage)| fpage)
+                    .collect();
+                // The node's pages of the range in one pass over its page files.
+                vol.read_local_each(meta, &mine, |fpage, s, buf| {
+                    let k = (fpage - range.start) as u32;
+                    msg.extend_from_slice(&k.to_le_bytes());
+                    msg.push(state_code(&s));
+                    if let PageState::Present { epoch } = s {
+                        msg.extend_from_slice(&epoch.to_le_bytes());
+                        msg.extend_from_slice(buf);
                     }
-                }
+                })?;
             }
             for (r, b) in self.comm.allgather_bytes(&msg)?.iter().enumerate() {
                 let mut at = 0;
@@ -428,17 +435,23 @@ impl Psls {
             // One byte per (page, role) from the node that holds that role.
             let mut mine = Vec::new();
             if vol.is_leader() {
-                let mut buf = vec![0u8; ps];
-                for fpage in (0..npages).filter(|&p| meta.was_written(p)) {
-                    for (role, h) in vol.holders(&meta, fpage).iter().enumerate() {
-                        if *h == Some(self.rank) {
-                            let s = vol.read_local(&meta, fpage, &mut buf)?;
-                            mine.extend_from_slice(&fpage.to_le_bytes());
-                            mine.push(role as u8);
-                            mine.push(state_code(&s));
-                        }
-                    }
-                }
+                // (page, role) of every copy this node keeps, read in one pass over its files.
+                let kept: Vec<(u64, u8)> = (0..npages)
+                    .filter(|&p| meta.was_written(p))
+                    .flat_map(|p| {
+                        let h = vol.holders(&meta, p);
+                        (0..2u8)
+                            .filter(move |&r| h[r as usize] == Some(self.rank))
+                            .map(move |r| (p, r))
+                    })
+                    .collect();
+                let pages: Vec<u64> = kept.iter().map(|&(p, _)| p).collect();
+                let mut roles = kept.iter().map(|&(_, r)| r);
+                vol.read_local_each(&meta, &pages, |fpage, s, _| {
+                    mine.extend_from_slice(&fpage.to_le_bytes());
+                    mine.push(roles.next().unwrap_or(0));
+                    mine.push(state_code(&s));
+                })?;
             }
             let mut state = initial_states(&meta, 0..npages);
             for b in self.comm.allgather_bytes(&mine)? {

@@ -305,6 +305,7 @@ impl NodeStore {
 
     /// Reads the copy of `page` of `meta` current at `upto_epoch` into `buf` (one page), and
     /// checks it. `buf` is zero-filled unless the result is `Present`.
+    #[cfg(test)]
     pub(crate) fn read_page(
         &self,
         meta: &FileMeta,
@@ -317,9 +318,9 @@ impl NodeStore {
         Ok(state)
     }
 
-    /// [`NodeStore::read_page`] for each of `pages`, opening the file's page files once: calls
-    /// `each(page, state, data)` in the order of `pages`, `data` being `buf` (a page) filled as
-    /// `read_page` fills it.
+    /// Reads the copy of each of `pages` of `meta` current at `upto_epoch`, and checks it,
+    /// opening the file's page files once: calls `each(page, state, data)` in the order of
+    /// `pages`, `data` being `buf` (one page), zero-filled unless the state is `Present`.
     pub(crate) fn read_pages(
         &self,
         meta: &FileMeta,

@@ -183,14 +183,9 @@ impl Volume {
         f(&mut s)
     }
 
-    /// Reads this node's copy of page `fpage` of `meta` at the committed epoch (leaders only).
-    pub fn read_local(&self, meta: &FileMeta, fpage: u64, buf: &mut [u8]) -> Result<PageState> {
-        let epoch = self.epoch();
-        self.with_store(|s| Ok(s.read_page(meta, fpage, epoch, buf)?))
-    }
-
-    /// [`Volume::read_local`] for each of `fpages`, opening the file's page files once: calls
-    /// `each(fpage, state, data)` in order (leaders only). `each` runs under the store's lock.
+    /// Reads this node's copy of each page of `fpages` of `meta` at the committed epoch, opening
+    /// the file's page files once, and calls `each(fpage, state, data)` in order (leaders
+    /// only). `each` runs under the store's lock.
     pub fn read_local_each(
         &self,
         meta: &FileMeta,
