@@ -188,6 +188,17 @@ fn unsigned_min_and_max_are_exact_over_the_whole_range() {
 }
 
 #[test]
+fn scatter_gives_each_rank_its_own_part() {
+    let (m, d) = roots();
+    let out = Launch::case("scatter_bytes", 3)
+        .nodes(3)
+        .roots(&m, &d)
+        .run();
+    out.assert_success();
+    out.assert_lines("PASS", 3);
+}
+
+#[test]
 fn bad_config_value_names_key_value_and_allowed() {
     let (m, d) = roots();
     let out = Launch::case("init", 2)

@@ -110,30 +110,47 @@ impl Psls {
         let npages = size.div_ceil(ps as u64);
         vol.publish(&self.comm, catalog, |epoch, catalog| {
             let mut page = 0u64;
-            // Every rank sees every chunk, so every rank marks the same pages written.
+            // Every rank learns which pages of every chunk are not zeros, so every rank marks
+            // the same pages written.
             let mut nonzero: Vec<u64> = Vec::new();
             let mut buf = vec![0u8; CHUNK_PAGES * ps];
             while page < npages {
                 let n = (npages - page).min(CHUNK_PAGES as u64) as usize;
-                // Rank 0 reads the chunk; byte 0 of what it sends says whether that worked.
-                let mut msg = Vec::new();
+                // Rank 0 reads the chunk and sends each rank a part: byte 0 says whether the read
+                // worked; then a bitmap of the chunk's non-zero pages, then the non-zero pages
+                // that rank keeps (primary or mirror), in page order. Each node gets only its
+                // own pages, not the whole file.
+                let mut parts: Vec<Vec<u8>> = Vec::new();
                 if let Some(f) = file.as_mut() {
                     let want = ((size - page * ps as u64) as usize).min(n * ps);
                     buf[..n * ps].fill(0);
-                    match f.read_exact(&mut buf[..want]) {
+                    parts = match f.read_exact(&mut buf[..want]) {
                         Ok(()) => {
-                            msg.push(0u8);
-                            msg.extend_from_slice(&buf[..n * ps]);
+                            let mut bitmap = vec![0u8; n.div_ceil(8)];
+                            let mut parts = vec![Vec::new(); self.size];
+                            for (k, data) in buf[..n * ps].chunks(ps).enumerate() {
+                                if data.iter().all(|&b| b == 0) {
+                                    continue;
+                                }
+                                bitmap[k / 8] |= 1 << (k % 8);
+                                for r in vol.holders(&meta, page + k as u64).into_iter().flatten() {
+                                    if let Some(p) = parts.get_mut(r) {
+                                        p.extend_from_slice(data);
+                                    }
+                                }
+                            }
+                            parts
+                                .into_iter()
+                                .map(|p| [&[0u8][..], &bitmap, &p].concat())
+                                .collect()
                         }
                         Err(e) => {
-                            msg.push(1u8);
-                            msg.extend_from_slice(
-                                format!("reading {}: {e}", src.display()).as_bytes(),
-                            );
+                            let why = format!("reading {}: {e}", src.display());
+                            vec![[&[1u8][..], why.as_bytes()].concat(); self.size]
                         }
-                    }
+                    };
                 }
-                let got = self.comm.bcast_bytes(0, &msg)?;
+                let got = self.comm.scatter_bytes(0, &parts)?;
                 match got.first() {
                     Some(0) => {}
                     _ => {
@@ -143,32 +160,46 @@ impl Psls {
                         )))
                     }
                 }
-                // This node's non-zero pages, straight from the received chunk: the runs of
-                // consecutive ones go to the store in one call (one header read and write, and
-                // one write per extent of the node's dense data file).
-                let pages: Vec<&[u8]> = got[1..].chunks(ps).collect();
-                let mine: Vec<bool> = pages
-                    .iter()
-                    .enumerate()
-                    .map(|(k, data)| {
-                        let fpage = page + k as u64;
-                        let keep = data.iter().any(|&b| b != 0);
-                        if keep {
-                            nonzero.push(fpage);
-                        }
-                        keep && vol.is_leader()
-                            && vol.holders(&meta, fpage).contains(&Some(self.rank))
-                    })
-                    .collect();
+                let bitmap = got.get(1..1 + n.div_ceil(8)).ok_or_else(|| {
+                    Error::Protocol(format!("import: a short part ({} bytes)", got.len()))
+                })?;
+                let mut data = &got[1 + n.div_ceil(8)..];
+                // This node's pages, straight from the received part: the runs of consecutive
+                // ones go to the store in one call (one header read and write, and one write per
+                // extent of the node's dense data file).
                 let mut runs: Vec<(u64, &[u8])> = Vec::new();
                 let mut k = 0;
-                while k < mine.len() {
-                    if !mine[k] {
+                while k < n {
+                    let kept = |k: usize| {
+                        bitmap[k / 8] & (1 << (k % 8)) != 0
+                            && vol
+                                .holders(&meta, page + k as u64)
+                                .contains(&Some(self.rank))
+                    };
+                    if bitmap[k / 8] & (1 << (k % 8)) != 0 {
+                        nonzero.push(page + k as u64);
+                    }
+                    if !kept(k) {
                         k += 1;
                         continue;
                     }
-                    let e = (k..mine.len()).find(|&e| !mine[e]).unwrap_or(mine.len());
-                    runs.push((page + k as u64, &got[1 + k * ps..1 + e * ps]));
+                    let mut e = k + 1;
+                    while e < n && kept(e) {
+                        nonzero.push(page + e as u64);
+                        e += 1;
+                    }
+                    let bytes = (e - k) * ps;
+                    if data.len() < bytes {
+                        return Err(Error::Protocol(format!(
+                            "import: rank 0 sent {} bytes for pages {}..{}",
+                            data.len(),
+                            page + k as u64,
+                            page + e as u64
+                        )));
+                    }
+                    let (run, rest) = data.split_at(bytes);
+                    runs.push((page + k as u64, run));
+                    data = rest;
                     k = e;
                 }
                 if !runs.is_empty() {

@@ -376,6 +376,84 @@ impl Comm {
         buf.truncate(len as usize);
         Ok(buf)
     }
+
+    /// Sends `parts[r]` from `root` to each rank `r` and returns this rank's part (collective;
+    /// `parts` is read on the root only, a missing part is empty). A part of 2 GiB or more fails
+    /// the call on every rank.
+    pub fn scatter_bytes(&self, root: usize, parts: &[Vec<u8>]) -> Result<Vec<u8>> {
+        let root_c = self.check_rank(root)?;
+        let is_root = self.rank == root;
+        let part = |r: usize| parts.get(r).map_or(&[][..], |p| p.as_slice());
+        // -1 for every rank when some part is too large, so that every rank fails alike.
+        let mut lens: Vec<c_int> = Vec::new();
+        if is_root {
+            lens = (0..self.size)
+                .map(|r| c_int::try_from(part(r).len()).unwrap_or(-1))
+                .collect();
+            if lens.contains(&-1) {
+                lens.fill(-1);
+            }
+        }
+        let mut my_len: c_int = 0;
+        let dummy: c_int = 0;
+        let send_lens: *const c_int = if is_root { lens.as_ptr() } else { &dummy };
+        // SAFETY: on the root the send buffer holds `size` c_ints; elsewhere it is not read.
+        // The receive buffer is one c_int. c_int is 32-bit, typed MPI_INT by RSMPI_INT32_T.
+        check("MPI_Scatter", unsafe {
+            ffi::MPI_Scatter(
+                send_lens.cast::<c_void>(),
+                1,
+                ffi::RSMPI_INT32_T,
+                (&mut my_len as *mut c_int).cast::<c_void>(),
+                1,
+                ffi::RSMPI_INT32_T,
+                root_c,
+                self.raw,
+            )
+        })?;
+        if my_len < 0 {
+            return Err(Error::NodeMap(
+                "scatter: a part is larger than 2 GiB".into(),
+            ));
+        }
+        let mut all: Vec<u8> = Vec::new();
+        let mut displs: Vec<c_int> = Vec::new();
+        if is_root {
+            let mut at: usize = 0;
+            for r in 0..self.size {
+                displs.push(c_int::try_from(at).map_err(|_| {
+                    Error::NodeMap("scatter: the parts add up to 2 GiB or more".into())
+                })?);
+                all.extend_from_slice(part(r));
+                at += part(r).len();
+            }
+        }
+        // Never hand MPI a dangling pointer (see allgather_bytes).
+        all.push(0);
+        let mut buf = vec![0u8; (my_len as usize).max(1)];
+        let (lens_p, displs_p) = if is_root {
+            (lens.as_ptr(), displs.as_ptr())
+        } else {
+            (std::ptr::null(), std::ptr::null())
+        };
+        // SAFETY: on the root `all` holds every part at `displs`, `lens` long; the receive
+        // buffer holds `my_len` bytes (at least one).
+        check("MPI_Scatterv", unsafe {
+            ffi::MPI_Scatterv(
+                all.as_ptr().cast::<c_void>(),
+                lens_p,
+                displs_p,
+                handle!(psls_mpi_byte),
+                buf.as_mut_ptr().cast::<c_void>(),
+                my_len,
+                handle!(psls_mpi_byte),
+                root_c,
+                self.raw,
+            )
+        })?;
+        buf.truncate(my_len as usize);
+        Ok(buf)
+    }
 }
 
 /// Words in a control message (see [`Comm::send_words`]).

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         ("cas_counter", cas_counter),
         ("rma_errors", rma_errors),
         ("reduce_u64", reduce_u64),
+        ("scatter_bytes", scatter_bytes),
     ];
     psls_tests::cases::run("psls-testcase", cases, |_| {})
 }
@@ -257,6 +258,28 @@ fn rma_errors(p: &Psls) -> Result<()> {
     check!(p, buf == [0u8; 16], "allocated window reads as zeros");
     comm.barrier()?;
     epoch.unlock()?;
+    Ok(())
+}
+
+/// `Comm::scatter_bytes` from rank 1 gives each rank its own part, of its own length (rank 0's
+/// is empty), whatever the others' lengths.
+fn scatter_bytes(p: &Psls) -> Result<()> {
+    let comm = p.dup_comm()?;
+    let part = |r: usize| -> Vec<u8> { (0..r * 3000).map(|i| (i * 7 + r) as u8).collect() };
+    let parts: Vec<Vec<u8>> = if p.rank() == 1 {
+        (0..p.size()).map(part).collect()
+    } else {
+        Vec::new()
+    };
+    let got = comm.scatter_bytes(1, &parts)?;
+    check!(
+        p,
+        got == part(p.rank()),
+        "rank {} got its {}-byte part ({} bytes)",
+        p.rank(),
+        part(p.rank()).len(),
+        got.len()
+    );
     Ok(())
 }
 
