@@ -354,8 +354,8 @@ impl NodeStore {
             let last = pages[e - 1];
             let mut headers = vec![0u8; (last - first + 1) as usize * pair];
             files.read_slots_at(&mut headers, super::pages::header_offset(first, 0)?)?;
-            // Each page's local index, and the copy to read (with its data offset).
-            let mut plan: Vec<(u64, u64, Resolved, u64)> = Vec::with_capacity(e - k);
+            // Each page, the copy to read, and that copy's offset in the data file.
+            let mut plan: Vec<(u64, Resolved, u64)> = Vec::with_capacity(e - k);
             for &page in &pages[k..e] {
                 let at = (page - first) as usize * pair;
                 let slots = classify_pair(&headers[at..at + pair], meta.id, page);
@@ -365,13 +365,13 @@ impl NodeStore {
                     Resolved::Newest { slot, .. } => super::pages::data_offset(meta, local, *slot)?,
                     _ => 0,
                 };
-                plan.push((page, local, r, off));
+                plan.push((page, r, off));
             }
             let mut i = 0;
             while i < plan.len() {
-                let Resolved::Newest { .. } = plan[i].2 else {
+                let Resolved::Newest { .. } = plan[i].1 else {
                     buf.fill(0);
-                    let state = match &plan[i].2 {
+                    let state = match &plan[i].1 {
                         Resolved::Corrupt(why) => PageState::Corrupt { why: why.clone() },
                         _ => PageState::Absent,
                     };
@@ -381,15 +381,15 @@ impl NodeStore {
                 };
                 let mut j = i + 1;
                 while j < plan.len()
-                    && matches!(plan[j].2, Resolved::Newest { .. })
-                    && plan[j].3 == plan[j - 1].3 + ps as u64
+                    && matches!(plan[j].1, Resolved::Newest { .. })
+                    && plan[j].2 == plan[j - 1].2 + ps as u64
                 {
                     j += 1;
                 }
                 data.resize((j - i) * ps, 0);
-                files.read_data_at(&mut data, plan[i].3, meta)?;
+                files.read_data_at(&mut data, plan[i].2, meta)?;
                 for (p, copy) in plan[i..j].iter().zip(data.chunks(ps)) {
-                    let Resolved::Newest { slot, header } = &p.2 else {
+                    let Resolved::Newest { slot, header } = &p.1 else {
                         continue;
                     };
                     buf.copy_from_slice(copy);

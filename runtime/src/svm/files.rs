@@ -268,7 +268,9 @@ impl Core {
     }
 
     /// [`Core::load_local`] for each of `pages` (all in one mapped file, ascending), opening the
-    /// file's page files once; returns each page's status word.
+    /// file's page files once; returns each page's status word. A page that was read but could
+    /// not be installed is `FAILED` (logged) without failing the others, so that the status of
+    /// every page installed here reaches the requester and the directory.
     fn load_local_each(&self, pages: &[usize]) -> Result<Vec<u64>> {
         let Some(&first) = pages.first() else {
             return Ok(Vec::new());
@@ -281,14 +283,13 @@ impl Core {
         let start = first - fpage as usize;
         let fpages: Vec<u64> = pages.iter().map(|&p| (p - start) as u64).collect();
         let mut status = Vec::with_capacity(pages.len());
-        let mut failed = Ok(());
         vol.read_local_each(&meta, &fpages, |fpage, state, data| {
             let page = start + fpage as usize;
             status.push(match state {
                 PageState::Present { epoch } => match self.install_loaded(page, data) {
                     Ok(()) => LOADED | (epoch << 8),
                     Err(e) => {
-                        failed = Err(e);
+                        tracing::error!(target: "psls::pfs", "file {:?} page {fpage}: loading it into this rank's frame: {e}", meta.name);
                         FAILED
                     }
                 },
@@ -299,7 +300,6 @@ impl Core {
                 }
             });
         })?;
-        failed?;
         Ok(status)
     }
 
