@@ -285,7 +285,8 @@ fn read_faults_of_rank0(out: &Outcome) -> u64 {
 /// A first sequential read of a file on disk loads the following pages ahead (one request per
 /// node for a run of pages) instead of faulting on every page. A bad primary inside such a run
 /// is still read from its mirror and repaired, and a page with no good copy still fails by name,
-/// never reading as zeros.
+/// never reading as zeros. The ranks that load pages for rank 0 keep them unmapped: their
+/// memory mappings do not grow by two per page (`first_read` checks).
 #[test]
 fn a_sequential_first_read_loads_ahead_through_bad_pages() {
     const PAGES: u64 = 256;

@@ -785,7 +785,7 @@ impl Svm {
         let mut mine: Vec<u64> = Vec::new();
         for p in self.used_pages() {
             let i = c.table.get(p);
-            if i.access == Access::None {
+            if !i.holds_copy(c.rank) {
                 continue;
             }
             let mut f = 0;
@@ -853,7 +853,8 @@ impl Svm {
             if holders.iter().any(|h| h.0 == c.rank) {
                 match keep.iter().find(|k| k.0 == c.rank) {
                     Some(&(_, readable)) => {
-                        if c.access(p) == Access::Write {
+                        let access = c.access(p);
+                        if access == Access::Write {
                             c.set_access(p, Access::Read)?;
                         }
                         let new_owner = if mask & (1 << first) != 0 {
@@ -864,7 +865,12 @@ impl Svm {
                         c.table.set(
                             p,
                             PageInfo {
-                                access: Access::Read,
+                                // A loaded page that is not mapped here stays unmapped.
+                                access: if access == Access::None {
+                                    Access::None
+                                } else {
+                                    Access::Read
+                                },
                                 replicated: mask.count_ones() > 1,
                                 owner: Some(new_owner),
                                 written_epoch: None,
@@ -958,7 +964,7 @@ impl Svm {
         let mut u = MemoryUse::default();
         for p in self.used_pages() {
             let i = c.table.get(p);
-            if i.access == Access::None {
+            if !i.holds_copy(c.rank) {
                 continue;
             }
             u.frames += ps;

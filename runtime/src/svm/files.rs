@@ -303,16 +303,20 @@ impl Core {
         Ok(status)
     }
 
-    /// Makes `data`, a page read from this node's disk, this rank's clean read copy of `page`.
+    /// Puts `data`, a page read from this node's disk, in this rank's frame as its clean copy
+    /// of `page`, which this rank owns from now on. The page is not mapped here: a node loads
+    /// every page of its stripes that any rank reads, and mapping each one readable would cut
+    /// this rank's mapping into two pieces per page (a node keeping every fourth page of a
+    /// 1 GiB file would pass the default `vm.max_map_count` of 65530). Other ranks read the
+    /// frame through RMA; this rank's own first touch maps it without a transfer.
     fn install_loaded(&self, page: usize, data: &[u8]) -> Result<()> {
         self.frames_win
             .window()
             .local_write(page * self.page_size, data)?;
-        self.set_access(page, Access::Read)?;
         self.table.set(
             page,
             PageInfo {
-                access: Access::Read,
+                access: self.access(page),
                 replicated: false,
                 owner: Some(self.rank),
                 written_epoch: None,

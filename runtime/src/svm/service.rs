@@ -638,7 +638,7 @@ impl Core {
         forwarded: bool,
     ) -> Result<(Served, Option<Entry>)> {
         self.counters.read_faults.fetch_add(1, Ordering::Relaxed);
-        let loaded = self.load_if_unowned(page, &mut e)?;
+        let mut loaded = self.load_if_unowned(page, &mut e)?;
         let mut from = None;
         let mut sent = false;
         match e.owner {
@@ -647,7 +647,9 @@ impl Core {
                 e.owner = Some(self.rank);
                 e.writable = false;
             }
-            Some(o) if o == self.rank => {}
+            // Loaded from this node's disk, for this rank or earlier for another one: the
+            // frame holds it.
+            Some(o) if o == self.rank => loaded = true,
             Some(o) if self.home_requests || e.writable => {
                 // The owner downgrades and sends the page, asked by the home or by this rank:
                 // one round trip where a downgrade request and a get take two.
@@ -699,8 +701,9 @@ impl Core {
             n,
             |q| self.allocated(q) && self.access(q) == Access::None,
             |q, e| {
-                e.owner.is_some_and(|o| o != self.rank)
-                    || (e.owner.is_none() && e.copyset == 0 && self.has_file_data(q))
+                // Held elsewhere, loaded here earlier (in this rank's frame, not mapped), or on
+                // disk and held by nobody.
+                e.owner.is_some() || (e.copyset == 0 && self.has_file_data(q))
             },
         )?;
         if run.is_empty() {

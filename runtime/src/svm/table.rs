@@ -46,6 +46,14 @@ pub struct PageInfo {
 }
 
 impl PageInfo {
+    /// Whether rank `me`, whose entry this is, holds a copy of the page in its frame: an
+    /// accessible copy, or a page its node loaded from disk for another rank, which stays
+    /// unmapped here (owner `me`, access none) until this rank touches it. Invalidation and
+    /// eviction reset the entry, so an owner with no access is always such a loaded page.
+    pub fn holds_copy(&self, me: usize) -> bool {
+        self.access != Access::None || self.owner == Some(me)
+    }
+
     fn encode(&self) -> u64 {
         let access = match self.access {
             Access::None => 0,

@@ -59,6 +59,8 @@ fn first_read(p: &Psls) -> Result<()> {
     let f = p.open_file(&name)?;
     let b = f.bytes();
     let n = f.size() as usize;
+    let mappings = || std::fs::read_to_string("/proc/self/maps").map_or(0, |s| s.lines().count());
+    let before = mappings();
     let mut bad = 0;
     if p.rank() == 0 {
         bad = (0..n)
@@ -71,6 +73,15 @@ fn first_read(p: &Psls) -> Result<()> {
         "rank 0 read all {n} bytes of {name} ({bad} wrong)"
     );
     p.barrier()?;
+    // The other ranks loaded every fourth page for rank 0 without mapping them: a large file
+    // read that way must not cut their mappings into pieces (vm.max_map_count).
+    let grown = mappings().saturating_sub(before);
+    check!(
+        p,
+        p.rank() == 0 || grown < 16,
+        "rank {} has {grown} more memory mappings after loading pages for rank 0",
+        p.rank()
+    );
     f.discard()?;
     Ok(())
 }
