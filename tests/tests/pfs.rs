@@ -435,6 +435,58 @@ fn a_full_disk_fails_the_flush_and_keeps_the_old_version() {
     t.ok(&["verify"]);
 }
 
+/// A node whose disk fails in the middle of a collective tool stops every rank with its error,
+/// never leaving the others waiting: a full disk on one node during an import (several chunks),
+/// and a node whose data file cannot be read during an export and a verify.
+#[test]
+fn a_node_whose_disk_fails_stops_every_rank_with_its_error() {
+    let t = Pfs::new();
+    let len = 700 * PAGE + 5; // three import chunks
+    let src = t.file("big.src");
+    write_pattern(&src, 7, len);
+    let out = t
+        .launch(
+            "psls-pfs",
+            &["import", src.to_str().unwrap(), "big", "--quiet"],
+        )
+        .env("PSLS_FAULT", "pfs-enospc:rank=1")
+        .timeout(std::time::Duration::from_secs(120))
+        .run();
+    out.assert_failure();
+    out.assert_output_contains("the disk root is full");
+    let ls = t.ok(&["ls"]);
+    assert!(
+        !ls.stdout.contains("big"),
+        "a failed import left a file:\n{}",
+        ls.stdout
+    );
+    t.import("big", 7, len);
+    // Node 2's data file becomes a directory: opening it for reading fails there only.
+    let files = t.node_root(2).join("store/files");
+    let dir = std::fs::read_dir(&files)
+        .expect("store files")
+        .next()
+        .expect("one file")
+        .expect("dir entry")
+        .path();
+    std::fs::remove_file(dir.join("data")).expect("remove data");
+    std::fs::create_dir(dir.join("data")).expect("data as a directory");
+    let dst = t.file("big.out");
+    for args in [
+        vec!["export", "big", dst.to_str().unwrap()],
+        vec!["verify", "big"],
+    ] {
+        let out = t
+            .launch("psls-pfs", &args)
+            .arg("--quiet")
+            .timeout(std::time::Duration::from_secs(120))
+            .run();
+        out.assert_failure();
+        out.assert_output_contains("data");
+        assert!(!dst.exists(), "a failed export left {}", dst.display());
+    }
+}
+
 #[test]
 fn bad_tool_usage_is_refused_clearly() {
     let t = Pfs::new();

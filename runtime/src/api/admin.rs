@@ -113,6 +113,7 @@ impl Psls {
             // Every rank learns which pages of every chunk are not zeros, so every rank marks
             // the same pages written.
             let mut nonzero: Vec<u64> = Vec::new();
+            let mut failed: Option<Error> = None;
             let mut buf = vec![0u8; CHUNK_PAGES * ps];
             while page < npages {
                 let n = (npages - page).min(CHUNK_PAGES as u64) as usize;
@@ -160,54 +161,38 @@ impl Psls {
                         )))
                     }
                 }
-                let bitmap = got.get(1..1 + n.div_ceil(8)).ok_or_else(|| {
-                    Error::Protocol(format!("import: a short part ({} bytes)", got.len()))
-                })?;
-                let mut data = &got[1 + n.div_ceil(8)..];
-                // This node's pages, straight from the received part: the runs of consecutive
-                // ones go to the store in one call (one header read and write, and one write per
-                // extent of the node's dense data file).
-                let mut runs: Vec<(u64, &[u8])> = Vec::new();
-                let mut k = 0;
-                while k < n {
-                    let kept = |k: usize| {
-                        bitmap[k / 8] & (1 << (k % 8)) != 0
-                            && vol
-                                .holders(&meta, page + k as u64)
-                                .contains(&Some(self.rank))
-                    };
-                    if bitmap[k / 8] & (1 << (k % 8)) != 0 {
-                        nonzero.push(page + k as u64);
-                    }
-                    if !kept(k) {
-                        k += 1;
-                        continue;
-                    }
-                    let mut e = k + 1;
-                    while e < n && kept(e) {
-                        nonzero.push(page + e as u64);
-                        e += 1;
-                    }
-                    let bytes = (e - k) * ps;
-                    if data.len() < bytes {
-                        return Err(Error::Protocol(format!(
-                            "import: rank 0 sent {} bytes for pages {}..{}",
-                            data.len(),
-                            page + k as u64,
-                            page + e as u64
-                        )));
-                    }
-                    let (run, rest) = data.split_at(bytes);
-                    runs.push((page + k as u64, run));
-                    data = rest;
-                    k = e;
+                // The chunk's non-zero pages, then this node's among them, from the part.
+                let nb = n.div_ceil(8);
+                let bitmap = got.get(1..1 + nb).unwrap_or_default();
+                let written: Vec<u64> = (0..n.min(bitmap.len() * 8))
+                    .filter(|&k| bitmap[k / 8] & (1 << (k % 8)) != 0)
+                    .map(|k| page + k as u64)
+                    .collect();
+                nonzero.extend_from_slice(&written);
+                if bitmap.len() < nb {
+                    failed.get_or_insert(Error::Protocol(format!(
+                        "import: a short part ({} bytes)",
+                        got.len()
+                    )));
                 }
-                if !runs.is_empty() {
-                    vol.write_local_runs(&meta, epoch, &runs)?;
+                if failed.is_none() {
+                    let kept: Vec<u64> = written
+                        .into_iter()
+                        .filter(|&p| vol.holders(&meta, p).contains(&Some(self.rank)))
+                        .collect();
+                    let stored = write_kept(vol, &meta, epoch, ps, &kept, &got[1 + nb..]);
+                    if let Err(e) = stored {
+                        // This rank goes on receiving the chunks (the others would wait for
+                        // it in the scatter), and the vote fails the import everywhere.
+                        failed = Some(e);
+                    }
                 }
                 vol.start_writeback();
                 page += n as u64;
                 progress((page * ps as u64).min(size), size);
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
             if let Some(m) = catalog.files.get_mut(name) {
                 m.mark_written(nonzero);
@@ -244,11 +229,16 @@ impl Psls {
             while page < npages {
                 let n = (npages - page).min(CHUNK_PAGES as u64);
                 let pages = self.read_pages(&meta, page..page + n, Reading::Export)?.0;
-                if let Some(f) = out.as_mut() {
-                    let want = ((size - page * ps as u64) as usize).min(n as usize * ps);
-                    f.write_all(&pages[..want])
-                        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-                }
+                let wrote = match out.as_mut() {
+                    Some(f) => {
+                        let want = ((size - page * ps as u64) as usize).min(n as usize * ps);
+                        f.write_all(&pages[..want])
+                            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))
+                    }
+                    None => Ok(()),
+                };
+                // Every rank stops at the chunk rank 0 could not write.
+                agree(&self.comm, wrote)?;
                 page += n;
                 progress((page * ps as u64).min(size), size);
             }
@@ -288,8 +278,12 @@ impl Psls {
         let mut state = initial_states(meta, range.clone());
         let mut epochs = vec![0u64; n];
         let mut repaired = 0;
+        // A local failure (a node's disk) is kept, every rank goes through the same
+        // collectives, and all of them return it together.
+        let mut failed: Option<Error> = None;
         for role in 0..2 {
             let mut msg = Vec::new();
+            let mut read = Ok(());
             if vol.is_leader() {
                 let mine: Vec<u64> = range
                     .clone()
@@ -302,7 +296,7 @@ impl Psls {
                     .map(|(_, fpage)| fpage)
                     .collect();
                 // The node's pages of the range in one pass over its page files.
-                vol.read_local_each(meta, &mine, |fpage, s, buf| {
+                read = vol.read_local_each(meta, &mine, |fpage, s, buf| {
                     let k = (fpage - range.start) as u32;
                     msg.extend_from_slice(&k.to_le_bytes());
                     msg.push(state_code(&s));
@@ -310,8 +304,9 @@ impl Psls {
                         msg.extend_from_slice(&epoch.to_le_bytes());
                         msg.extend_from_slice(buf);
                     }
-                })?;
+                });
             }
+            agree(&self.comm, read)?;
             for (r, b) in self.comm.allgather_bytes(&msg)?.iter().enumerate() {
                 let mut at = 0;
                 while at + 5 <= b.len() {
@@ -339,7 +334,9 @@ impl Psls {
                             && matches!(state[k][0], 1 | 2)
                             && vol.holders(meta, fpage)[0] == Some(self.rank)
                         {
-                            vol.repair_local(meta, fpage, epoch, page)?;
+                            if let Err(e) = vol.repair_local(meta, fpage, epoch, page) {
+                                failed.get_or_insert(e);
+                            }
                             repaired += 1;
                             tracing::debug!(target: "psls::pfs", "file {:?} page {fpage}: the primary copy was {}; repaired from the mirror", meta.name, copy_state(state[k][0]));
                         }
@@ -353,7 +350,11 @@ impl Psls {
             let fpage = range.start + k as u64;
             if s[0] == 0 && matches!(s[1], 1 | 2) && vol.holders(meta, fpage)[1] == Some(self.rank)
             {
-                vol.repair_local(meta, fpage, epochs[k], &data[k * ps..(k + 1) * ps])?;
+                if let Err(e) =
+                    vol.repair_local(meta, fpage, epochs[k], &data[k * ps..(k + 1) * ps])
+                {
+                    failed.get_or_insert(e);
+                }
                 repaired += 1;
                 tracing::debug!(target: "psls::pfs", "file {:?} page {fpage}: the mirror copy was {}; repaired from the primary", meta.name, copy_state(s[1]));
             }
@@ -361,6 +362,7 @@ impl Psls {
         if repaired > 0 && how == Reading::Export {
             tracing::warn!(target: "psls::pfs", "file {:?}, pages {}..{}: {repaired} missing or corrupt copies on this node repaired from their other copy", meta.name, range.start, range.end);
         }
+        agree(&self.comm, failed.map_or(Ok(()), Err))?;
         let mut lost = 0;
         for (k, s) in state.iter().enumerate() {
             // A written page with no good copy is lost (a missing copy is never taken as zeros).
@@ -465,6 +467,7 @@ impl Psls {
             let npages = meta.size.div_ceil(ps as u64);
             // One byte per (page, role) from the node that holds that role.
             let mut mine = Vec::new();
+            let mut read = Ok(());
             if vol.is_leader() {
                 // (page, role) of every copy this node keeps, read in one pass over its files.
                 let kept: Vec<(u64, u8)> = (0..npages)
@@ -478,12 +481,15 @@ impl Psls {
                     .collect();
                 let pages: Vec<u64> = kept.iter().map(|&(p, _)| p).collect();
                 let mut roles = kept.iter().map(|&(_, r)| r);
-                vol.read_local_each(&meta, &pages, |fpage, s, _| {
+                read = vol.read_local_each(&meta, &pages, |fpage, s, _| {
                     mine.extend_from_slice(&fpage.to_le_bytes());
                     mine.push(roles.next().unwrap_or(0));
                     mine.push(state_code(&s));
-                })?;
+                });
             }
+            // A node that cannot read its page files stops every rank, not only itself (the
+            // others would wait in the exchange below).
+            agree(&self.comm, read)?;
             let mut state = initial_states(&meta, 0..npages);
             for b in self.comm.allgather_bytes(&mine)? {
                 for e in b.chunks_exact(10) {
@@ -545,4 +551,35 @@ impl Psls {
     pub fn file_info(&self, name: &str) -> Result<FileInfo> {
         self.pfs_meta(name).map(|m| FileInfo::from(&m))
     }
+}
+
+/// Writes the pages `kept` (ascending) of an imported chunk, their data one after the other in
+/// `data`, to this node's store at `epoch`: runs of consecutive pages in one call.
+fn write_kept(
+    vol: &crate::pfs::Volume,
+    meta: &FileMeta,
+    epoch: u64,
+    ps: usize,
+    kept: &[u64],
+    mut data: &[u8],
+) -> Result<()> {
+    let mut runs: Vec<(u64, &[u8])> = Vec::new();
+    for run in kept.chunk_by(|a, b| *b == a + 1) {
+        let bytes = run.len() * ps;
+        if data.len() < bytes {
+            return Err(Error::Protocol(format!(
+                "import: rank 0 sent {} bytes for pages {}..={}",
+                data.len(),
+                run[0],
+                run[run.len() - 1]
+            )));
+        }
+        let (d, rest) = data.split_at(bytes);
+        runs.push((run[0], d));
+        data = rest;
+    }
+    if runs.is_empty() {
+        return Ok(());
+    }
+    vol.write_local_runs(meta, epoch, &runs)
 }
