@@ -17,7 +17,8 @@
 //! it), the disk-full fault `pfs-enospc` (the next page write fails), and `pfs-commit-error`
 //! (the commit rename fails on that rank: the other nodes commit, this one stays prepared, and
 //! the job fails; unlike a kill at `pfs-commit`, whether the others committed does not depend
-//! on how fast the launcher kills them).
+//! on how fast the launcher kills them), and `pfs-protect-error` (a flush's write-protection of
+//! the rank's dirty pages fails: the flush fails on every rank).
 //!
 //! The variable is read once. [`configure`] replaces it (the configuration layer will pass its
 //! own key there).

@@ -487,6 +487,24 @@ fn a_node_whose_disk_fails_stops_every_rank_with_its_error() {
     }
 }
 
+/// A rank that cannot write-protect its dirty pages at the start of a flush fails the flush on
+/// every rank (before, the others waited for it in the exchange that follows), and the disk
+/// keeps the old version.
+#[test]
+fn a_flush_that_fails_on_one_rank_fails_on_all() {
+    let t = Pfs::new();
+    let len = 8 * PAGE;
+    t.import("g", 1, len);
+    let out = t
+        .launch("pfs_cases", &["rewrite", "g", "2"])
+        .env("PSLS_FAULT", "pfs-protect-error:rank=2")
+        .timeout(std::time::Duration::from_secs(120))
+        .run();
+    out.assert_failure();
+    out.assert_output_contains("injected error at pfs-protect-error");
+    t.expect("g", 1, len).unwrap();
+}
+
 #[test]
 fn bad_tool_usage_is_refused_clearly() {
     let t = Pfs::new();

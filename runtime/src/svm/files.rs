@@ -436,26 +436,36 @@ impl Svm {
         self.quiesce();
         comm.barrier()?;
         // 1. The pages this rank holds dirty; write-protect them so that later stores fault
-        //    and mark them dirty again.
+        //    and mark them dirty again. A rank that fails here (an `mprotect` refused) fails
+        //    every rank at the exchange below, instead of leaving them waiting in it.
         let files: Vec<FileMap> = c.files.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut mine: Vec<u64> = Vec::new();
-        for m in &files {
-            let pages = (m.meta.size as usize).div_ceil(ps);
-            let mut writable = super::checkpoint::ProtectRuns::default();
-            for p in m.first..m.first + pages {
-                let i = c.table.get(p);
-                let dirty = i.owner == Some(c.rank)
-                    && i.access != Access::None
-                    && i.written_epoch.is_some();
-                writable.visit(c, p, dirty && i.access == Access::Write, i.access)?;
-                if dirty {
-                    mine.push(p as u64);
+        let step1 = (|| {
+            let mut mine: Vec<u64> = Vec::new();
+            for m in &files {
+                let pages = (m.meta.size as usize).div_ceil(ps);
+                let mut writable = super::checkpoint::ProtectRuns::default();
+                for p in m.first..m.first + pages {
+                    let i = c.table.get(p);
+                    let dirty = i.owner == Some(c.rank)
+                        && i.access != Access::None
+                        && i.written_epoch.is_some();
+                    writable.visit(c, p, dirty && i.access == Access::Write, i.access)?;
+                    if dirty {
+                        mine.push(p as u64);
+                    }
                 }
+                writable.finish(c)?;
             }
-            writable.finish(c)?;
-        }
+            if crate::inject::error_point("pfs-protect-error", vol.epoch() + 1) {
+                return Err(Error::Protocol(
+                    "injected error at pfs-protect-error (PSLS_FAULT)".into(),
+                ));
+            }
+            Ok(mine)
+        })();
         // 2. Everyone learns every dirty page and its owner.
-        let all = comm.allgather_u64s(&mine)?;
+        let all = crate::api::agree_gather(comm, step1)?;
+        let mine = &all[c.rank];
         let mut dirty: Vec<(usize, usize)> = Vec::new();
         for (owner, pages) in all.iter().enumerate() {
             dirty.extend(pages.iter().map(|&p| (p as usize, owner)));
@@ -549,7 +559,7 @@ impl Svm {
                 }
             }
         }
-        for &p in &mine {
+        for &p in mine {
             c.table.update(p as usize, |i| i.written_epoch = None);
         }
         c.counters
