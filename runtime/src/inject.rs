@@ -9,7 +9,9 @@
 //! named `LAYER-enospc` (`pfs-enospc`) instead makes one disk write at a `LAYER-*` site fail with
 //! `ENOSPC`, through the normal error path. A fault named `*-error` (`ckpt-step1-error`,
 //! `ckpt-step2-error`: a memory checkpoint's phase-1 steps) makes that step fail with an error
-//! on its rank, and the checkpoint is abandoned on every rank.
+//! on its rank, and the checkpoint is abandoned on every rank; `ckpt-clean-error` makes the
+//! memory cleaning after a committed permanent checkpoint fail on its rank, and every rank
+//! stops with that error.
 //!
 //! Points of the PFS store: `pfs-write` (before each page's data is written, so `count=N` dies
 //! with N-1 pages of the flush written), `pfs-prepare` (data fsynced, prepare record not yet

@@ -354,6 +354,37 @@ fn a_checkpoint_failing_on_one_rank_is_abandoned_everywhere_and_the_next_one_suc
     }
 }
 
+/// The memory cleaning after a committed permanent checkpoint fails on one rank (as when an
+/// `mprotect` is refused): every rank stops with that error instead of waiting for it, and the
+/// next run restarts from the committed checkpoint with the fault-free result.
+#[test]
+fn a_cleaning_failing_on_one_rank_stops_every_rank() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let want = checksum(
+        &mgs(&m, &d, 4, 4)
+            .env("PSLS_CKPT_PERMANENT_EVERY", "0")
+            .run(),
+    );
+    let failed = mgs(&m, &d, 4, 4)
+        .env("PSLS_CKPT_PERMANENT_EVERY", "3")
+        .env("PSLS_FAULT", "ckpt-clean-error:epoch=6:rank=1")
+        .timeout(std::time::Duration::from_secs(120))
+        .run();
+    assert!(failed.status.is_some(), "the run hung:\n{}", failed.stderr);
+    failed.assert_failure();
+    failed.assert_output_contains("injected error at ckpt-clean-error");
+    let again = mgs(&m, &d, 4, 4)
+        .env("PSLS_CKPT_PERMANENT_EVERY", "3")
+        .run();
+    assert!(
+        again.stdout.contains("mgs: restarted from checkpoint 6"),
+        "no restart from the committed checkpoint\n{}\n{}",
+        again.stdout,
+        again.stderr
+    );
+    assert_eq!(checksum(&again), want);
+}
+
 #[test]
 fn a_checkpoint_on_one_node_is_a_clear_error() {
     let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));

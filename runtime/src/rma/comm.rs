@@ -252,11 +252,12 @@ impl Comm {
     ) -> Result<Option<Vec<Vec<u8>>>> {
         let failed = mine.is_none();
         let mine = mine.unwrap_or_default();
+        // -1: this rank failed; -2: its contribution is too large, which fails the call on
+        // every rank (returning here alone would leave the others in the collective).
         let my_len = if failed {
             -1
         } else {
-            c_int::try_from(mine.len())
-                .map_err(|_| Error::NodeMap("allgather contribution larger than 2 GiB".into()))?
+            c_int::try_from(mine.len()).unwrap_or(-2)
         };
         let mut lens: Vec<c_int> = vec![0; self.size];
         // SAFETY: the send buffer is one c_int and the receive buffer holds `size` c_ints, both
@@ -272,6 +273,11 @@ impl Comm {
                 self.raw,
             )
         })?;
+        if let Some(r) = lens.iter().position(|&l| l == -2) {
+            return Err(Error::NodeMap(format!(
+                "allgather: rank {r}'s contribution is larger than 2 GiB"
+            )));
+        }
         if lens.iter().any(|&l| l < 0) {
             return Ok(None);
         }

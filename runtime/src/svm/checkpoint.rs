@@ -811,126 +811,133 @@ impl Svm {
                 held.entry(t[0] as usize).or_default().push((r, t[1]));
             }
         }
-        // 3. Every rank decides the same for every page: who keeps a copy, and whether it is a
-        //    readable recovery copy.
-        let mut entries: Vec<(usize, Entry)> = Vec::new();
-        for (&p, holders) in &held {
-            let owner = holders.iter().find(|h| h.1 & HELD_OWNER != 0).map(|h| h.0);
-            let dirty = holders.iter().any(|h| h.1 & HELD_DIRTY != 0);
-            let first = owner.unwrap_or(holders[0].0);
-            // A second holder on another node than `first`, if any.
-            let second = holders
-                .iter()
-                .map(|h| h.0)
-                .find(|&r| r != first && node_of.get(r) != node_of.get(first));
-            let recovery: Vec<usize> = holders
-                .iter()
-                .filter(|h| h.1 & HELD_RECOVERY != 0)
-                .map(|h| h.0)
-                .collect();
-            // (rank, readable recovery?)
-            let keep: Vec<(usize, bool)> = match policy {
-                NoCleaning => holders
+        // Steps 3 and 4 are local: a rank that fails in them (an `mprotect` refused) fails the
+        // cleaning on every rank at the agreement below, instead of leaving them in a barrier.
+        let local = (|| {
+            // 3. Every rank decides the same for every page: who keeps a copy, and whether it is a
+            //    readable recovery copy.
+            let mut entries: Vec<(usize, Entry)> = Vec::new();
+            for (&p, holders) in &held {
+                let owner = holders.iter().find(|h| h.1 & HELD_OWNER != 0).map(|h| h.0);
+                let dirty = holders.iter().any(|h| h.1 & HELD_DIRTY != 0);
+                let first = owner.unwrap_or(holders[0].0);
+                // A second holder on another node than `first`, if any.
+                let second = holders
                     .iter()
-                    .map(|h| (h.0, h.1 & HELD_RECOVERY != 0))
-                    .collect(),
-                TotalCleaning => Vec::new(),
-                KeepDirtyAndRecovery | KeepDirty if dirty => std::iter::once(first)
-                    .chain(second)
-                    .map(|r| (r, true))
-                    .collect(),
-                KeepDirtyAndRecovery | OneActive if !recovery.is_empty() => {
-                    let mut k: Vec<(usize, bool)> = recovery.iter().map(|&r| (r, true)).collect();
-                    if policy == OneActive && !recovery.contains(&first) {
-                        k.push((first, false));
+                    .map(|h| h.0)
+                    .find(|&r| r != first && node_of.get(r) != node_of.get(first));
+                let recovery: Vec<usize> = holders
+                    .iter()
+                    .filter(|h| h.1 & HELD_RECOVERY != 0)
+                    .map(|h| h.0)
+                    .collect();
+                // (rank, readable recovery?)
+                let keep: Vec<(usize, bool)> = match policy {
+                    NoCleaning => holders
+                        .iter()
+                        .map(|h| (h.0, h.1 & HELD_RECOVERY != 0))
+                        .collect(),
+                    TotalCleaning => Vec::new(),
+                    KeepDirtyAndRecovery | KeepDirty if dirty => std::iter::once(first)
+                        .chain(second)
+                        .map(|r| (r, true))
+                        .collect(),
+                    KeepDirtyAndRecovery | OneActive if !recovery.is_empty() => {
+                        let mut k: Vec<(usize, bool)> =
+                            recovery.iter().map(|&r| (r, true)).collect();
+                        if policy == OneActive && !recovery.contains(&first) {
+                            k.push((first, false));
+                        }
+                        k
                     }
-                    k
-                }
-                KeepDirtyAndRecovery | KeepDirty | OneActive => vec![(first, false)],
-            };
-            let mask = keep.iter().fold(0u64, |m, &(r, _)| m | 1 << r);
-            // This rank's copy.
-            if holders.iter().any(|h| h.0 == c.rank) {
-                match keep.iter().find(|k| k.0 == c.rank) {
-                    Some(&(_, readable)) => {
-                        let access = c.access(p);
-                        if access == Access::Write {
-                            c.set_access(p, Access::Read)?;
-                        }
-                        let new_owner = if mask & (1 << first) != 0 {
-                            first
-                        } else {
-                            mask.trailing_zeros() as usize
-                        };
-                        c.table.set(
-                            p,
-                            PageInfo {
-                                // A loaded page that is not mapped here stays unmapped.
-                                access: if access == Access::None {
-                                    Access::None
-                                } else {
-                                    Access::Read
-                                },
-                                replicated: mask.count_ones() > 1,
-                                owner: Some(new_owner),
-                                written_epoch: None,
-                                exclusive: false,
-                            },
-                        );
-                        if let Some(area) = c.recovery.get() {
-                            area.set_frame(
-                                p,
-                                readable.then_some(Copy {
-                                    state: CopyState::ReadableRecovery,
-                                    epoch,
-                                }),
-                            );
-                        }
-                        if readable {
-                            counts.readable += 1;
-                        } else {
-                            counts.active += 1;
-                        }
-                    }
-                    None => {
-                        if c.access(p) != Access::None {
-                            c.set_access(p, Access::None)?;
-                        }
-                        if let Some(area) = c.recovery.get() {
-                            area.set_frame(p, None);
-                        }
-                        c.table.set(p, PageInfo::default());
-                        c.frames
-                            .punch_hole(p * c.page_size, c.page_size)
-                            .map_err(|e| Error::io(format!("evicting page {p}"), e))?;
-                        counts.evicted += 1;
-                    }
-                }
-            }
-            // The page's directory entry, at its home.
-            if c.dir.home(p).0 == c.rank {
-                let e = if mask == 0 {
-                    Entry::default()
-                } else {
-                    Entry {
-                        owner: Some(if mask & (1 << first) != 0 {
-                            first
-                        } else {
-                            mask.trailing_zeros() as usize
-                        }),
-                        writable: false,
-                        copyset: mask,
-                        version: 1,
-                    }
+                    KeepDirtyAndRecovery | KeepDirty | OneActive => vec![(first, false)],
                 };
-                entries.push((p, e));
+                let mask = keep.iter().fold(0u64, |m, &(r, _)| m | 1 << r);
+                // This rank's copy.
+                if holders.iter().any(|h| h.0 == c.rank) {
+                    match keep.iter().find(|k| k.0 == c.rank) {
+                        Some(&(_, readable)) => {
+                            let access = c.access(p);
+                            if access == Access::Write {
+                                c.set_access(p, Access::Read)?;
+                            }
+                            let new_owner = if mask & (1 << first) != 0 {
+                                first
+                            } else {
+                                mask.trailing_zeros() as usize
+                            };
+                            c.table.set(
+                                p,
+                                PageInfo {
+                                    // A loaded page that is not mapped here stays unmapped.
+                                    access: if access == Access::None {
+                                        Access::None
+                                    } else {
+                                        Access::Read
+                                    },
+                                    replicated: mask.count_ones() > 1,
+                                    owner: Some(new_owner),
+                                    written_epoch: None,
+                                    exclusive: false,
+                                },
+                            );
+                            if let Some(area) = c.recovery.get() {
+                                area.set_frame(
+                                    p,
+                                    readable.then_some(Copy {
+                                        state: CopyState::ReadableRecovery,
+                                        epoch,
+                                    }),
+                                );
+                            }
+                            if readable {
+                                counts.readable += 1;
+                            } else {
+                                counts.active += 1;
+                            }
+                        }
+                        None => {
+                            if c.access(p) != Access::None {
+                                c.set_access(p, Access::None)?;
+                            }
+                            if let Some(area) = c.recovery.get() {
+                                area.set_frame(p, None);
+                            }
+                            c.table.set(p, PageInfo::default());
+                            c.frames
+                                .punch_hole(p * c.page_size, c.page_size)
+                                .map_err(|e| Error::io(format!("evicting page {p}"), e))?;
+                            counts.evicted += 1;
+                        }
+                    }
+                }
+                // The page's directory entry, at its home.
+                if c.dir.home(p).0 == c.rank {
+                    let e = if mask == 0 {
+                        Entry::default()
+                    } else {
+                        Entry {
+                            owner: Some(if mask & (1 << first) != 0 {
+                                first
+                            } else {
+                                mask.trailing_zeros() as usize
+                            }),
+                            writable: false,
+                            copyset: mask,
+                            version: 1,
+                        }
+                    };
+                    entries.push((p, e));
+                }
             }
-        }
-        for (p, e) in entries {
-            c.dir.set_local(p, &e)?;
-        }
-        c.epoch.store(epoch as u32 + 1, Ordering::Release);
-        comm.barrier()?;
+            for (p, e) in entries {
+                c.dir.set_local(p, &e)?;
+            }
+            injected_error("ckpt-clean-error", epoch)?;
+            c.epoch.store(epoch as u32 + 1, Ordering::Release);
+            Ok::<(), Error>(())
+        })();
+        crate::api::agree(comm, local)?;
         Ok(counts)
     }
 

@@ -241,26 +241,32 @@ impl Svm {
         let len = cfg.svm_size - cfg.svm_size % page_size;
         let npages = len / page_size;
         let frames_path = memory_root.join(format!("frames.rank{rank}"));
-        let frames = FrameFile::open(&frames_path, len, fresh).map_err(|e| {
-            Error::io(
-                format!("creating the frame file {}", frames_path.display()),
-                e,
-            )
-        })?;
-        let view = frames.map_view(cfg.svm_base).map_err(|e| match e {
-            VmError::Taken => Error::AddressTaken {
-                base: cfg.svm_base,
-                len,
-            },
-            VmError::Os(e) => Error::io(
-                format!("mapping the global range at {:#x}", cfg.svm_base),
-                e,
-            ),
-        });
-        let view = crate::api::agree(comm, view)?;
-        let alias = frames
-            .map_alias()
-            .map_err(|e| Error::io(format!("mapping the alias of {}", frames_path.display()), e))?;
+        // Every rank learns whether every rank could create and map its frames (a full memory
+        // root or an address range in use on one node stops them all, with its error).
+        let mapped = FrameFile::open(&frames_path, len, fresh)
+            .map_err(|e| {
+                Error::io(
+                    format!("creating the frame file {}", frames_path.display()),
+                    e,
+                )
+            })
+            .and_then(|frames| {
+                let view = frames.map_view(cfg.svm_base).map_err(|e| match e {
+                    VmError::Taken => Error::AddressTaken {
+                        base: cfg.svm_base,
+                        len,
+                    },
+                    VmError::Os(e) => Error::io(
+                        format!("mapping the global range at {:#x}", cfg.svm_base),
+                        e,
+                    ),
+                })?;
+                let alias = frames.map_alias().map_err(|e| {
+                    Error::io(format!("mapping the alias of {}", frames_path.display()), e)
+                })?;
+                Ok((frames, view, alias))
+            });
+        let (frames, view, alias) = crate::api::agree(comm, mapped)?;
         let svc_comm = comm.dup()?;
         let frames_win = LockedWindow::new(Window::over_mapping(&svc_comm, alias)?)?;
         let dir = Directory::new(&svc_comm, npages)?;
@@ -306,10 +312,20 @@ impl Svm {
         // Write faults on pages this rank still owns for writing are served in the handler.
         crate::sys::fault::set_fast_path(Some((fast_write, Arc::as_ptr(&core) as usize)));
         let svc = Arc::clone(&core);
-        let service = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("psls-service-{rank}"))
             .spawn(move || svc.service_loop())
-            .map_err(|e| Error::io("starting the service thread", e))?;
+            .map_err(|e| Error::io("starting the service thread", e));
+        // A rank that could not start its thread stops every rank (they would wait for it in
+        // `init`'s next collective); a thread started elsewhere is told to stop.
+        let service = match crate::api::agree(comm, spawned) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::sys::fault::set_fast_path(None);
+                core.stop.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
         tracing::debug!(target: "psls::svm", "global range {:#x}+{:#x}, {} pages of {} bytes", cfg.svm_base, len, npages, page_size);
         Ok(Svm {
             core,
@@ -415,16 +431,27 @@ impl Svm {
         // rank leaves them before every rank has entered them, so no peer can reach an entry
         // that its home has not cleared yet. (If the ranks disagree, the pages stay free, and
         // clearing a free page's entries is harmless.)
-        if let Some(start) = found {
-            self.core
+        // A rank that fails here (an `mprotect` refused) fails the reservation on every rank.
+        let installed = match found {
+            Some(start) => self
+                .core
                 .dir
-                .clear_local(self.core.rank, start..start + pages)?;
-            self.core.install_restored(start..start + pages)?;
-        }
+                .clear_local(self.core.rank, start..start + pages)
+                .and_then(|()| self.core.install_restored(start..start + pages)),
+            None => Ok(()),
+        };
         let mine = found.map_or(u64::MAX, |s| s as u64);
-        let all = comm.allgather_words(&[mine])?;
-        let lo = all.iter().copied().min().unwrap_or(mine);
-        let hi = all.iter().copied().max().unwrap_or(mine);
+        let all = crate::api::agree_gather(comm, installed.map(|()| vec![mine]))?;
+        let lo = all
+            .iter()
+            .filter_map(|v| v.first().copied())
+            .min()
+            .unwrap_or(mine);
+        let hi = all
+            .iter()
+            .filter_map(|v| v.first().copied())
+            .max()
+            .unwrap_or(mine);
         let Some(start) = found else {
             return Err(Error::OutOfRange {
                 requested: bytes,
@@ -464,20 +491,24 @@ impl Svm {
         // Nobody may still be using the memory, and the service threads must be quiet on it.
         self.quiesce();
         comm.barrier()?;
-        for p in start..start + pages {
-            c.allocated[p].store(false, Ordering::Release);
-            if c.access(p) != Access::None {
-                c.set_access(p, Access::None)?;
+        let freed = (|| {
+            for p in start..start + pages {
+                c.allocated[p].store(false, Ordering::Release);
             }
-            // The last checkpoint may still need the page: its recovery copy outlives the frame
-            // until the next checkpoint commits.
-            c.preserve_recovery(p)?;
-            c.table.set(p, PageInfo::default());
-        }
-        c.frames
-            .punch_hole(start * c.page_size, pages * c.page_size)
-            .map_err(|e| Error::io("freeing frames", e))?;
-        comm.barrier()?;
+            // One `mprotect` over the whole range: it joins mappings, never splits them.
+            c.set_access_run(start..start + pages, Access::None)?;
+            for p in start..start + pages {
+                // The last checkpoint may still need the page: its recovery copy outlives the
+                // frame until the next checkpoint commits.
+                c.preserve_recovery(p)?;
+                c.table.set(p, PageInfo::default());
+            }
+            c.frames
+                .punch_hole(start * c.page_size, pages * c.page_size)
+                .map_err(|e| Error::io("freeing frames", e))
+        })();
+        // Every rank fails if one did (instead of leaving the others in a barrier).
+        crate::api::agree(comm, freed)?;
         let was_array = {
             let mut arrays = self.arrays.lock().unwrap_or_else(|p| p.into_inner());
             let n = arrays.len();
