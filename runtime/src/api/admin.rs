@@ -53,11 +53,39 @@ fn initial_states(meta: &FileMeta, range: std::ops::Range<u64>) -> Vec<[u8; 2]> 
         .collect()
 }
 
+/// The state code of a copy its node could not read (an I/O error on its page files): like a
+/// corrupt copy, the other copy is used, but nobody tries to repair it.
+const UNREADABLE: u8 = 4;
+
+/// Reads this node's copies `pages` of `meta` (see [`crate::pfs::Volume::read_local_each`]);
+/// when the node's page files fail (an I/O error), logs it and reports every page not read yet
+/// as [`UNREADABLE`] through `each(page, None)`, so that the other copies are used.
+fn read_or_mark(
+    vol: &crate::pfs::Volume,
+    meta: &FileMeta,
+    pages: &[u64],
+    mut each: impl FnMut(u64, Option<(&PageState, &[u8])>),
+) {
+    let mut done = 0;
+    let read = vol.read_local_each(meta, pages, |fpage, s, buf| {
+        done += 1;
+        each(fpage, Some((&s, buf)));
+    });
+    if let Err(e) = read {
+        tracing::error!(target: "psls::pfs", "file {:?}: this node cannot read its copies ({e}); the other copies are used", meta.name);
+        // Pages come back in the order asked for, so the first `done` were reported.
+        for &fpage in pages.get(done..).unwrap_or_default() {
+            each(fpage, None);
+        }
+    }
+}
+
 /// Words for a copy's state code that is not "present".
 fn copy_state(code: u8) -> &'static str {
     match code {
         1 => "missing",
         2 => "corrupt",
+        UNREADABLE => "unreadable (its node's disk failed; see its log)",
         _ => "on a node outside this job",
     }
 }
@@ -283,7 +311,6 @@ impl Psls {
         let mut failed: Option<Error> = None;
         for role in 0..2 {
             let mut msg = Vec::new();
-            let mut read = Ok(());
             if vol.is_leader() {
                 let mine: Vec<u64> = range
                     .clone()
@@ -296,17 +323,21 @@ impl Psls {
                     .map(|(_, fpage)| fpage)
                     .collect();
                 // The node's pages of the range in one pass over its page files.
-                read = vol.read_local_each(meta, &mine, |fpage, s, buf| {
+                read_or_mark(vol, meta, &mine, |fpage, read| {
                     let k = (fpage - range.start) as u32;
                     msg.extend_from_slice(&k.to_le_bytes());
-                    msg.push(state_code(&s));
-                    if let PageState::Present { epoch } = s {
-                        msg.extend_from_slice(&epoch.to_le_bytes());
-                        msg.extend_from_slice(buf);
+                    match read {
+                        Some((s, buf)) => {
+                            msg.push(state_code(s));
+                            if let PageState::Present { epoch } = s {
+                                msg.extend_from_slice(&epoch.to_le_bytes());
+                                msg.extend_from_slice(buf);
+                            }
+                        }
+                        None => msg.push(UNREADABLE),
                     }
                 });
             }
-            agree(&self.comm, read)?;
             for (r, b) in self.comm.allgather_bytes(&msg)?.iter().enumerate() {
                 let mut at = 0;
                 while at + 5 <= b.len() {
@@ -467,7 +498,6 @@ impl Psls {
             let npages = meta.size.div_ceil(ps as u64);
             // One byte per (page, role) from the node that holds that role.
             let mut mine = Vec::new();
-            let mut read = Ok(());
             if vol.is_leader() {
                 // (page, role) of every copy this node keeps, read in one pass over its files.
                 let kept: Vec<(u64, u8)> = (0..npages)
@@ -481,15 +511,12 @@ impl Psls {
                     .collect();
                 let pages: Vec<u64> = kept.iter().map(|&(p, _)| p).collect();
                 let mut roles = kept.iter().map(|&(_, r)| r);
-                read = vol.read_local_each(&meta, &pages, |fpage, s, _| {
+                read_or_mark(vol, &meta, &pages, |fpage, read| {
                     mine.extend_from_slice(&fpage.to_le_bytes());
                     mine.push(roles.next().unwrap_or(0));
-                    mine.push(state_code(&s));
+                    mine.push(read.map_or(UNREADABLE, |(s, _)| state_code(s)));
                 });
             }
-            // A node that cannot read its page files stops every rank, not only itself (the
-            // others would wait in the exchange below).
-            agree(&self.comm, read)?;
             let mut state = initial_states(&meta, 0..npages);
             for b in self.comm.allgather_bytes(&mine)? {
                 for e in b.chunks_exact(10) {

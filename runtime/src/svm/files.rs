@@ -83,6 +83,9 @@ impl Core {
             if status == LOADED {
                 // Repair the primary from the mirror's frame if its copy was bad or missing.
                 if let (Some(p), Some(&(_, first))) = (primary, statuses.first()) {
+                    if p != holder && first == FAILED {
+                        tracing::warn!(target: "psls::pfs", "file {:?} page {fpage}: the primary copy on rank {p}'s node is unreadable; read from the mirror", meta.name);
+                    }
                     if p != holder && (first == CORRUPT || first == ABSENT) {
                         let epoch = ack >> 8;
                         let r = self.ask(
@@ -100,21 +103,21 @@ impl Core {
                 }
                 return Ok(Some(holder));
             }
-            if status == FAILED {
-                return Err(Error::Store(format!(
-                    "file {:?} page {fpage}: rank {holder} could not read its copy (see its log)",
-                    meta.name
-                )));
-            }
+            // A copy its node could not read (its disk failed: FAILED) is passed over like a
+            // corrupt one: the mirror is tried, but nobody repairs onto that disk.
             statuses.push((holder, status));
         }
-        if statuses.iter().any(|&(_, s)| s == CORRUPT) {
+        if statuses.iter().any(|&(_, s)| s == CORRUPT || s == FAILED) {
             let what: Vec<String> = statuses
                 .iter()
                 .map(|&(r, s)| {
                     format!(
                         "the copy on rank {r}'s node is {}",
-                        if s == CORRUPT { "corrupt" } else { "missing" }
+                        match s {
+                            CORRUPT => "corrupt",
+                            FAILED => "unreadable (see that rank's log)",
+                            _ => "missing",
+                        }
                     )
                 })
                 .collect();
