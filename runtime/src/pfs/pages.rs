@@ -170,29 +170,28 @@ impl PageFiles {
         buf: &mut [u8],
     ) -> Result<()> {
         let off = data_offset(meta, local, slot)?;
-        read_full_at(&self.data, buf, off).map_err(|e| {
-            io_error(
-                format!("read page {page} of {:?} (slot {slot}) from", meta.name),
-                &self.data_path,
-                e,
-            )
+        self.read_data_named(buf, off, || {
+            format!("read page {page} of {:?} (slot {slot}) from", meta.name)
         })
     }
 
     /// Reads `buf.len()` bytes of the data file at `off` (copies of consecutive local pages of
     /// one slot and group; zeros past the end).
     pub(crate) fn read_data_at(&self, buf: &mut [u8], off: u64, meta: &FileMeta) -> Result<()> {
-        read_full_at(&self.data, buf, off).map_err(|e| {
-            io_error(
-                format!(
-                    "read {} bytes of {:?} at offset {off} from",
-                    buf.len(),
-                    meta.name
-                ),
-                &self.data_path,
-                e,
-            )
+        let len = buf.len();
+        self.read_data_named(buf, off, || {
+            format!("read {len} bytes of {:?} at offset {off} from", meta.name)
         })
+    }
+
+    /// Reads the data file at `off` into `buf`; an error says `what` was read.
+    fn read_data_named(
+        &self,
+        buf: &mut [u8],
+        off: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        read_full_at(&self.data, buf, off).map_err(|e| io_error(what(), &self.data_path, e))
     }
 
     /// Fsyncs both files and their directory.
