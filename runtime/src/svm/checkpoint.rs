@@ -553,50 +553,58 @@ impl Svm {
             }
         }
         // 3. Keep the winners (in frames, as readable recovery), drop the rest.
+        //    A rank that fails here fails the restart on every rank (agreed below), instead of
+        //    leaving the others in the exchanges that follow.
         let mut kept: Vec<usize> = Vec::new();
-        let mut buf = vec![0u8; ps];
-        for (&p, &(e, src)) in &best {
-            let win = newest.get(&p).is_some_and(|n| n.0 == e);
-            match (win, src) {
-                (true, Src::Frame) => {}
-                (true, Src::Slot(s)) => {
-                    area.read_slot(s, &mut buf)?;
-                    c.frames_win.window().local_write(p * ps, &buf)?;
-                    drop_slots.push(s);
+        let local = (|| {
+            let mut buf = vec![0u8; ps];
+            for (&p, &(e, src)) in &best {
+                let win = newest.get(&p).is_some_and(|n| n.0 == e);
+                match (win, src) {
+                    (true, Src::Frame) => {}
+                    (true, Src::Slot(s)) => {
+                        area.read_slot(s, &mut buf)?;
+                        c.frames_win.window().local_write(p * ps, &buf)?;
+                        drop_slots.push(s);
+                    }
+                    (false, Src::Frame) => {
+                        area.set_frame(p, None);
+                        continue;
+                    }
+                    (false, Src::Slot(s)) => {
+                        drop_slots.push(s);
+                        continue;
+                    }
                 }
-                (false, Src::Frame) => {
-                    area.set_frame(p, None);
-                    continue;
-                }
-                (false, Src::Slot(s)) => {
-                    drop_slots.push(s);
-                    continue;
-                }
+                area.set_frame(
+                    p,
+                    Some(Copy {
+                        state: CopyState::ReadableRecovery,
+                        epoch: e,
+                    }),
+                );
+                kept.push(p);
             }
-            area.set_frame(
-                p,
-                Some(Copy {
-                    state: CopyState::ReadableRecovery,
-                    epoch: e,
-                }),
-            );
-            kept.push(p);
-        }
-        for s in drop_slots {
-            area.free_slot(s);
-        }
-        area.tidy();
-        // Every other frame held active data written after the checkpoint: it goes.
-        kept.sort_unstable();
-        let mut from = 0;
-        for &p in kept.iter().chain(std::iter::once(&c.npages)) {
-            if p > from {
-                c.frames
-                    .punch_hole(from * ps, (p - from) * ps)
-                    .map_err(|e| Error::io("discarding frames written after the checkpoint", e))?;
+            for s in drop_slots {
+                area.free_slot(s);
             }
-            from = p + 1;
-        }
+            area.tidy();
+            // Every other frame held active data written after the checkpoint: it goes.
+            kept.sort_unstable();
+            let mut from = 0;
+            for &p in kept.iter().chain(std::iter::once(&c.npages)) {
+                if p > from {
+                    c.frames
+                        .punch_hole(from * ps, (p - from) * ps)
+                        .map_err(|e| {
+                            Error::io("discarding frames written after the checkpoint", e)
+                        })?;
+                }
+                from = p + 1;
+            }
+            Ok::<(), Error>(())
+        })();
+        crate::api::agree(comm, local)?;
         let again = self.replicate_alone(comm, area, &kept, &newest, permanent, place)?;
         // 4. What the directory and the page tables will say once the pages are allocated
         //    again (the application allocates in the same order, so at the same addresses).
