@@ -745,7 +745,9 @@ const HELD_DIRTY: u64 = 2;
 const HELD_RECOVERY: u64 = 4;
 
 impl Svm {
-    /// The pages this rank holds a copy of (any access), in order.
+    /// The pages this rank has mapped (read or write), in order. A page its node loaded for
+    /// another rank and that it never touched is not among them (see
+    /// [`PageInfo::holds_copy`]): a restart's prefetch would map it here for nothing.
     pub(crate) fn held_pages(&self) -> Vec<usize> {
         let c = &self.core;
         self.used_pages()

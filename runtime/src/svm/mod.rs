@@ -442,16 +442,8 @@ impl Svm {
         };
         let mine = found.map_or(u64::MAX, |s| s as u64);
         let all = crate::api::agree_gather(comm, installed.map(|()| vec![mine]))?;
-        let lo = all
-            .iter()
-            .filter_map(|v| v.first().copied())
-            .min()
-            .unwrap_or(mine);
-        let hi = all
-            .iter()
-            .filter_map(|v| v.first().copied())
-            .max()
-            .unwrap_or(mine);
+        let lo = all.iter().flatten().copied().min().unwrap_or(mine);
+        let hi = all.iter().flatten().copied().max().unwrap_or(mine);
         let Some(start) = found else {
             return Err(Error::OutOfRange {
                 requested: bytes,
