@@ -740,6 +740,59 @@ impl Core {
 }
 
 /// Flags of one held copy, exchanged by the cleaning.
+/// What a cleaning keeps of one page: [`cleaning_keeps`].
+#[derive(Debug, PartialEq, Eq)]
+struct Kept {
+    /// The page's owner before the cleaning, or its first holder when nobody owned it.
+    first: usize,
+    /// The ranks that keep a copy, each with whether it is a readable recovery copy.
+    copies: Vec<(usize, bool)>,
+}
+
+/// The paper's cleaning policies (section 3.2) applied to one page whose copies are held by
+/// `holders` (rank, `HELD_*` flags), `node_of` giving each rank's node. Every rank computes the
+/// same answer from the same gathered list.
+fn cleaning_keeps(
+    policy: crate::ckpt::Cleaning,
+    holders: &[(usize, u64)],
+    node_of: &[usize],
+) -> Kept {
+    use crate::ckpt::Cleaning::*;
+    let owner = holders.iter().find(|h| h.1 & HELD_OWNER != 0).map(|h| h.0);
+    let dirty = holders.iter().any(|h| h.1 & HELD_DIRTY != 0);
+    let first = owner.unwrap_or(holders[0].0);
+    // A second holder on another node than `first`, if any.
+    let second = holders
+        .iter()
+        .map(|h| h.0)
+        .find(|&r| r != first && node_of.get(r) != node_of.get(first));
+    let recovery: Vec<usize> = holders
+        .iter()
+        .filter(|h| h.1 & HELD_RECOVERY != 0)
+        .map(|h| h.0)
+        .collect();
+    let copies = match policy {
+        NoCleaning => holders
+            .iter()
+            .map(|h| (h.0, h.1 & HELD_RECOVERY != 0))
+            .collect(),
+        TotalCleaning => Vec::new(),
+        KeepDirtyAndRecovery | KeepDirty if dirty => std::iter::once(first)
+            .chain(second)
+            .map(|r| (r, true))
+            .collect(),
+        KeepDirtyAndRecovery | OneActive if !recovery.is_empty() => {
+            let mut k: Vec<(usize, bool)> = recovery.iter().map(|&r| (r, true)).collect();
+            if policy == OneActive && !recovery.contains(&first) {
+                k.push((first, false));
+            }
+            k
+        }
+        KeepDirtyAndRecovery | KeepDirty | OneActive => vec![(first, false)],
+    };
+    Kept { first, copies }
+}
+
 const HELD_OWNER: u64 = 1;
 const HELD_DIRTY: u64 = 2;
 const HELD_RECOVERY: u64 = 4;
@@ -778,7 +831,6 @@ impl Svm {
         dirty: &[usize],
         node_of: &[usize],
     ) -> Result<crate::ckpt::CleanCounts> {
-        use crate::ckpt::Cleaning::*;
         let c = &self.core;
         self.quiesce();
         comm.barrier()?;
@@ -823,132 +875,109 @@ impl Svm {
         }
         // Steps 3 and 4 are local: a rank that fails in them (an `mprotect` refused) fails the
         // cleaning on every rank at the agreement below, instead of leaving them in a barrier.
-        let local = (|| {
-            // 3. Every rank decides the same for every page: who keeps a copy, and whether it is a
-            //    readable recovery copy.
-            let mut entries: Vec<(usize, Entry)> = Vec::new();
-            for (&p, holders) in &held {
-                let owner = holders.iter().find(|h| h.1 & HELD_OWNER != 0).map(|h| h.0);
-                let dirty = holders.iter().any(|h| h.1 & HELD_DIRTY != 0);
-                let first = owner.unwrap_or(holders[0].0);
-                // A second holder on another node than `first`, if any.
-                let second = holders
-                    .iter()
-                    .map(|h| h.0)
-                    .find(|&r| r != first && node_of.get(r) != node_of.get(first));
-                let recovery: Vec<usize> = holders
-                    .iter()
-                    .filter(|h| h.1 & HELD_RECOVERY != 0)
-                    .map(|h| h.0)
-                    .collect();
-                // (rank, readable recovery?)
-                let keep: Vec<(usize, bool)> = match policy {
-                    NoCleaning => holders
-                        .iter()
-                        .map(|h| (h.0, h.1 & HELD_RECOVERY != 0))
-                        .collect(),
-                    TotalCleaning => Vec::new(),
-                    KeepDirtyAndRecovery | KeepDirty if dirty => std::iter::once(first)
-                        .chain(second)
-                        .map(|r| (r, true))
-                        .collect(),
-                    KeepDirtyAndRecovery | OneActive if !recovery.is_empty() => {
-                        let mut k: Vec<(usize, bool)> =
-                            recovery.iter().map(|&r| (r, true)).collect();
-                        if policy == OneActive && !recovery.contains(&first) {
-                            k.push((first, false));
-                        }
-                        k
-                    }
-                    KeepDirtyAndRecovery | KeepDirty | OneActive => vec![(first, false)],
-                };
-                let mask = keep.iter().fold(0u64, |m, &(r, _)| m | 1 << r);
-                // This rank's copy.
-                if holders.iter().any(|h| h.0 == c.rank) {
-                    match keep.iter().find(|k| k.0 == c.rank) {
-                        Some(&(_, readable)) => {
-                            let access = c.access(p);
-                            if access == Access::Write {
-                                c.set_access(p, Access::Read)?;
-                            }
-                            let new_owner = if mask & (1 << first) != 0 {
-                                first
-                            } else {
-                                mask.trailing_zeros() as usize
-                            };
-                            c.table.set(
-                                p,
-                                PageInfo {
-                                    // A loaded page that is not mapped here stays unmapped.
-                                    access: if access == Access::None {
-                                        Access::None
-                                    } else {
-                                        Access::Read
-                                    },
-                                    replicated: mask.count_ones() > 1,
-                                    owner: Some(new_owner),
-                                    written_epoch: None,
-                                    exclusive: false,
-                                },
-                            );
-                            if let Some(area) = c.recovery.get() {
-                                area.set_frame(
-                                    p,
-                                    readable.then_some(Copy {
-                                        state: CopyState::ReadableRecovery,
-                                        epoch,
-                                    }),
-                                );
-                            }
-                            if readable {
-                                counts.readable += 1;
-                            } else {
-                                counts.active += 1;
-                            }
-                        }
-                        None => {
-                            if c.access(p) != Access::None {
-                                c.set_access(p, Access::None)?;
-                            }
-                            if let Some(area) = c.recovery.get() {
-                                area.set_frame(p, None);
-                            }
-                            c.table.set(p, PageInfo::default());
-                            c.frames
-                                .punch_hole(p * c.page_size, c.page_size)
-                                .map_err(|e| Error::io(format!("evicting page {p}"), e))?;
-                            counts.evicted += 1;
-                        }
-                    }
-                }
-                // The page's directory entry, at its home.
-                if c.dir.home(p).0 == c.rank {
-                    let e = if mask == 0 {
-                        Entry::default()
-                    } else {
-                        Entry {
-                            owner: Some(if mask & (1 << first) != 0 {
-                                first
-                            } else {
-                                mask.trailing_zeros() as usize
-                            }),
-                            writable: false,
-                            copyset: mask,
-                            version: 1,
-                        }
-                    };
-                    entries.push((p, e));
-                }
-            }
-            for (p, e) in entries {
-                c.dir.set_local(p, &e)?;
-            }
-            injected_error("ckpt-clean-error", epoch)?;
-            c.epoch.store(epoch as u32 + 1, Ordering::Release);
-            Ok::<(), Error>(())
-        })();
+        let local = self.clean_held(policy, epoch, &held, node_of, &mut counts);
         crate::api::agree(comm, local)?;
         Ok(counts)
+    }
+
+    /// Steps 3 and 4 of [`Svm::clean`], local to this rank: applies `policy` to every held page
+    /// (`held`: page → (holder, flags), as every rank learned them), to this rank's copy and to
+    /// the directory entries homed here, then moves to the epoch after `epoch`.
+    fn clean_held(
+        &self,
+        policy: crate::ckpt::Cleaning,
+        epoch: u64,
+        held: &std::collections::BTreeMap<usize, Vec<(usize, u64)>>,
+        node_of: &[usize],
+        counts: &mut crate::ckpt::CleanCounts,
+    ) -> Result<()> {
+        let c = &self.core;
+        let mut entries: Vec<(usize, Entry)> = Vec::new();
+        for (&p, holders) in held {
+            // 3. Every rank decides the same for every page: who keeps a copy, and whether it is
+            //    a readable recovery copy.
+            let keep = cleaning_keeps(policy, holders, node_of);
+            let mask = keep.copies.iter().fold(0u64, |m, &(r, _)| m | 1 << r);
+            let new_owner = if mask & (1 << keep.first) != 0 {
+                keep.first
+            } else {
+                mask.trailing_zeros() as usize
+            };
+            // This rank's copy.
+            if holders.iter().any(|h| h.0 == c.rank) {
+                match keep.copies.iter().find(|k| k.0 == c.rank) {
+                    Some(&(_, readable)) => {
+                        let access = c.access(p);
+                        if access == Access::Write {
+                            c.set_access(p, Access::Read)?;
+                        }
+                        c.table.set(
+                            p,
+                            PageInfo {
+                                // A loaded page that is not mapped here stays unmapped.
+                                access: if access == Access::None {
+                                    Access::None
+                                } else {
+                                    Access::Read
+                                },
+                                replicated: mask.count_ones() > 1,
+                                owner: Some(new_owner),
+                                written_epoch: None,
+                                exclusive: false,
+                            },
+                        );
+                        if let Some(area) = c.recovery.get() {
+                            area.set_frame(
+                                p,
+                                readable.then_some(Copy {
+                                    state: CopyState::ReadableRecovery,
+                                    epoch,
+                                }),
+                            );
+                        }
+                        if readable {
+                            counts.readable += 1;
+                        } else {
+                            counts.active += 1;
+                        }
+                    }
+                    None => {
+                        if c.access(p) != Access::None {
+                            c.set_access(p, Access::None)?;
+                        }
+                        if let Some(area) = c.recovery.get() {
+                            area.set_frame(p, None);
+                        }
+                        c.table.set(p, PageInfo::default());
+                        c.frames
+                            .punch_hole(p * c.page_size, c.page_size)
+                            .map_err(|e| Error::io(format!("evicting page {p}"), e))?;
+                        counts.evicted += 1;
+                    }
+                }
+            }
+            // The page's directory entry, at its home.
+            if c.dir.home(p).0 == c.rank {
+                let e = if mask == 0 {
+                    Entry::default()
+                } else {
+                    Entry {
+                        owner: Some(new_owner),
+                        writable: false,
+                        copyset: mask,
+                        version: 1,
+                    }
+                };
+                entries.push((p, e));
+            }
+        }
+        // 4. The directory entries homed here, then the next epoch.
+        for (p, e) in entries {
+            c.dir.set_local(p, &e)?;
+        }
+        injected_error("ckpt-clean-error", epoch)?;
+        c.epoch.store(epoch as u32 + 1, Ordering::Release);
+        Ok(())
     }
 
     /// Detaches the backing file of the array at `first` (a permanent checkpoint that failed
@@ -995,5 +1024,65 @@ impl Svm {
             u.free_slots = free as u64 * ps;
         }
         u
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ckpt::Cleaning::{self, *};
+
+    /// Ranks 0 and 1 on node 0, ranks 2 and 3 on node 1.
+    const NODES: [usize; 4] = [0, 0, 1, 1];
+
+    fn keeps(policy: Cleaning, holders: &[(usize, u64)]) -> Vec<(usize, bool)> {
+        cleaning_keeps(policy, holders, &NODES).copies
+    }
+
+    #[test]
+    fn a_dirty_page_keeps_two_readable_recovery_copies_on_two_nodes() {
+        // Owner 0 wrote it; 1 (same node) and 2 (other node) read it.
+        let h = [(0, HELD_OWNER | HELD_DIRTY), (1, 0), (2, 0)];
+        for policy in [KeepDirtyAndRecovery, KeepDirty] {
+            assert_eq!(keeps(policy, &h), [(0, true), (2, true)], "{policy:?}");
+        }
+        // One active copy only, kept by the owner, under one-active.
+        assert_eq!(keeps(OneActive, &h), [(0, false)]);
+        // Nobody on another node: the owner's copy alone.
+        assert_eq!(
+            keeps(KeepDirty, &[(0, HELD_OWNER | HELD_DIRTY), (1, 0)]),
+            [(0, true)]
+        );
+    }
+
+    #[test]
+    fn a_clean_page_keeps_one_active_copy() {
+        let h = [(2, 0), (3, HELD_OWNER)];
+        for policy in [KeepDirtyAndRecovery, KeepDirty, OneActive] {
+            assert_eq!(keeps(policy, &h), [(3, false)], "{policy:?}");
+        }
+        // With no owner (loaded copies), the first holder keeps it.
+        assert_eq!(keeps(KeepDirty, &[(1, 0), (2, 0)]), [(1, false)]);
+    }
+
+    #[test]
+    fn earlier_readable_recovery_copies_are_kept_or_discarded_by_policy() {
+        // Checkpointed in memory before: readable recovery copies at 1 and 3, owner 1.
+        let h = [(1, HELD_OWNER | HELD_RECOVERY), (3, HELD_RECOVERY)];
+        assert_eq!(keeps(KeepDirtyAndRecovery, &h), [(1, true), (3, true)]);
+        assert_eq!(keeps(OneActive, &h), [(1, true), (3, true)]);
+        // keep-dirty discards the earlier recovery copies: one copy of a clean page.
+        assert_eq!(keeps(KeepDirty, &h), [(1, false)]);
+        // The owner holds no recovery copy: one-active adds its active copy.
+        let h = [(0, HELD_OWNER), (2, HELD_RECOVERY), (3, HELD_RECOVERY)];
+        assert_eq!(keeps(OneActive, &h), [(2, true), (3, true), (0, false)]);
+    }
+
+    #[test]
+    fn no_cleaning_keeps_everything_and_total_cleaning_nothing() {
+        let h = [(0, HELD_OWNER | HELD_DIRTY), (1, HELD_RECOVERY), (2, 0)];
+        assert_eq!(keeps(NoCleaning, &h), [(0, false), (1, true), (2, false)]);
+        assert_eq!(keeps(TotalCleaning, &h), []);
+        assert_eq!(cleaning_keeps(TotalCleaning, &h, &NODES).first, 0);
     }
 }
