@@ -486,7 +486,26 @@ impl Config {
     /// Reads the configuration from this process's environment (and the TOML file that
     /// `PSLS_CONFIG` names).
     pub fn from_env() -> Result<Config> {
-        Self::from_vars(std::env::vars())
+        // Not `std::env::vars()`, which panics on any variable that is not UTF-8 (Open MPI puts
+        // the command line in the environment, so a file name argument can be one). Only our
+        // own keys must be text.
+        let mut vars = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            let Some(k) = k.to_str() else { continue };
+            match v.into_string() {
+                Ok(v) => vars.push((k.to_string(), v)),
+                Err(v) if k.starts_with("PSLS_") => {
+                    return Err(Error::Config {
+                        key: k.to_string(),
+                        value: v.to_string_lossy().into_owned(),
+                        source_name: "environment".into(),
+                        allowed: "the value is not valid UTF-8 text".into(),
+                    })
+                }
+                Err(_) => {}
+            }
+        }
+        Self::from_vars(vars)
     }
 
     /// Reads the configuration from the given environment variables (and the TOML file that
@@ -520,14 +539,39 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
+        // Looked at before it is opened: opening a FIFO would block, and a device could be
+        // read without end.
+        const MAX: u64 = 1 << 20;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            file_err(format!(
+                "cannot read it ({e}); PSLS_CONFIG must name a readable TOML file"
+            ))
+        })?;
+        if !meta.is_file() {
+            return Err(file_err(
+                "not a regular file; PSLS_CONFIG must name a readable TOML file".into(),
+            ));
+        }
+        if meta.len() > MAX {
+            return Err(file_err(format!(
+                "{} bytes is too large for a configuration file (at most {MAX})",
+                meta.len()
+            )));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| {
             file_err(format!(
                 "cannot read it ({e}); PSLS_CONFIG must name a readable TOML file"
             ))
         })?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| file_err(format!("not valid TOML: {}", e.message())))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let at = e.span().map_or(String::new(), |s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" at line {line}, column {column}")
+            });
+            file_err(format!("not valid TOML{at}: {}", e.message()))
+        })?;
         let source = format!("file {}", path.display());
         for (k, v) in &table {
             let key = KEYS.iter().find(|key| key.name == k).ok_or_else(|| {
@@ -539,6 +583,8 @@ impl Config {
             })?;
             let text = match v {
                 toml::Value::String(s) => s.clone(),
+                // An address is hexadecimal, as the user most likely wrote it.
+                toml::Value::Integer(i) if key.name == "svm_base" => format!("{i:#x}"),
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 other => other.to_string(),
@@ -554,7 +600,13 @@ fn apply(cfg: &mut Config, key: &Key, shown: &str, value: &str, source: &str) ->
         key: shown.to_string(),
         value: value.to_string(),
         source_name: source.to_string(),
-        allowed: format!("expected {}", key.allowed),
+        allowed: match key.name {
+            // The fault parser says which part is wrong, and lists the points.
+            "fault" => crate::inject::parse(value)
+                .err()
+                .unwrap_or_else(|| format!("expected {}", key.allowed)),
+            _ => format!("expected {}", key.allowed),
+        },
     })
 }
 
@@ -659,11 +711,26 @@ mod tests {
             "{e}"
         );
 
-        std::fs::write(&f, "page_size = = 1\n").unwrap();
+        std::fs::write(&f, "bind = \"pu\"\npage_size = = 1\n").unwrap();
         let e = Config::from_vars(vars(&[("PSLS_CONFIG", fs)]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not valid TOML"), "{e}");
+        assert!(e.contains("not valid TOML at line 2, column"), "{e}");
+
+        // An address written as a TOML integer (hexadecimal, most likely) is an address.
+        std::fs::write(&f, "svm_base = 0x300000000000\n").unwrap();
+        let c = Config::from_vars(vars(&[("PSLS_CONFIG", fs)])).unwrap();
+        assert_eq!(c.svm_base, 0x3000_0000_0000);
+
+        // A FIFO is refused before it is opened (opening it would wait for a writer).
+        let fifo = dir.join("fifo.toml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let e = Config::from_vars(vars(&[("PSLS_CONFIG", fifo.to_str().unwrap())]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
 
         let e = Config::from_vars(vars(&[("PSLS_CONFIG", "/no/such.toml")]))
@@ -671,6 +738,19 @@ mod tests {
             .to_string();
         assert!(
             e.contains("/no/such.toml") && e.contains("cannot read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_fault_naming_no_point_is_refused_with_the_list() {
+        let e = Config::from_vars(vars(&[("PSLS_FAULT", "pfs-wirte:rank=1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("PSLS_FAULT")
+                && e.contains("there is no point \"pfs-wirte\"")
+                && e.contains("pfs-write"),
             "{e}"
         );
     }

@@ -55,6 +55,32 @@ impl Fault {
     }
 }
 
+/// Every point the runtime fires: a `PSLS_FAULT` naming another is a mistake (a typo would
+/// otherwise never fire, and the test that set it would pass without its fault).
+pub(crate) const POINTS: &[&str] = &[
+    "ckpt-begin",
+    "ckpt-phase1",
+    "ckpt-vote",
+    "ckpt-commit",
+    "ckpt-phase2",
+    "ckpt-permanent",
+    "ckpt-permanent-committed",
+    "ckpt-step1-error",
+    "ckpt-step2-error",
+    "ckpt-clean-error",
+    "restart-restore",
+    "pfs-write",
+    "pfs-prepare",
+    "pfs-commit",
+    "pfs-committed",
+    "pfs-vote",
+    "pfs-enospc",
+    "pfs-commit-error",
+    "pfs-protect-error",
+    #[cfg(test)]
+    "inject-selftest",
+];
+
 /// A parsed `PSLS_FAULT` value: zero or more faults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Spec {
@@ -78,6 +104,12 @@ pub(crate) fn parse(spec: &str) -> Result<Spec, String> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(bad(format!("{name:?} is not a point name")));
+        }
+        if !POINTS.contains(&name) {
+            return Err(bad(format!(
+                "there is no point {name:?}; the points are {}",
+                POINTS.join(", ")
+            )));
         }
         let mut fault = Fault {
             name: name.to_string(),
@@ -298,12 +330,12 @@ mod tests {
             vec![fault("ckpt-phase1", Some(3), Some(1), 1)]
         );
         assert_eq!(
-            parse("pfs-write:count=5, pfs_commit:rank=0:epoch=7")
+            parse("pfs-write:count=5, pfs-commit:rank=0:epoch=7")
                 .unwrap()
                 .faults,
             vec![
                 fault("pfs-write", None, None, 5),
-                fault("pfs_commit", Some(7), Some(0), 1)
+                fault("pfs-commit", Some(7), Some(0), 1)
             ]
         );
         assert_eq!(
@@ -322,7 +354,12 @@ mod tests {
             ("pfs-write:count=0", "never fires"),
             ("pfs-write:rank=1:rank=2", "given twice"),
             ("pfs write", "not a point name"),
-            ("a,,b", "not a point name"),
+            ("pfs-write,,pfs-commit", "not a point name"),
+            (
+                "pfs-wirte:rank=1",
+                "there is no point \"pfs-wirte\"; the points are ckpt-begin",
+            ),
+            ("garbage", "there is no point"),
             (":epoch=1", "not a point name"),
             ("pfs-enospc:epoch=2", "disk-full fault"),
         ] {

@@ -27,14 +27,17 @@ pub enum NodeSource {
 /// The name of the node this rank runs on, and where that came from.
 pub fn local_node_name(cfg: &Config, rank: usize, size: usize) -> Result<(String, NodeSource)> {
     if let Some(path) = &cfg.node_map {
-        return Ok((node_from_map_file(path, rank)?, NodeSource::NodeMapFile));
+        return Ok((
+            node_from_map_file(path, rank, size)?,
+            NodeSource::NodeMapFile,
+        ));
     }
     if cfg.virtual_nodes > 0 {
         if cfg.virtual_nodes > size {
             return Err(Error::Config {
                 key: "PSLS_VIRTUAL_NODES".into(),
                 value: cfg.virtual_nodes.to_string(),
-                source_name: "configuration".into(),
+                source_name: "environment or PSLS_CONFIG file".into(),
                 allowed: format!("at most the number of ranks ({size}): every virtual node needs at least one rank"),
             });
         }
@@ -57,8 +60,9 @@ pub fn virtual_node_name(k: usize) -> String {
     format!("vnode{k}")
 }
 
-/// Reads this rank's node from a node-map file: one `RANK NODE` pair per line, `#` comments.
-fn node_from_map_file(path: &Path, rank: usize) -> Result<String> {
+/// Reads this rank's node from a node-map file: one `RANK NODE` pair per line, `#` comments,
+/// for a job of `size` ranks.
+fn node_from_map_file(path: &Path, rank: usize, size: usize) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::NodeMap(format!("cannot read node-map file {}: {e}", path.display()))
     })?;
@@ -78,8 +82,25 @@ fn node_from_map_file(path: &Path, rank: usize) -> Result<String> {
         let mut words = line.split_whitespace();
         let r: usize = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
         let node = words.next().ok_or_else(bad)?;
-        if words.next().is_some() || !valid_node_name(node) {
+        if words.next().is_some() {
             return Err(bad());
+        }
+        if !valid_node_name(node) {
+            return Err(Error::NodeMap(format!(
+                "{} line {}: {node:?} is not a valid node name (1-255 characters from A-Z a-z \
+                 0-9 . _ -, not starting with a dot)",
+                path.display(),
+                i + 1
+            )));
+        }
+        if r >= size {
+            return Err(Error::NodeMap(format!(
+                "{} line {}: rank {r}, but this job has {size} ranks (0 to {}); is the map \
+                 from another job?",
+                path.display(),
+                i + 1,
+                size - 1
+            )));
         }
         if r == rank {
             if found.is_some() {
@@ -275,14 +296,26 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("map");
         std::fs::write(&f, "# rank node\n0 n1\n1 n2 # second\n\n2 n1\n").unwrap();
-        assert_eq!(node_from_map_file(&f, 1).unwrap(), "n2");
-        let e = node_from_map_file(&f, 3).unwrap_err().to_string();
+        assert_eq!(node_from_map_file(&f, 1, 4).unwrap(), "n2");
+        let e = node_from_map_file(&f, 3, 4).unwrap_err().to_string();
         assert!(e.contains("does not list rank 3"), "{e}");
+        // A rank beyond the job: the map is another job's.
+        let e = node_from_map_file(&f, 1, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("line 5") && e.contains("rank 2, but this job has 2 ranks"),
+            "{e}"
+        );
         std::fs::write(&f, "0 n1\nzero n2\n").unwrap();
-        let e = node_from_map_file(&f, 0).unwrap_err().to_string();
+        let e = node_from_map_file(&f, 0, 2).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("RANK NODE"), "{e}");
+        std::fs::write(&f, "0 n1\n1 ../x\n").unwrap();
+        let e = node_from_map_file(&f, 0, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("line 2") && e.contains("\"../x\" is not a valid node name"),
+            "{e}"
+        );
         std::fs::write(&f, "0 n1\n0 n2\n").unwrap();
-        assert!(node_from_map_file(&f, 0)
+        assert!(node_from_map_file(&f, 0, 2)
             .unwrap_err()
             .to_string()
             .contains("twice"));
