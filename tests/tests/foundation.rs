@@ -3,7 +3,7 @@
 //!
 //! Runs under `mpirun` on this host (or `srun`, see `tests/tests/slurm.rs`).
 
-use psls_tests::{testcase_binary, Launch, Launcher, Scratch};
+use psls_tests::{sibling_binary, testcase_binary, Launch, Launcher, Scratch};
 use std::process::Command;
 
 fn roots() -> (Scratch, Scratch) {
@@ -219,6 +219,56 @@ fn bad_config_value_names_key_value_and_allowed() {
     out.assert_output_contains("virtual_nodes = \"many\"");
     out.assert_output_contains("psls.toml");
     out.assert_output_contains("whole number");
+}
+
+/// A memory root too small for the job's pages: the first write that finds the tmpfs full
+/// stops the job with a message that says so, wherever it lands (before, a write by the
+/// service thread through the frames' alias died of a bare SIGBUS). Needs root for `mount`.
+#[test]
+fn a_full_memory_root_is_named_not_a_bare_signal() {
+    let m = Scratch::new("tiny-mem");
+    let d = Scratch::new("disk");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(m.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let out = Launch::program(sibling_binary("hello"), 2)
+        .nodes(2)
+        .roots(&m, &d)
+        .run();
+    let _ = Command::new("umount").arg(m.path()).status();
+    out.assert_failure();
+    out.assert_output_contains("the memory root (tmpfs) is full");
+}
+
+/// A variable that is not UTF-8 (Open MPI copies the command line into the environment, so a
+/// file name argument can make one) is none of PSLS's business unless it is a `PSLS_*` key.
+#[test]
+fn environment_variables_that_are_not_utf8_do_not_stop_init() {
+    let (m, d) = roots();
+    let case = testcase_binary().display().to_string();
+    let with = |var: &str| {
+        Launch::program("sh", 2)
+            .args([
+                "-c".to_string(),
+                format!("{var}=\"$(printf 'x\\377')\" exec \"$0\" init"),
+                case.clone(),
+            ])
+            .roots(&m, &d)
+            .run()
+    };
+    let out = with("NOT_OURS");
+    out.assert_success();
+    out.assert_lines("PASS", 2);
+    let out = with("PSLS_LOG");
+    out.assert_failure();
+    out.assert_output_contains("PSLS_LOG");
+    out.assert_output_contains("not valid UTF-8");
 }
 
 #[test]

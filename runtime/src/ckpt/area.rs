@@ -167,6 +167,8 @@ pub(crate) struct RecoveryArea {
     index: Words,
     record: Words,
     slots: LockedWindow<'static>,
+    /// Where the slots are mapped: `(address, bytes)`.
+    slots_range: (usize, usize),
     /// Free slot numbers below the high-water mark, and the mark.
     alloc: Mutex<(Vec<usize>, usize)>,
 }
@@ -255,6 +257,7 @@ impl RecoveryArea {
             Ok((frame_states, index, record, smap))
         })();
         let (frame_states, index, record, smap) = crate::api::agree(comm, files)?;
+        let slots_range = (smap.as_ptr() as usize, smap.len());
         let slots = LockedWindow::new(Window::over_mapping(comm, smap)?)?;
         if fresh || record.at(R_MAGIC).load(Ordering::Acquire) != MAGIC {
             for (i, v) in [
@@ -284,8 +287,14 @@ impl RecoveryArea {
             index,
             record,
             slots,
+            slots_range,
             alloc: Mutex::new((free, hwm)),
         })
+    }
+
+    /// Where this rank's slots are mapped: `(address, bytes)`.
+    pub fn slots_range(&self) -> (usize, usize) {
+        self.slots_range
     }
 
     /// The last epoch this rank committed (0: none).

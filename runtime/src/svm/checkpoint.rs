@@ -176,6 +176,9 @@ impl Svm {
         }
         let c = &self.core;
         let area = RecoveryArea::open(comm, &c.ckpt_dir, self.geometry(comm), fresh)?;
+        let (at, len) = area.slots_range();
+        c.faults
+            .watch(crate::sys::fault::Watched::RecoveryArea, at, len);
         let _ = c.recovery.set(area);
         Ok(())
     }

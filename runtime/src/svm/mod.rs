@@ -21,7 +21,7 @@ pub use table::PageInfo;
 use crate::config::DirectoryRequests;
 use crate::error::{Error, Result};
 use crate::rma::{Comm, LockedWindow, ReduceOp, Window};
-use crate::sys::fault::FaultHandler;
+use crate::sys::fault::{FaultHandler, Watched};
 use crate::sys::vm::{Access, FrameFile, VmError};
 use directory::Directory;
 use std::path::Path;
@@ -257,7 +257,12 @@ impl Svm {
                         len,
                     },
                     VmError::Os(e) => Error::io(
-                        format!("mapping the global range at {:#x}", cfg.svm_base),
+                        format!(
+                            "mapping the global range {:#x}..{:#x} (PSLS_SVM_BASE, \
+                             PSLS_SVM_SIZE; a lower base or a smaller size may fit)",
+                            cfg.svm_base,
+                            cfg.svm_base + len
+                        ),
                         e,
                     ),
                 })?;
@@ -267,6 +272,7 @@ impl Svm {
                 Ok((frames, view, alias))
             });
         let (frames, view, alias) = crate::api::agree(comm, mapped)?;
+        let alias_range = (alias.as_ptr() as usize, alias.len());
         let svc_comm = comm.dup()?;
         let frames_win = LockedWindow::new(Window::over_mapping(&svc_comm, alias)?)?;
         let dir = Directory::new(&svc_comm, npages)?;
@@ -276,6 +282,7 @@ impl Svm {
             FaultHandler::install(cfg.svm_base, len)
                 .map_err(|e| Error::io("installing the SIGSEGV handler", e)),
         )?;
+        faults.watch(Watched::FramesAlias, alias_range.0, alias_range.1);
         let core = Arc::new(Core {
             rank,
             page_size,

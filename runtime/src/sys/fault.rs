@@ -102,6 +102,13 @@ static GENERATION: AtomicU32 = AtomicU32::new(0);
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static LEN: AtomicUsize = AtomicUsize::new(0);
 static SERVICE_TID: AtomicI32 = AtomicI32::new(0);
+/// Other mappings of memory-root files (the frames' read-write alias, the recovery area), in
+/// which a `SIGBUS` means the same as in the range: the tmpfs is full. `(base, len)`; `len == 0`:
+/// unused. Only the message differs, by [`Watched`] index.
+static WATCHED: [(AtomicUsize, AtomicUsize); 2] = [
+    (AtomicUsize::new(0), AtomicUsize::new(0)),
+    (AtomicUsize::new(0), AtomicUsize::new(0)),
+];
 /// Counts posted faults; the service thread sleeps on it.
 static DOORBELL: AtomicU32 = AtomicU32::new(0);
 /// A function the handler tries first for a write fault in the range (0: none), and its context.
@@ -138,6 +145,25 @@ pub struct FaultHandler {
     generation: u32,
 }
 
+/// A mapping of a memory-root file outside the global range, watched for `SIGBUS`
+/// ([`FaultHandler::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    /// The read-write alias of the frame file, through which the service thread writes pages.
+    FramesAlias = 0,
+    /// The recovery area: the slots of pure recovery copies and replicas.
+    RecoveryArea = 1,
+}
+
+impl Watched {
+    fn name(self) -> &'static str {
+        match self {
+            Watched::FramesAlias => "the frames' read-write alias",
+            Watched::RecoveryArea => "the recovery area",
+        }
+    }
+}
+
 impl FaultHandler {
     /// Installs the handlers for the global range `[base, base + len)`. Fails with
     /// `AlreadyExists` if a handler is installed, `InvalidInput` for an empty or wrapping range,
@@ -164,6 +190,16 @@ impl FaultHandler {
             INSTALLED.store(false, SeqCst);
         }
         installed
+    }
+
+    /// Watches `len` bytes at `base`, another mapping of a memory-root file, for `SIGBUS`: a
+    /// write there that finds the tmpfs full then stops the process with the same message as
+    /// in the range (naming `what`), instead of dying of the bare signal.
+    pub fn watch(&self, what: Watched, base: usize, len: usize) {
+        let (b, l) = &WATCHED[what as usize];
+        l.store(0, SeqCst);
+        b.store(base, SeqCst);
+        l.store(len, SeqCst);
     }
 
     /// Marks the calling thread as the service thread: a fault it takes in the range is a bug,
@@ -238,6 +274,9 @@ impl FaultHandler {
 impl Drop for FaultHandler {
     fn drop(&mut self) {
         LEN.store(0, SeqCst);
+        for (_, l) in &WATCHED {
+            l.store(0, SeqCst);
+        }
         restore_if_ours(libc::SIGSEGV, &self.prev_segv);
         restore_if_ours(libc::SIGBUS, &self.prev_bus);
         // Nobody serves the table any more: send every waiting thread back to its access, where
@@ -351,6 +390,19 @@ unsafe fn handle(signo: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     // SAFETY: info is valid (contract); si_addr only reads the union, and is meaningful for the
     // kernel-made faults (si_code > 0) that are the only ones we use it for.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if signo == libc::SIGBUS && code > 0 {
+        if let Some(what) = watched(addr) {
+            die(Line::new()
+                .s("PSLS: SIGBUS at ")
+                .hex(addr)
+                .s(" in ")
+                .s(what.name())
+                .s(
+                    ": the memory root (tmpfs) is full; free space in the memory root or lower \
+                    the job's memory use\n",
+                ));
+        }
+    }
     if code <= 0 || !in_range(addr) {
         // SAFETY: the arguments are the kernel's (contract).
         unsafe { chain(signo, info, ctx, code) };
@@ -429,6 +481,17 @@ pub fn set_fast_path(f: Option<(FastPath, usize)>) {
         }
         None => FAST.store(0, SeqCst),
     }
+}
+
+/// The watched mapping that holds `addr`, if any.
+fn watched(addr: usize) -> Option<Watched> {
+    [Watched::FramesAlias, Watched::RecoveryArea]
+        .into_iter()
+        .find(|&w| {
+            let (b, l) = &WATCHED[w as usize];
+            let len = l.load(SeqCst);
+            len != 0 && addr.wrapping_sub(b.load(SeqCst)) < len
+        })
 }
 
 fn in_range(addr: usize) -> bool {
