@@ -245,6 +245,37 @@ fn losing_a_whole_disk_root_loses_no_file() {
     t.case(&["shared_read", "a", "1"]);
 }
 
+/// A node's commit record removed, or replaced by an older one: the node takes the job's
+/// catalog and keeps its copies (it used to delete the data of every file its own record did
+/// not list, before the nodes compared records). With every record gone, nothing is deleted
+/// and the tools say why they stop.
+#[test]
+fn a_node_whose_commit_record_is_lost_or_stale_keeps_its_copies() {
+    let t = Pfs::new();
+    t.import("a", 1, 12 * PAGE);
+    let old = std::fs::read(t.node_root(1).join("store/commit")).unwrap();
+    t.import("b", 2, 8 * PAGE);
+    std::fs::write(t.node_root(1).join("store/commit"), old).unwrap();
+    std::fs::remove_file(t.node_root(2).join("store/commit")).unwrap();
+    let v = t.tool(&["verify"]);
+    v.assert_success();
+    assert!(!v.stdout.contains("under-replicated: "), "{}", v.stdout);
+    assert!(v.stdout.contains("b: 8 pages, 8 redundant"), "{}", v.stdout);
+    t.expect("a", 1, 12 * PAGE).unwrap();
+    t.expect("b", 2, 8 * PAGE).unwrap();
+
+    for n in 0..4 {
+        std::fs::remove_file(t.node_root(n).join("store/commit")).unwrap();
+    }
+    let out = t.tool(&["ls"]);
+    out.assert_failure();
+    out.assert_output_contains("nothing was deleted");
+    for n in 0..4 {
+        let files = t.node_root(n).join("store/files");
+        assert_eq!(std::fs::read_dir(&files).unwrap().count(), 2, "node {n}");
+    }
+}
+
 #[test]
 fn a_corrupt_primary_is_read_from_the_mirror_and_repaired() {
     let t = Pfs::new();

@@ -61,6 +61,9 @@ pub(crate) struct NodeStore {
     inflight: bool,
     /// The highest epoch abandoned (aborted, or found interrupted at open) since open.
     abandoned: u64,
+    /// `open` found an in-flight marker: file directories that no record lists may be a
+    /// crashed flush's new files.
+    found_inflight: bool,
 }
 
 /// The flush this process is writing.
@@ -76,9 +79,10 @@ struct Flush {
 impl NodeStore {
     /// Opens (creating it if new, mode 0700) the store in `dir`, `<disk root>/pfs` of `node`.
     ///
-    /// Reads the commit and prepare records, deletes stale `*.tmp` files and the `files/<id>`
-    /// directories of files in neither record's catalog, and discards the slots of a flush that
-    /// a crash interrupted before its prepare record was written.
+    /// Reads the commit and prepare records, deletes stale `*.tmp` files, and discards the
+    /// slots of a flush that a crash interrupted before its prepare record was written. It
+    /// deletes no file directory: that waits for [`NodeStore::collect_garbage`], once the
+    /// nodes have agreed on the catalog (this node's records may be missing or stale).
     pub(crate) fn open(dir: &Path, node: &str) -> Result<NodeStore> {
         private_dir(dir)?;
         private_dir(&dir.join("files"))?;
@@ -101,8 +105,8 @@ impl NodeStore {
             flush: None,
             inflight: false,
             abandoned: 0,
+            found_inflight: false,
         };
-        store.collect_garbage()?;
         store.recover_inflight()?;
         Ok(store)
     }
@@ -532,6 +536,28 @@ impl NodeStore {
         };
         let n = self.discard_uncommitted(None, scope.as_ref())?;
         tracing::debug!(target: TARGET, "node {}: abort discarded {n} uncommitted slots", self.node);
+        // The files the abandoned flush created have nothing left: remove their directories
+        // (garbage collection no longer runs at open, where a node with no record at all now
+        // keeps what it finds).
+        if let Some(touched) = &scope {
+            let listed: BTreeSet<u64> = self
+                .committed
+                .iter()
+                .flat_map(|r| r.catalog.ids())
+                .collect();
+            let mut removed = false;
+            for id in touched.difference(&listed) {
+                let dir = self.files_dir().join(id.to_string());
+                match fs::remove_dir_all(&dir) {
+                    Ok(()) => removed = true,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error("remove", &dir, e)),
+                }
+            }
+            if removed {
+                sync_dir(&self.files_dir())?;
+            }
+        }
         self.clear_inflight();
         Ok(())
     }

@@ -118,6 +118,8 @@ impl Volume {
                     s.prepare(newest, catalog.clone())?;
                     s.commit(newest)?;
                 }
+                // Only now are this node's records the job's: delete what they do not list.
+                s.collect_garbage()?;
             }
             Ok(())
         })();

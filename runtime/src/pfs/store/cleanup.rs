@@ -28,6 +28,7 @@ impl NodeStore {
             }
             Err(e) => return Err(e),
         };
+        self.found_inflight = true;
         let keep = self.prepared.as_ref().map(|p| p.epoch);
         let scan = match marker {
             None => true, // unreadable: assume the worst
@@ -116,15 +117,37 @@ impl NodeStore {
     }
 
     /// Deletes the directories of files that neither record lists (files removed, or created
-    /// by a flush that never prepared).
-    pub(super) fn collect_garbage(&self) -> Result<()> {
+    /// by a flush that never prepared). Call it once the records are the job's (the volume has
+    /// rolled this node forward or made it adopt the newest catalog): a node whose commit
+    /// record was removed or replaced by an older one would otherwise delete good copies.
+    ///
+    /// A node with file directories, no record at all and no in-flight marker has lost its
+    /// records, not its files, and so does every node when the volume found no catalog: that
+    /// is an error, and nothing is deleted.
+    pub(crate) fn collect_garbage(&self) -> Result<()> {
         let live: BTreeSet<u64> = [&self.committed, &self.prepared]
             .into_iter()
             .flatten()
             .flat_map(|r| r.catalog.ids())
             .collect();
+        let ids = self.file_ids()?;
+        let nothing_abandoned = !self.found_inflight && self.abandoned == 0;
+        if self.committed.is_none() && self.prepared.is_none() && nothing_abandoned {
+            if let Some(id) = ids.first() {
+                return Err(StoreError::BadRecord {
+                    path: self.dir.join("commit"),
+                    why: format!(
+                        "it is missing, but {} holds the data of {} file(s) (e.g. {}), and no \
+                         node has a record that lists them; nothing was deleted",
+                        self.files_dir().display(),
+                        ids.len(),
+                        self.files_dir().join(id.to_string()).display()
+                    ),
+                });
+            }
+        }
         let mut removed = false;
-        for id in self.file_ids()?.difference(&live) {
+        for id in ids.difference(&live) {
             let dir = self.files_dir().join(id.to_string());
             tracing::info!(target: TARGET, "node {}: removing {}, which no record lists", self.node, dir.display());
             fs::remove_dir_all(&dir).map_err(|e| io_error("remove", &dir, e))?;

@@ -484,6 +484,9 @@ fn removed_files_and_leftovers_are_cleaned() {
     fs::create_dir(sc.pfs().join("files/9")).unwrap();
     fs::write(sc.pfs().join("commit.tmp"), b"half").unwrap();
     let s = sc.open();
+    // Opening deletes no file directory: the records may not be the job's yet.
+    assert!(sc.pfs().join("files/5").exists() && sc.pfs().join("files/9").exists());
+    s.collect_garbage().unwrap();
     for gone in ["files/5", "files/9", "commit.tmp", "inflight"] {
         assert!(!sc.pfs().join(gone).exists(), "{gone} survived");
     }
@@ -770,4 +773,42 @@ fn a_node_of_a_striped_file_keeps_its_pages_dense_and_refuses_others() {
         s.read_page(&m, 0, 1, &mut vec![0u8; PS as usize]),
         Err(StoreError::Protocol(why)) if why.contains("vnode0 keeps no copy")
     ));
+}
+
+#[test]
+fn a_store_that_lost_its_records_deletes_nothing() {
+    let sc = Scratch::new("lost-records");
+    let a = meta(0, "a");
+    let mut s = sc.open();
+    write(&mut s, &a, 1, &[0, 1]);
+    s.prepare(1, catalog(&[&a])).unwrap();
+    s.commit(1).unwrap();
+    drop(s);
+    fs::remove_file(sc.pfs().join("commit")).unwrap();
+    let s = sc.open();
+    let e = s.collect_garbage().unwrap_err().to_string();
+    assert!(
+        e.contains("commit") && e.contains("it is missing") && e.contains("nothing was deleted"),
+        "{e}"
+    );
+    assert!(sc.pfs().join("files/0").exists());
+}
+
+#[test]
+fn an_aborted_flush_removes_the_files_it_created() {
+    let sc = Scratch::new("abort-new-file");
+    let (a, b) = (meta(0, "a"), meta(1, "b"));
+    let mut s = sc.open();
+    write(&mut s, &a, 1, &[0]);
+    s.prepare(1, catalog(&[&a])).unwrap();
+    s.commit(1).unwrap();
+    write(&mut s, &a, 2, &[1]);
+    write(&mut s, &b, 2, &[0]);
+    s.abort().unwrap();
+    assert!(
+        !sc.pfs().join("files/1").exists(),
+        "the new file's directory survived"
+    );
+    assert!(sc.pfs().join("files/0").exists());
+    expect(&s, &a, 0, 1, 1);
 }
