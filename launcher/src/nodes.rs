@@ -214,11 +214,57 @@ pub fn ranks_on(map: &[String], node: &str) -> Vec<usize> {
     (0..map.len()).filter(|&r| map[r] == node).collect()
 }
 
+/// The largest hostfile read: far more than any real list of hosts, and a bound on what a
+/// wrong path (a log, an image) costs.
+pub const HOSTFILE_MAX_BYTES: u64 = 16 << 20;
+
 /// Reads a hostfile: one host per line, `#` comments; words after the host name (such as
-/// `slots=4`) are ignored.
+/// `slots=4`) are ignored. Only a regular file of at most [`HOSTFILE_MAX_BYTES`] is read: the
+/// type is checked before the file is opened, so that a FIFO (which would block the open until
+/// a writer comes) or a device such as /dev/zero (which never ends) is refused at once.
 pub fn read_hostfile(path: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read --hostfile {}: {e}", path.display()))?;
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let shown = path.display();
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read --hostfile {shown}: {e}"))?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "--hostfile {shown} is {what}: give a regular file listing one host per line"
+        ));
+    }
+    let too_big = || {
+        format!(
+            "--hostfile {shown} is larger than {} MiB: that is not a list of hosts; give a \
+             file listing one host per line",
+            HOSTFILE_MAX_BYTES >> 20
+        )
+    };
+    if meta.len() > HOSTFILE_MAX_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(HOSTFILE_MAX_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read --hostfile {shown}: {e}"))?;
+    // It may have grown since the check.
+    if bytes.len() as u64 > HOSTFILE_MAX_BYTES {
+        return Err(too_big());
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("cannot read --hostfile {shown}: it is not text (not valid UTF-8)"))?;
     let mut hosts: Vec<String> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -459,6 +505,34 @@ mod tests {
         assert!(read_hostfile(&f).unwrap_err().contains("listed twice"));
         std::fs::write(&f, "# nothing\n").unwrap();
         assert!(read_hostfile(&f).unwrap_err().contains("lists no host"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hostfile_that_is_not_a_regular_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("psls-launch-hf2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A FIFO with no writer: opening it would block forever.
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = read_hostfile(&fifo).unwrap_err();
+        assert!(e.contains("is a FIFO: give a regular file"), "{e}");
+        let e = read_hostfile(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.contains("/dev/zero is a device"), "{e}");
+        let e = read_hostfile(&dir).unwrap_err();
+        assert!(e.contains("is a directory"), "{e}");
+        // A huge file (sparse: nothing is written) is refused before it is read.
+        let big = dir.join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(HOSTFILE_MAX_BYTES + 1)
+            .unwrap();
+        let e = read_hostfile(&big).unwrap_err();
+        assert!(e.contains("is larger than 16 MiB"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

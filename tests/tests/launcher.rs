@@ -285,6 +285,32 @@ fn bad_options_are_refused_clearly() {
     }
 }
 
+/// A hostfile that is a FIFO (nobody writes it) or /dev/zero (never ends) is refused at once,
+/// not read forever.
+#[test]
+fn hostfile_must_be_a_regular_file() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let hello = sibling_binary("hello").display().to_string();
+    let fifo = d.0.join("hosts.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let fifo = fifo.display().to_string();
+    for (file, needle) in [
+        (
+            fifo.as_str(),
+            "is a FIFO: give a regular file listing one host per line",
+        ),
+        ("/dev/zero", "--hostfile /dev/zero is a device"),
+    ] {
+        let (status, text) = supervise(&["--hostfile", file, "--dry-run", "--", &hello], &m, &d);
+        assert_eq!(status.code(), Some(2), "{file}: {text}");
+        assert!(
+            text.contains(needle),
+            "{file}: expected {needle:?} in {text}"
+        );
+    }
+}
+
 #[test]
 fn dry_run_shows_the_node_map_with_a_spare() {
     let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
