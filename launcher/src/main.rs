@@ -228,24 +228,67 @@ fn prepare(cli: Cli) -> Result<Option<supervise::Job>, String> {
     Ok(Some(job))
 }
 
-/// The program as a path: as given when it contains a slash, else looked up in PATH.
+/// The program as a path: as given when it contains a slash, else looked up in PATH as a
+/// shell does (the first executable file named so; a file that is not executable is passed
+/// over). It must be an executable regular file: one that is not would fail on every rank, and
+/// the launcher would take that for a crash and restart it in vain.
 fn resolve_program(p: &str) -> Result<PathBuf, String> {
-    let not_found = || format!("program {p:?} not found: give a path or a command on PATH");
     if p.contains('/') {
         let path = PathBuf::from(p);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(not_found())
+        return match program_kind(&path) {
+            ProgramKind::Executable => Ok(path),
+            ProgramKind::Missing => Err(format!(
+                "program {p:?} not found: give a path or a command on PATH"
+            )),
+            ProgramKind::NotAFile => Err(format!(
+                "program {p:?} is not a file (a directory?): give the program's path"
+            )),
+            ProgramKind::NotExecutable => {
+                Err(format!("program {p:?} is not executable (chmod +x {p})"))
+            }
         };
     }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(p))
-                .find(|c| c.is_file())
-        })
-        .ok_or_else(not_found)
+    let mut not_executable = None;
+    for dir in std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        let c = dir.join(p);
+        match program_kind(&c) {
+            ProgramKind::Executable => return Ok(c),
+            ProgramKind::NotExecutable if not_executable.is_none() => not_executable = Some(c),
+            _ => {}
+        }
+    }
+    Err(match not_executable {
+        Some(c) => format!(
+            "program {p:?} is not executable: PATH has only {}, without execute permission \
+             (chmod +x {})",
+            c.display(),
+            c.display()
+        ),
+        None => format!("program {p:?} not found: give a path or a command on PATH"),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ProgramKind {
+    Missing,
+    NotAFile,
+    NotExecutable,
+    Executable,
+}
+
+/// What `path` is as a program (symbolic links followed): a regular file with an execute bit
+/// set is executable.
+fn program_kind(path: &Path) -> ProgramKind {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(_) => ProgramKind::Missing,
+        Ok(m) if !m.is_file() => ProgramKind::NotAFile,
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => ProgramKind::NotExecutable,
+        Ok(_) => ProgramKind::Executable,
+    }
 }
 
 fn detect_mpi(program: &Path) -> MpiKind {
@@ -260,4 +303,35 @@ fn unix_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn program_must_be_an_executable_file() {
+        let dir = std::env::temp_dir().join(format!("psls-launch-prog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("prog");
+        std::fs::write(&f, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let shown = f.display().to_string();
+        let e = resolve_program(&shown).unwrap_err();
+        assert!(
+            e.contains(&format!("is not executable (chmod +x {shown})")),
+            "{e}"
+        );
+        assert_eq!(program_kind(&dir), ProgramKind::NotAFile);
+        assert!(resolve_program(&dir.display().to_string())
+            .unwrap_err()
+            .contains("is not a file"));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(resolve_program(&shown).unwrap(), f);
+        assert!(resolve_program(&format!("{shown}.none"))
+            .unwrap_err()
+            .contains("not found"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -311,6 +311,56 @@ fn hostfile_must_be_a_regular_file() {
     }
 }
 
+/// A program without execute permission is refused before anything runs (it would fail on
+/// every rank, and look like a crash to restart); the PATH lookup passes over such files as a
+/// shell does.
+#[test]
+fn program_must_be_executable() {
+    use std::os::unix::fs::PermissionsExt;
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let (first, second) = (d.0.join("bin1"), d.0.join("bin2"));
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    let plain = first.join("psls-prog");
+    std::fs::write(&plain, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let shown = plain.display().to_string();
+    let (out, text) = launch(&["-n", "1", "--dry-run", "--", &shown], &m, &d);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!("is not executable (chmod +x {shown})")),
+        "{text}"
+    );
+    let on_path = |path: &str| {
+        Command::new(sibling_binary("psls-launch"))
+            .args(["-n", "1", "--dry-run", "--", "psls-prog"])
+            .env("PATH", path)
+            .env("PSLS_MEMORY_BASE", m.path())
+            .env("PSLS_DISK_BASE", d.path())
+            .env_remove("SLURM_JOB_ID")
+            .output()
+            .expect("run psls-launch")
+    };
+    // Only a file without execute permission on PATH: refused, naming it.
+    let out = on_path(&first.display().to_string());
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "PATH has only {shown}, without execute permission"
+        )),
+        "{text}"
+    );
+    // An executable one later on PATH is the one used.
+    let exe = script(&second, "psls-prog", "#!/bin/sh\nexit 0\n");
+    let path = std::env::join_paths([&first, &second]).unwrap();
+    let out = on_path(path.to_str().unwrap());
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&exe), "{exe} not run: {text}");
+}
+
 #[test]
 fn dry_run_shows_the_node_map_with_a_spare() {
     let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
