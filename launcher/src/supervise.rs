@@ -151,7 +151,8 @@ impl Job {
         let map = self.nodes.node_map(self.ranks);
         let (env, _) = self.launch_env(0, &map);
         println!(
-            "# node map (written to {} and passed as PSLS_NODE_MAP)",
+            "# node map (a real run would write it to {} and pass it as PSLS_NODE_MAP; a dry \
+             run writes nothing)",
             self.node_map_path(0).display()
         );
         print!("{}", map_text(&map, 0));

@@ -408,6 +408,16 @@ fn dry_run_shows_the_node_map_with_a_spare() {
     }
     assert!(!stdout.contains("PSLS_VIRTUAL_NODES"), "{text}");
     assert!(!run_dir.exists(), "a dry run writes nothing");
+    // ... and does not claim it wrote the node map.
+    assert!(!stdout.contains("(written to"), "{text}");
+    assert!(
+        stdout.contains(&format!(
+            "# node map (a real run would write it to {} and pass it as PSLS_NODE_MAP; a dry \
+             run writes nothing)",
+            run_dir.join("nodemap.0").display()
+        )),
+        "{text}"
+    );
 }
 
 /// Writes the roots a node has for job `j` and checkpoint set `s` under the two bases.
