@@ -45,6 +45,17 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     if o.size < 3 {
         return Err(format!("--size {} is too small: at least 3", o.size));
     }
+    // Two global grids of size x size f64 values.
+    if o.size
+        .checked_mul(o.size)
+        .and_then(|n| n.checked_mul(2 * std::mem::size_of::<f64>()))
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(format!(
+            "--size {}: two grids of {} x {} values do not fit in memory; give a smaller --size",
+            o.size, o.size, o.size
+        ));
+    }
     Ok(o)
 }
 
@@ -154,4 +165,19 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grid_too_large_is_an_error_not_an_overflow() {
+        let e = parse(&["--size".to_string(), "4294967296".to_string()])
+            .err()
+            .unwrap();
+        assert!(e.contains("--size 4294967296: two grids"), "{e}");
+        assert!(e.contains("give a smaller --size"), "{e}");
+        assert!(parse(&["--size".to_string(), "512".to_string()]).is_ok());
+    }
 }

@@ -65,12 +65,47 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             o.vectors, o.rows
         ));
     }
+    // The matrix is one global array of rows x vectors f64 values.
+    if o.rows
+        .checked_mul(o.vectors)
+        .and_then(|n| n.checked_mul(std::mem::size_of::<f64>()))
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(format!(
+            "--rows {} --vectors {}: the matrix of {} x {} values does not fit in memory; give \
+             smaller --rows or --vectors",
+            o.rows, o.vectors, o.rows, o.vectors
+        ));
+    }
     o.crash = match (crash_at, crash_rank) {
-        (Some(j), Some(r)) => Some((j, r)),
+        (Some(j), Some(r)) => {
+            if j >= o.vectors {
+                return Err(format!(
+                    "--crash-at {j}: the run has steps 0 to {} (--vectors {}), so it would never \
+                     crash; give a step in that range",
+                    o.vectors - 1,
+                    o.vectors
+                ));
+            }
+            Some((j, r))
+        }
         (None, None) => None,
         _ => return Err("--crash-at and --crash-rank go together".into()),
     };
     Ok(o)
+}
+
+/// Checks the options that depend on the number of ranks. Every rank decides the same from the
+/// same arguments, so all of them stop together and none waits for the others.
+fn check_ranks(o: &Opts, ranks: usize) -> Result<(), String> {
+    match o.crash {
+        Some((_, r)) if r >= ranks => Err(format!(
+            "--crash-rank {r}: the job has ranks 0 to {}, so it would never crash; give a rank \
+             in that range",
+            ranks - 1
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The deterministic initial matrix: a well-conditioned pseudo-random value per element.
@@ -204,6 +239,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = check_ranks(&o, psls.size()) {
+        if psls.rank() == 0 {
+            eprintln!("mgs: {e}\n\n{USAGE}");
+        }
+        return ExitCode::from(2);
+    }
     let ok = match run(&psls, &o) {
         Ok(ok) => ok,
         Err(e) => {
@@ -219,5 +260,51 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_matrix_too_large_is_an_error_not_an_overflow() {
+        let e = parse(&args(&["--rows", "4294967296", "--vectors", "4294967296"]))
+            .err()
+            .unwrap();
+        assert!(e.contains("--rows 4294967296 --vectors 4294967296"), "{e}");
+        assert!(e.contains("does not fit in memory"), "{e}");
+        assert!(parse(&args(&["--rows", "4096", "--vectors", "64"])).is_ok());
+    }
+
+    #[test]
+    fn a_crash_that_would_never_happen_is_an_error() {
+        let e = parse(&args(&[
+            "--vectors",
+            "64",
+            "--crash-at",
+            "99",
+            "--crash-rank",
+            "0",
+        ]))
+        .err()
+        .unwrap();
+        assert!(
+            e.contains("--crash-at 99: the run has steps 0 to 63 (--vectors 64)"),
+            "{e}"
+        );
+        let o = parse(&args(&["--crash-at", "13", "--crash-rank", "9"])).unwrap();
+        let e = check_ranks(&o, 4).unwrap_err();
+        assert!(
+            e.contains("--crash-rank 9: the job has ranks 0 to 3"),
+            "{e}"
+        );
+        assert!(check_ranks(&o, 10).is_ok());
+        let o = parse(&args(&["--crash-at", "63", "--crash-rank", "3"])).unwrap();
+        assert!(check_ranks(&o, 4).is_ok());
     }
 }

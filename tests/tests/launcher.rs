@@ -739,3 +739,75 @@ fn the_view_names_the_spares() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("spares: vnode4, vnode5"), "{text}");
 }
+
+/// The examples refuse sizes whose element count overflows, and a crash that could never
+/// happen, with exit status 2 and the option named (not a panic, not a run that never
+/// crashes). These are refused before MPI starts, so no launcher is needed.
+#[test]
+fn examples_refuse_impossible_options() {
+    for (program, args, needle) in [
+        (
+            "mgs",
+            &["--rows", "4294967296", "--vectors", "4294967296"][..],
+            "--rows 4294967296 --vectors 4294967296: the matrix",
+        ),
+        (
+            "heat",
+            &["--size", "4294967296"][..],
+            "--size 4294967296: two grids",
+        ),
+        (
+            "mgs",
+            &["--vectors", "16", "--crash-at", "99", "--crash-rank", "0"][..],
+            "--crash-at 99: the run has steps 0 to 15",
+        ),
+    ] {
+        let out = Command::new(sibling_binary(program))
+            .args(args)
+            .output()
+            .expect("run example");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{program} {args:?}: {text}");
+        assert!(text.contains(needle), "{program} {args:?}: {text}");
+        assert!(!text.contains("panicked"), "{program} {args:?}: {text}");
+    }
+}
+
+/// `mgs --crash-rank` beyond the job's ranks is refused by every rank alike (exit status 2,
+/// nobody left waiting), and the launcher returns that as the application's error.
+#[test]
+fn mgs_refuses_a_crash_rank_beyond_the_job() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let mgs = sibling_binary("mgs").display().to_string();
+    let run_dir = d.0.join("run").display().to_string();
+    let (status, text) = supervise(
+        &[
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--job-id",
+            "t-crashrank",
+            "--run-dir",
+            &run_dir,
+            "--",
+            &mgs,
+            "--rows",
+            "64",
+            "--vectors",
+            "8",
+            "--crash-at",
+            "3",
+            "--crash-rank",
+            "9",
+        ],
+        &m,
+        &d,
+    );
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("--crash-rank 9: the job has ranks 0 to 1"),
+        "{text}"
+    );
+    assert!(!text.contains("restart 1 of"), "{text}");
+}
