@@ -18,7 +18,10 @@
 //! (`psls-launch probe` on the node, with a timeout), and **classifies** the failure: a node
 //! that does not answer is lost (node loss); every memory root gone is a power cut; some gone is
 //! a reboot; all intact is a process crash. An exit code from 1 to 128 with every node intact is
-//! the application's own error: it is returned, not restarted. Otherwise each lost node is
+//! the application's own error: it is returned, not restarted. (A first launch that fails
+//! before any rank started, with `--mpi-arg` options, is run again with `psls-launch --version`
+//! as the program: when that fails too, the MPI launcher rejects the command line, and the
+//! launcher says so and exits with status 2.) Otherwise each lost node is
 //! **replaced** by the next spare at the same position of the node map, and the job is
 //! **relaunched**; the runtime restarts from the newest checkpoint that survived. After
 //! `--max-restarts` restarts, or when a lost node has no spare left, the launcher stops with a

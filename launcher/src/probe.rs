@@ -262,6 +262,30 @@ pub fn run_on_nodes(
         .collect()
 }
 
+/// Runs `cmd` to its end within `timeout`; returns its exit success and output, or why it gave
+/// none.
+pub fn run_within(cmd: std::process::Command, timeout: Duration) -> Result<(bool, String), String> {
+    let shown = format!("{:?}", cmd.get_program());
+    let mut c = collect(cmd).map_err(|e| format!("cannot start {shown}: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match c.child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) | Err(_) if Instant::now() >= deadline => break None,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    if status.is_none() {
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+    }
+    let out = c.out.join().unwrap_or_default() + &c.err.join().unwrap_or_default();
+    match status {
+        None => Err(format!("no answer within {} s", timeout.as_secs())),
+        Some(s) => Ok((s.success(), out)),
+    }
+}
+
 /// Why a probe that ran printed nothing usable (the MPI launcher itself failed to start it).
 const NO_REPORT: &str = "the probe printed no report";
 

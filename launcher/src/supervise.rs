@@ -64,6 +64,8 @@ struct Launched {
     cause: Option<&'static str>,
     /// The faults at a time that fired (indices into `Job::injects`).
     fired: Vec<usize>,
+    /// Whether any rank announced itself (`ranks/rank.R`) in this launch.
+    ranks_started: bool,
 }
 
 /// What the supervision has seen so far.
@@ -219,6 +221,20 @@ impl Job {
                 describe_status(r.status, r.cause),
                 r.elapsed.as_secs_f64()
             );
+            if launch == 0 && !r.ranks_started && r.cause.is_none() && !self.mpi_args.is_empty() {
+                if let Some(said) = self.rejected_command_line(&map) {
+                    let (env, _) = self.launch_env(0, &map);
+                    say!(
+                        "error: {launcher} rejected the command line: it fails the same way \
+                         with the program replaced by `psls-launch --version`, so check the \
+                         --mpi-arg options ({}); the command was: {:?}{said}",
+                        self.mpi_args.join(" "),
+                        self.command(0, &map, &env),
+                        launcher = self.launcher_name()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
             self.apply_effects(launch, &map, &r.fired);
             let reports = probe::probe_nodes(
                 &self.mpi,
@@ -298,6 +314,54 @@ impl Job {
         }
     }
 
+    fn launcher_name(&self) -> &'static str {
+        if self.mpi.launcher == LauncherKind::Srun {
+            "srun"
+        } else {
+            "mpirun"
+        }
+    }
+
+    /// After a first launch that failed before any rank started, with --mpi-arg options: runs
+    /// the same command line with `psls-launch --version` as the program (twice, as `mpirun`
+    /// now and then fails to start on a loaded host). When that fails too, the MPI launcher
+    /// rejects the command line itself, not the program: returns what it said (a few lines,
+    /// for the report). `None`: it runs, so the failure is the program's.
+    fn rejected_command_line(&self, map: &[String]) -> Option<String> {
+        let (env, _) = self.launch_env(0, map);
+        let args = ["--version".to_string()];
+        let mut said = String::new();
+        for _ in 0..2 {
+            let cmd = self.mpi.job(&JobSpec {
+                ranks: self.ranks,
+                nodes: &self.nodes,
+                map,
+                slurm_hostfile: &self.slurm_hostfile(0),
+                mpi_args: &self.mpi_args,
+                program: &self.exe,
+                args: &args,
+                env: &env,
+            });
+            match probe::run_within(cmd, self.probe_timeout) {
+                Ok((true, _)) => return None,
+                Ok((false, out)) => said = out,
+                // It hangs or does not start: no verdict on the command line.
+                Err(_) => return None,
+            }
+        }
+        let lines: Vec<&str> = said
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '-'))
+            .take(4)
+            .collect();
+        Some(if lines.is_empty() {
+            String::new()
+        } else {
+            format!("; it said: {}", lines.join(" / "))
+        })
+    }
+
     /// Records `lost` as lost without replacing them (for the final report).
     fn record_lost(&mut self, lost: &[String]) {
         for n in lost {
@@ -342,8 +406,9 @@ impl Job {
                 format!(", injecting {}", injected.join(" "))
             }
         );
-        let r = self.watch(launch, map, &mut cmd, &timed)?;
+        let mut r = self.watch(launch, map, &mut cmd, &timed)?;
         for p in procs::read_rank_files(&self.run_dir) {
+            r.ranks_started = true;
             if !p.node.is_empty() {
                 h.started.insert(p.node);
             }
@@ -508,6 +573,7 @@ impl Job {
                 None
             },
             fired,
+            ranks_started: false,
         })
     }
 

@@ -811,3 +811,65 @@ fn mgs_refuses_a_crash_rank_beyond_the_job() {
     );
     assert!(!text.contains("restart 1 of"), "{text}");
 }
+
+/// An --mpi-arg that mpirun rejects is reported as such (exit status 2, the command shown),
+/// not as an error of the application; a program that fails before it starts, with --mpi-arg
+/// options mpirun accepts, is still the application's error.
+#[test]
+fn mpi_arg_rejected_by_mpirun_is_named() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let hello = sibling_binary("hello").display().to_string();
+    let run_dir = d.0.join("run").display().to_string();
+    let (status, text) = supervise(
+        &[
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--job-id",
+            "t-mpiarg",
+            "--run-dir",
+            &run_dir,
+            "--mpi-arg=--no-such-mpirun-option",
+            "--",
+            &hello,
+        ],
+        &m,
+        &d,
+    );
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("rejected the command line"),
+        "expected the rejection in {text}"
+    );
+    assert!(
+        text.contains("check the --mpi-arg options (--no-such-mpirun-option)"),
+        "{text}"
+    );
+    assert!(text.contains("the command was:"), "{text}");
+    assert!(!text.contains("an error of the application"), "{text}");
+    assert!(!text.contains("restart 1 of"), "{text}");
+
+    let case = psls_tests::testcase_binary().display().to_string();
+    let mca: &[&str] = if MpiFlavor::from_env() == MpiFlavor::Mpich {
+        &["--mpi-arg=-genv", "--mpi-arg=PSLS_TEST_X", "--mpi-arg=1"]
+    } else {
+        &["--mpi-arg=-x", "--mpi-arg=PSLS_TEST_X=1"]
+    };
+    let run_dir = d.0.join("run2").display().to_string();
+    let mut args = vec![
+        "-n",
+        "2",
+        "--virtual-nodes",
+        "2",
+        "--job-id",
+        "t-mpiarg2",
+        "--run-dir",
+        &run_dir,
+    ];
+    args.extend_from_slice(mca);
+    args.extend(["--", &case, "no-such-case"]);
+    let (status, text) = supervise(&args, &m, &d);
+    assert_eq!(status.code(), Some(64), "{text}");
+    assert!(text.contains("an error of the application"), "{text}");
+}
