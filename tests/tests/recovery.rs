@@ -151,6 +151,52 @@ fn one_node_rebooted_restores_from_the_other_copies() {
     resumed(&out, "restarted from checkpoint 3 at vector 8", &want);
 }
 
+/// The file `name` somewhere under `base` (one checkpoint set's memory roots).
+fn find_file(base: &Path, name: &str) -> std::path::PathBuf {
+    let mut todo = vec![base.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n == name) {
+                return p;
+            }
+        }
+    }
+    panic!("no {name} under {}", base.display())
+}
+
+/// A rank's recovery slots truncated, or its frame file deleted, while its record says the
+/// checkpoint committed: its copies are discarded as if its node had rebooted, and the job
+/// comes back bit-identical (before, the lost bytes were read back as zeros, and the run
+/// ended "successfully" with a wrong result).
+#[test]
+fn a_truncated_or_missing_memory_file_is_restored_from_the_other_copies() {
+    let want = fault_free();
+    let c = Cluster::new();
+    for (file, damage) in [("slots.rank2", "truncate"), ("frames.rank0", "remove")] {
+        c.crash(&NODES, "ckpt-begin:epoch=4:rank=1", &[]);
+        let f = find_file(&c.m.0, file);
+        if damage == "truncate" {
+            std::fs::File::options()
+                .write(true)
+                .open(&f)
+                .and_then(|h| h.set_len(0))
+                .expect("truncate");
+        } else {
+            std::fs::remove_file(&f).expect("remove");
+        }
+        let out = c.mgs(&NODES, None, &[]);
+        assert!(
+            out.stderr.contains("its memory checkpoint is damaged") && out.stderr.contains(file),
+            "{file}: {}",
+            out.stderr
+        );
+        resumed(&out, "restarted from checkpoint 3 at vector 8", &want);
+    }
+}
+
 /// A node is lost and a spare takes its place; later, the node that kept the only other copy
 /// of pages the first loss left alone is lost too. Only the copies made again at the first
 /// restart (pages and private state) can bring the job back.

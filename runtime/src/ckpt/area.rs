@@ -128,6 +128,32 @@ impl Words {
     }
 }
 
+/// Removes the damaged recovery area of `rank` in `dir` (see [`RecoveryArea::probe`]), so that
+/// it opens empty, like the area of a rebooted node, and says why.
+fn discard_damaged(dir: &Path, rank: usize, why: &str) -> Result<Found> {
+    tracing::warn!(target: "psls::ckpt", "rank {rank}: its memory checkpoint is damaged ({why}); its copies are discarded and restored from the other copy of each page");
+    for name in [
+        format!("ckpt.rank{rank}"),
+        format!("frames.rank{rank}"),
+        format!("slots.rank{rank}"),
+        format!("slots.rank{rank}.idx"),
+        format!("fstate.rank{rank}"),
+    ] {
+        let f = dir.join(name);
+        match std::fs::remove_file(&f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("removing the damaged {}", f.display()),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(Found::Absent)
+}
+
 fn open_file(path: &Path, len: u64, fresh: bool) -> Result<File> {
     crate::sys::vm::open_sized(path, len, fresh)
         .map_err(|e| Error::io(format!("opening {} ({len} bytes)", path.display()), e))
@@ -187,11 +213,25 @@ impl RecoveryArea {
     /// What the checkpoint directory holds for `rank`, before anything is opened: the epoch
     /// its record says was committed, or nothing. A record of another geometry is an error
     /// that names the directory to remove.
+    ///
+    /// A committed area whose files are missing or of the wrong size (a truncated or deleted
+    /// frame or slot file) is damaged: its files are removed and it counts as absent, as if the
+    /// node had rebooted, so that the restart takes its pages from their other copies instead
+    /// of reading zeros where they were.
     pub fn probe(dir: &Path, rank: usize, geo: Geometry) -> Result<Found> {
         let path = dir.join(format!("ckpt.rank{rank}"));
         let Ok(bytes) = std::fs::read(&path) else {
             return Ok(Found::Absent);
         };
+        if bytes.len() != RECORD_WORDS * 8 {
+            let why = format!(
+                "{} is {} bytes, not {}",
+                path.display(),
+                bytes.len(),
+                RECORD_WORDS * 8
+            );
+            return discard_damaged(dir, rank, &why);
+        }
         let w = |i: usize| {
             bytes
                 .get(i * 8..i * 8 + 8)
@@ -215,6 +255,23 @@ impl RecoveryArea {
             ranks: w(R_RANKS) as usize,
             base: w(R_BASE) as usize,
         };
+        if found == geo && w(R_COMMITTED) > 0 {
+            let np = geo.npages;
+            for (name, len) in [
+                (format!("frames.rank{rank}"), np * geo.page_size),
+                (format!("slots.rank{rank}"), np * geo.page_size),
+                (format!("slots.rank{rank}.idx"), np * 2 * 8),
+                (format!("fstate.rank{rank}"), np * 8),
+            ] {
+                let f = dir.join(&name);
+                let why = match std::fs::metadata(&f) {
+                    Ok(m) if m.len() == len as u64 => continue,
+                    Ok(m) => format!("{} is {} bytes, not {len}", f.display(), m.len()),
+                    Err(e) => format!("{} cannot be used ({e})", f.display()),
+                };
+                return discard_damaged(dir, rank, &why);
+            }
+        }
         if found != geo {
             return Err(Error::Checkpoint(format!(
                 "the checkpoint in {} was taken with {} ranks, pages of {} bytes and a global range of {} pages at {:#x}; this run has {} ranks, pages of {} bytes and {} pages at {:#x}. Restart with the same settings (PSLS_PAGE_SIZE, PSLS_SVM_BASE, PSLS_SVM_SIZE), or remove {} to start afresh",
