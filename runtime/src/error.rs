@@ -144,6 +144,15 @@ pub enum Error {
         len: usize,
     },
 
+    /// A global allocation whose size in bytes does not even fit in a 64-bit number.
+    #[error("cannot allocate {len} elements of {elem} bytes: the size overflows a 64-bit byte count; ask for fewer elements")]
+    AllocOverflow {
+        /// Elements asked for.
+        len: usize,
+        /// Bytes per element.
+        elem: usize,
+    },
+
     /// A global allocation does not fit in the global range.
     #[error("cannot allocate {requested} bytes of global memory: the global range of {size} bytes has no free run that large; raise PSLS_SVM_SIZE or free global arrays")]
     OutOfRange {

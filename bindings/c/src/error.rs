@@ -71,7 +71,7 @@ fn code_of(e: &runtime::Error) -> c_int {
         E::Config { .. } | E::ConfigFile { .. } | E::Root { .. } | E::NoLauncher => PSLS_ERR_CONFIG,
         E::AddressTaken { .. } | E::NodeMap(_) => PSLS_ERR_CONFIG,
         E::ThreadLevel { .. } | E::MpiFinalized | E::Mpi { .. } => PSLS_ERR_MPI,
-        E::OutOfRange { .. } | E::MapCount { .. } => PSLS_ERR_NO_MEMORY,
+        E::OutOfRange { .. } | E::AllocOverflow { .. } | E::MapCount { .. } => PSLS_ERR_NO_MEMORY,
         E::Store(_) | E::Io { .. } => PSLS_ERR_IO,
         E::Checkpoint(_) => PSLS_ERR_CHECKPOINT,
         E::AlreadyInitialized

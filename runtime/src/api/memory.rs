@@ -115,12 +115,10 @@ impl Psls {
     /// Allocates a global array of `len` zeroed elements (collective: every rank calls it with
     /// the same length, in the same order, and gets the same address).
     pub fn alloc<T: Pod>(&self, len: usize) -> Result<GlobalArray<'_, T>> {
+        let elem = std::mem::size_of::<T>();
         let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
-            .ok_or(Error::OutOfRange {
-                requested: usize::MAX,
-                size: 0,
-            })?;
+            .checked_mul(elem)
+            .ok_or(Error::AllocOverflow { len, elem })?;
         let serial = self.svm.next_array_serial();
         let backing = self
             .ckpt

@@ -98,13 +98,16 @@ pub fn prepare_root(
     // Prove the root is writable now rather than at the first checkpoint.
     let probe = path.join(format!(".probe-{}", std::process::id()));
     fs::write(&probe, b"psls").map_err(|e| {
-        err(
-            &path,
-            format!(
-                "cannot write into it: {e}; set {} to a writable directory",
-                kind.key()
-            ),
-        )
+        let fix = match e.raw_os_error() {
+            // Full: what is there (a checkpoint, the PFS) must not be abandoned for another base.
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                "free space there (or raise the quota); moving the base elsewhere would leave \
+                 this node's checkpoint and PFS files behind"
+                    .to_string()
+            }
+            _ => format!("set {} to a writable directory", kind.key()),
+        };
+        err(&path, format!("cannot write into it: {e}; {fix}"))
     })?;
     let _ = fs::remove_file(&probe);
     Ok(path)

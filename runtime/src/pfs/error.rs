@@ -24,8 +24,8 @@ pub(crate) enum StoreError {
     /// The disk root is full (`ENOSPC`) or the quota is exhausted (`EDQUOT`).
     #[error(
         "the disk root is full: cannot {what} {path} ({source}). The previous committed version \
-         is intact; free space in the disk root (PSLS_DISK_BASE) or raise the quota, then \
-         checkpoint again"
+         is intact; free space in the disk root (PSLS_DISK_BASE) or raise the quota, then run \
+         the flush, checkpoint or import again"
     )]
     NoSpace {
         /// What the store was doing.

@@ -417,6 +417,14 @@ fn alloc_free(p: &Psls) -> Result<()> {
         nonzero == 0,
         "reallocated memory reads as zeros ({nonzero} not)"
     );
+    // A size that overflows is a clear error on every rank, not a 0-byte "global range".
+    let e = p.alloc::<u64>(usize::MAX / 4).err().map(|e| e.to_string());
+    check!(
+        p,
+        e.as_deref()
+            .is_some_and(|e| e.contains("overflows a 64-bit byte count")),
+        "an overflowing alloc is refused clearly: {e:?}"
+    );
     Ok(())
 }
 

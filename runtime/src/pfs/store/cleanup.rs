@@ -160,11 +160,30 @@ impl NodeStore {
     }
 }
 
-/// Creates `dir` (mode 0700) if missing, and makes its creation durable.
+/// Creates `dir` (mode 0700) if missing, and makes its creation durable. An existing one must
+/// be a real directory: a symbolic link (or a file) in its place would lead the store's
+/// writes and deletions somewhere else.
 pub(super) fn private_dir(dir: &Path) -> Result<()> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => sync_dir(parent_of(dir)),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let meta = fs::symlink_metadata(dir).map_err(|e| io_error("inspect", dir, e))?;
+            if meta.is_dir() {
+                return Ok(());
+            }
+            let what = if meta.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a directory"
+            };
+            Err(io_error(
+                "use",
+                dir,
+                std::io::Error::other(format!(
+                    "it is {what}, where the PFS store keeps its own directory: move it away"
+                )),
+            ))
+        }
         Err(e) => Err(io_error("create the directory", dir, e)),
     }
 }

@@ -812,3 +812,18 @@ fn an_aborted_flush_removes_the_files_it_created() {
     assert!(sc.pfs().join("files/0").exists());
     expect(&s, &a, 0, 1, 1);
 }
+
+#[test]
+fn a_symbolic_link_in_place_of_the_files_directory_is_refused() {
+    let sc = Scratch::new("symlinked-files");
+    drop(sc.open());
+    let files = sc.pfs().join("files");
+    fs::remove_dir(&files).unwrap();
+    let elsewhere = sc.pfs().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &files).unwrap();
+    let e = NodeStore::open(&sc.pfs(), "vnode0")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a symbolic link") && e.contains("files"), "{e}");
+}
