@@ -551,3 +551,33 @@ fn bad_tool_usage_is_refused_clearly() {
     let ls = t.ok(&["ls"]);
     assert!(!ls.stdout.contains("dup"), "{}", ls.stdout);
 }
+
+/// `--quiet` runs of `psls-pfs` with `env` set.
+fn tool_with(t: &Pfs, env: &[(&str, &str)], args: &[&str]) -> Outcome {
+    let mut l = t.launch("psls-pfs", args).arg("--quiet");
+    for (k, v) in env {
+        l = l.env(*k, *v);
+    }
+    l.run()
+}
+
+/// Import and export move about 1 MiB per step, at least a page: with 256 MiB pages a step of
+/// 256 pages once asked for 64 GiB and aborted.
+#[test]
+fn import_and_export_with_large_pages_keep_memory_bounded() {
+    let t = Pfs::new();
+    let env = [("PSLS_PAGE_SIZE", "256M")];
+    let src = t.file("small.src");
+    write_pattern(&src, 4, 3 * PAGE + 11);
+    tool_with(&t, &env, &["import", src.to_str().unwrap(), "small"]).assert_success();
+    let stat = t.ok(&["stat", "small"]);
+    assert!(
+        stat.stdout
+            .contains(&format!("page size:   {} bytes", 256 << 20)),
+        "{}",
+        stat.stdout
+    );
+    let dst = t.file("small.out");
+    tool_with(&t, &env, &["export", "small", dst.to_str().unwrap()]).assert_success();
+    check_pattern(&dst, 4, 3 * PAGE + 11).unwrap();
+}

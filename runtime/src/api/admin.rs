@@ -9,8 +9,16 @@ use crate::pfs::{FileMeta, PageState};
 use std::io::{Read, Write};
 use std::path::Path;
 
-/// Pages moved per collective step of import and export.
-const CHUNK_PAGES: usize = 256;
+/// Bytes moved per collective step of import, export and re-mirroring (at least one page):
+/// the buffers of a step are sized from it, so memory stays bounded whatever the page size
+/// (256 pages of 1 GiB would be 256 GiB).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Pages moved per collective step with pages of `page_size` bytes: 1 MiB of them, at least
+/// one page.
+fn chunk_pages(page_size: usize) -> usize {
+    (CHUNK_BYTES / page_size.max(1)).max(1)
+}
 
 /// What [`Psls::pfs_verify`] found in one file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,83 +144,104 @@ impl Psls {
         let (catalog, meta) = self.with_new_file(catalog, st.epoch + 1, name, size)?;
         let ps = self.cfg.page_size;
         let npages = size.div_ceil(ps as u64);
+        let chunk = chunk_pages(ps);
         vol.publish(&self.comm, catalog, |epoch, catalog| {
             let mut page = 0u64;
             // Every rank learns which pages of every chunk are not zeros, so every rank marks
             // the same pages written.
             let mut nonzero: Vec<u64> = Vec::new();
             let mut failed: Option<Error> = None;
-            let mut buf = vec![0u8; CHUNK_PAGES * ps];
+            // Only rank 0 reads; the buffer holds one chunk, and no more than the file needs.
+            let mut buf = match file {
+                Some(_) => vec![0u8; (chunk as u64).min(npages) as usize * ps],
+                None => Vec::new(),
+            };
             while page < npages {
-                let n = (npages - page).min(CHUNK_PAGES as u64) as usize;
-                // Rank 0 reads the chunk and sends each rank a part: byte 0 says whether the read
-                // worked; then a bitmap of the chunk's non-zero pages, then the non-zero pages
-                // that rank keeps (primary or mirror), in page order. Each node gets only its
-                // own pages, not the whole file.
-                let mut parts: Vec<Vec<u8>> = Vec::new();
+                let n = (npages - page).min(chunk as u64) as usize;
+                let nb = n.div_ceil(8);
+                // Rank 0 reads the chunk, then sends each rank a part, once for the primary
+                // copies and once for the mirrors: byte 0 says whether the read worked; then
+                // a bitmap of the chunk's non-zero pages, then the non-zero pages whose copy of
+                // that role the rank keeps, in page order. Each node gets only its own pages,
+                // not the whole file, and the parts of one scatter hold each page at most once,
+                // so that they stay below MPI's 2 GiB even with 1 GiB pages.
+                let mut read: Option<Result<Vec<u8>, String>> = None;
                 if let Some(f) = file.as_mut() {
                     let want = ((size - page * ps as u64) as usize).min(n * ps);
-                    buf[..n * ps].fill(0);
-                    parts = match f.read_exact(&mut buf[..want]) {
-                        Ok(()) => {
-                            let mut bitmap = vec![0u8; n.div_ceil(8)];
-                            let mut parts = vec![Vec::new(); self.size];
+                    // Only the last chunk is short: the end of its last page reads as zeros.
+                    buf[want..n * ps].fill(0);
+                    read = Some(
+                        f.read_exact(&mut buf[..want])
+                            .map_err(|e| format!("reading {}: {e}", src.display()))
+                            .map(|()| {
+                                let mut bitmap = vec![0u8; nb];
+                                for (k, data) in buf[..n * ps].chunks(ps).enumerate() {
+                                    if data.iter().any(|&b| b != 0) {
+                                        bitmap[k / 8] |= 1 << (k % 8);
+                                    }
+                                }
+                                bitmap
+                            }),
+                    );
+                }
+                for role in 0..2 {
+                    let parts: Vec<Vec<u8>> = match &read {
+                        None => Vec::new(),
+                        Some(Err(why)) => vec![[&[1u8][..], why.as_bytes()].concat(); self.size],
+                        Some(Ok(bitmap)) => {
+                            let mut parts: Vec<Vec<u8>> = (0..self.size)
+                                .map(|_| [&[0u8][..], bitmap].concat())
+                                .collect();
                             for (k, data) in buf[..n * ps].chunks(ps).enumerate() {
-                                if data.iter().all(|&b| b == 0) {
+                                if bitmap[k / 8] & (1 << (k % 8)) == 0 {
                                     continue;
                                 }
-                                bitmap[k / 8] |= 1 << (k % 8);
-                                for r in vol.holders(&meta, page + k as u64).into_iter().flatten() {
-                                    if let Some(p) = parts.get_mut(r) {
-                                        p.extend_from_slice(data);
-                                    }
+                                let holder = vol.holders(&meta, page + k as u64)[role];
+                                if let Some(p) = holder.and_then(|r| parts.get_mut(r)) {
+                                    p.extend_from_slice(data);
                                 }
                             }
                             parts
-                                .into_iter()
-                                .map(|p| [&[0u8][..], &bitmap, &p].concat())
-                                .collect()
-                        }
-                        Err(e) => {
-                            let why = format!("reading {}: {e}", src.display());
-                            vec![[&[1u8][..], why.as_bytes()].concat(); self.size]
                         }
                     };
-                }
-                let got = self.comm.scatter_bytes(0, &parts)?;
-                match got.first() {
-                    Some(0) => {}
-                    _ => {
-                        return Err(Error::Store(format!(
-                            "import of {name:?} stopped: {}",
-                            String::from_utf8_lossy(got.get(1..).unwrap_or_default())
-                        )))
+                    let got = self.comm.scatter_bytes(0, &parts)?;
+                    drop(parts);
+                    match got.first() {
+                        Some(0) => {}
+                        _ => {
+                            return Err(Error::Store(format!(
+                                "import of {name:?} stopped: {}",
+                                String::from_utf8_lossy(got.get(1..).unwrap_or_default())
+                            )))
+                        }
                     }
-                }
-                // The chunk's non-zero pages, then this node's among them, from the part.
-                let nb = n.div_ceil(8);
-                let bitmap = got.get(1..1 + nb).unwrap_or_default();
-                let written: Vec<u64> = (0..n.min(bitmap.len() * 8))
-                    .filter(|&k| bitmap[k / 8] & (1 << (k % 8)) != 0)
-                    .map(|k| page + k as u64)
-                    .collect();
-                nonzero.extend_from_slice(&written);
-                if bitmap.len() < nb {
-                    failed.get_or_insert(Error::Protocol(format!(
-                        "import: a short part ({} bytes)",
-                        got.len()
-                    )));
-                }
-                if failed.is_none() {
-                    let kept: Vec<u64> = written
-                        .into_iter()
-                        .filter(|&p| vol.holders(&meta, p).contains(&Some(self.rank)))
+                    // The chunk's non-zero pages, then this node's among them, from the part.
+                    let bitmap = got.get(1..1 + nb).unwrap_or_default();
+                    let written: Vec<u64> = (0..n.min(bitmap.len() * 8))
+                        .filter(|&k| bitmap[k / 8] & (1 << (k % 8)) != 0)
+                        .map(|k| page + k as u64)
                         .collect();
-                    let stored = write_kept(vol, &meta, epoch, ps, &kept, &got[1 + nb..]);
-                    if let Err(e) = stored {
-                        // This rank goes on receiving the chunks (the others would wait for
-                        // it in the scatter), and the vote fails the import everywhere.
-                        failed = Some(e);
+                    if bitmap.len() < nb {
+                        failed.get_or_insert(Error::Protocol(format!(
+                            "import: a short part ({} bytes)",
+                            got.len()
+                        )));
+                    }
+                    if failed.is_none() {
+                        let kept: Vec<u64> = written
+                            .iter()
+                            .copied()
+                            .filter(|&p| vol.holders(&meta, p)[role] == Some(self.rank))
+                            .collect();
+                        let stored = write_kept(vol, &meta, epoch, ps, &kept, &got[1 + nb..]);
+                        if let Err(e) = stored {
+                            // This rank goes on receiving the chunks (the others would wait
+                            // for it in the scatter), and the vote fails the import everywhere.
+                            failed = Some(e);
+                        }
+                    }
+                    if role == 0 {
+                        nonzero.extend_from_slice(&written);
                     }
                 }
                 vol.start_writeback();
@@ -239,6 +268,7 @@ impl Psls {
         let ps = meta.page_size as usize;
         let size = meta.size;
         let npages = size.div_ceil(ps as u64);
+        let chunk = chunk_pages(ps) as u64;
         let tmp = dst.with_file_name(format!(
             ".{}.psls-export",
             dst.file_name()
@@ -255,7 +285,7 @@ impl Psls {
         let result = (|| {
             let mut page = 0u64;
             while page < npages {
-                let n = (npages - page).min(CHUNK_PAGES as u64);
+                let n = (npages - page).min(chunk);
                 let pages = self.read_pages(&meta, page..page + n, Reading::Export)?.0;
                 let wrote = match out.as_mut() {
                     Some(f) => {
@@ -459,7 +489,7 @@ impl Psls {
             for &(start, end) in &meta.written {
                 let mut at = start;
                 while at < end {
-                    let to = (at + CHUNK_PAGES as u64).min(end);
+                    let to = (at + chunk_pages(meta.page_size as usize) as u64).min(end);
                     lost += self.read_pages(meta, at..to, Reading::Remirror)?.1;
                     at = to;
                 }
