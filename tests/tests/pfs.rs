@@ -561,6 +561,52 @@ fn tool_with(t: &Pfs, env: &[(&str, &str)], args: &[&str]) -> Outcome {
     l.run()
 }
 
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
+/// Import reads regular files only: a FIFO is refused at once (opening it waited for a
+/// writer forever), and a file with more data than its reported size (as in /proc) fails
+/// instead of importing the first 0 bytes of it, leaving the file it was to replace intact.
+#[test]
+fn import_refuses_what_is_not_a_regular_file_of_known_size() {
+    let t = Pfs::new();
+    let fifo = t.file("fifo");
+    mkfifo(&fifo);
+    let out = t
+        .launch(
+            "psls-pfs",
+            &["import", fifo.to_str().unwrap(), "f", "--quiet"],
+        )
+        .timeout(std::time::Duration::from_secs(60))
+        .run();
+    out.assert_failure();
+    out.assert_output_contains("is a FIFO (named pipe), not a regular file");
+    out.assert_output_contains("copy it to a regular file first");
+    let out = t.tool(&["import", t.files.0.to_str().unwrap(), "d"]);
+    out.assert_failure();
+    out.assert_output_contains("is a directory, not a regular file");
+
+    t.import("keep", 2, 2 * PAGE + 3);
+    for name in ["cpu", "keep"] {
+        let out = t.tool(&["import", "/proc/cpuinfo", name, "--replace"]);
+        out.assert_failure();
+        out.assert_output_contains("/proc/cpuinfo is larger than its reported size");
+        out.assert_output_contains("the import was abandoned");
+    }
+    let ls = t.ok(&["ls"]);
+    assert!(
+        !ls.stdout.contains("cpu") && !ls.stdout.contains(" f\n") && !ls.stdout.contains(" d\n"),
+        "a failed import left a file:\n{}",
+        ls.stdout
+    );
+    t.expect("keep", 2, 2 * PAGE + 3).unwrap();
+}
+
 /// Import and export move about 1 MiB per step, at least a page: with 256 MiB pages a step of
 /// 256 pages once asked for 64 GiB and aborted.
 #[test]

@@ -39,6 +39,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Copy a regular file (read on rank 0's node) into the PFS.
+    ///
+    /// SRC must be a regular file of a known size: a FIFO, a device, a socket or a directory is
+    /// refused, and so is a file with more data than its reported size (as in /proc) or one
+    /// that changes while it is read. Copy such data to a regular file first.
     Import {
         /// The regular file to read.
         src: PathBuf,

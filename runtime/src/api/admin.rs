@@ -113,6 +113,11 @@ impl Psls {
     /// The file appears in the catalog, complete, only when every page is on disk on its
     /// primary and its mirror; an existing file of that name is an error unless `replace`.
     /// Pages that are all zeros are not stored (they read as zeros).
+    ///
+    /// `src` must be a regular file (a FIFO, device, socket or directory is refused before it
+    /// is opened), and must hold exactly the size its metadata reports: a file with more (a
+    /// `/proc` file, a file growing during the import) or less fails the import, on every
+    /// rank, and an existing file of that name stays as it was.
     pub fn pfs_import(
         &self,
         src: &Path,
@@ -121,9 +126,7 @@ impl Psls {
         progress: Progress<'_>,
     ) -> Result<FileInfo> {
         let opened = if self.rank == 0 {
-            std::fs::File::open(src)
-                .and_then(|f| f.metadata().map(|m| (Some(f), m.len())))
-                .map_err(|e| Error::io(format!("opening {} to import it", src.display()), e))
+            open_source(src).map(|(f, len)| (Some(f), len))
         } else {
             Ok((None, 0))
         };
@@ -170,19 +173,15 @@ impl Psls {
                     let want = ((size - page * ps as u64) as usize).min(n * ps);
                     // Only the last chunk is short: the end of its last page reads as zeros.
                     buf[want..n * ps].fill(0);
-                    read = Some(
-                        f.read_exact(&mut buf[..want])
-                            .map_err(|e| format!("reading {}: {e}", src.display()))
-                            .map(|()| {
-                                let mut bitmap = vec![0u8; nb];
-                                for (k, data) in buf[..n * ps].chunks(ps).enumerate() {
-                                    if data.iter().any(|&b| b != 0) {
-                                        bitmap[k / 8] |= 1 << (k % 8);
-                                    }
-                                }
-                                bitmap
-                            }),
-                    );
+                    read = Some(read_chunk(f, &mut buf[..want], src, size).map(|()| {
+                        let mut bitmap = vec![0u8; nb];
+                        for (k, data) in buf[..n * ps].chunks(ps).enumerate() {
+                            if data.iter().any(|&b| b != 0) {
+                                bitmap[k / 8] |= 1 << (k % 8);
+                            }
+                        }
+                        bitmap
+                    }));
                 }
                 for role in 0..2 {
                     let parts: Vec<Vec<u8>> = match &read {
@@ -248,6 +247,13 @@ impl Psls {
                 page += n as u64;
                 progress((page * ps as u64).min(size), size);
             }
+            // After its reported size, the file must end: a file with more (a /proc file, or
+            // one that grew while it was read) would otherwise be imported cut short, silently.
+            let ended = match file.as_mut() {
+                Some(f) => check_ended(f, src, size),
+                None => Ok(()),
+            };
+            agree(&self.comm, ended)?;
             if let Some(e) = failed {
                 return Err(e);
             }
@@ -607,6 +613,91 @@ impl Psls {
     /// Describes one PFS file (from the catalog, which every rank holds).
     pub fn file_info(&self, name: &str) -> Result<FileInfo> {
         self.pfs_meta(name).map(|m| FileInfo::from(&m))
+    }
+}
+
+/// What kind of thing `t` is, when it is not a regular file: words for an error message.
+fn not_regular(t: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    })
+}
+
+/// Opens the file `src` to import it, and returns it with its size. Anything but a regular
+/// file is refused before it is opened (opening a FIFO would wait for a writer, forever); it
+/// is opened without blocking and checked again, in case it was replaced in between.
+fn open_source(src: &Path) -> Result<(std::fs::File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opening = |e| Error::io(format!("opening {} to import it", src.display()), e);
+    let refuse = |kind: &str| {
+        Error::Store(format!(
+            "{} is {kind}, not a regular file: psls-pfs import reads only regular files, \
+             of a known size (copy it to a regular file first)",
+            src.display()
+        ))
+    };
+    let meta = std::fs::metadata(src).map_err(opening)?;
+    if let Some(kind) = not_regular(&meta.file_type()) {
+        return Err(refuse(kind));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(src)
+        .map_err(opening)?;
+    let meta = f.metadata().map_err(opening)?;
+    if let Some(kind) = not_regular(&meta.file_type()) {
+        return Err(refuse(kind));
+    }
+    Ok((f, meta.len()))
+}
+
+/// Reads the next `buf.len()` bytes of the imported file `src` of `size` bytes, or says why it
+/// could not.
+fn read_chunk(f: &mut std::fs::File, buf: &mut [u8], src: &Path, size: u64) -> Result<(), String> {
+    f.read_exact(buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            format!(
+                "{} ended before its reported size ({size} bytes): it shrank while it was read; \
+                 the import was abandoned (import it again once it no longer changes)",
+                src.display()
+            )
+        } else {
+            format!("reading {}: {e}", src.display())
+        }
+    })
+}
+
+/// Checks that the imported file `src`, all `size` bytes of it read, has nothing more.
+fn check_ended(f: &mut std::fs::File, src: &Path, size: u64) -> Result<()> {
+    let mut more = [0u8; 1];
+    loop {
+        return match f.read(&mut more) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(Error::Store(format!(
+                "{} is larger than its reported size ({size} bytes): it is a file whose size \
+                 is not known in advance (as in /proc or /sys) or it grew while it was read; \
+                 the import was abandoned (copy it to a regular file first)",
+                src.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(Error::io(format!("reading {}", src.display()), e)),
+        };
     }
 }
 
