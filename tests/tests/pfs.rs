@@ -569,6 +569,62 @@ fn mkfifo(path: &Path) {
     assert_eq!(rc, 0, "mkfifo {}", path.display());
 }
 
+/// Export writes a new regular file, or replaces an existing regular file only with
+/// `--replace`; a symbolic link, a FIFO or a directory at the destination is never replaced
+/// (renaming over it once turned `/dev/null` into a regular file).
+#[test]
+fn export_never_replaces_what_it_was_not_asked_to() {
+    use std::os::unix::fs::FileTypeExt;
+    let t = Pfs::new();
+    t.import("x", 9, 3 * PAGE + 5);
+    let dst = t.file("x.out");
+    std::fs::write(&dst, b"precious").unwrap();
+    let out = t.tool(&["export", "x", dst.to_str().unwrap()]);
+    out.assert_failure();
+    out.assert_output_contains("exists already; pass --replace");
+    assert_eq!(std::fs::read(&dst).unwrap(), b"precious");
+    t.ok(&["export", "x", dst.to_str().unwrap(), "--replace"]);
+    check_pattern(&dst, 9, 3 * PAGE + 5).unwrap();
+
+    // A symbolic link: refused even with --replace; the link and its target stay.
+    let target = t.file("target");
+    std::fs::write(&target, b"target").unwrap();
+    let link = t.file("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for extra in [&[][..], &["--replace"][..]] {
+        let out = t.tool(&[&["export", "x", link.to_str().unwrap()][..], extra].concat());
+        out.assert_failure();
+        out.assert_output_contains("is a symbolic link, not a regular file");
+    }
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"target");
+
+    // A FIFO and a directory: refused, left as they are.
+    let fifo = t.file("fifo");
+    mkfifo(&fifo);
+    let out = t.tool(&["export", "x", fifo.to_str().unwrap(), "--replace"]);
+    out.assert_failure();
+    out.assert_output_contains("is a FIFO (named pipe), not a regular file");
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let out = t.tool(&["export", "x", t.files.0.to_str().unwrap(), "--replace"]);
+    out.assert_failure();
+    out.assert_output_contains("is a directory, not a regular file");
+    // No temporary file is left behind.
+    let left: Vec<_> = std::fs::read_dir(&t.files.0)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("psls-export"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// Import reads regular files only: a FIFO is refused at once (opening it waited for a
 /// writer forever), and a file with more data than its reported size (as in /proc) fails
 /// instead of importing the first 0 bytes of it, leaving the file it was to replace intact.

@@ -53,11 +53,18 @@ enum Cmd {
         replace: bool,
     },
     /// Copy a PFS file out to a regular file (written on rank 0's node).
+    ///
+    /// The data is written to a temporary file next to DST, renamed to DST when complete. An
+    /// existing DST is an error unless it is a regular file and --replace is given; anything
+    /// else (a symbolic link, a directory, a device, a FIFO, a socket) is never replaced.
     Export {
         /// The PFS file.
         name: String,
-        /// The regular file to write (replaced atomically when complete).
+        /// The regular file to write (created when complete).
         dst: PathBuf,
+        /// Replace DST if it is an existing regular file.
+        #[arg(long)]
+        replace: bool,
     },
     /// List the PFS files.
     Ls,
@@ -184,9 +191,9 @@ fn run(p: &psls::Psls, cli: &Cli) -> psls::Result<u8> {
                 );
             }
         }
-        Cmd::Export { name, dst } => {
+        Cmd::Export { name, dst, replace } => {
             let mut m = Meter::new("export", show);
-            let n = p.pfs_export(name, dst, &mut |d, a| m.tick(d, a))?;
+            let n = p.pfs_export_with(name, dst, *replace, &mut |d, a| m.tick(d, a))?;
             if root {
                 println!("exported {name} to {} ({n} bytes)", dst.display());
             }

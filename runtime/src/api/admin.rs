@@ -266,10 +266,26 @@ impl Psls {
         Ok(FileInfo::from(&meta))
     }
 
-    /// Exports the PFS file `name` to the regular file `dst` (written by rank 0), collectively.
+    /// Exports the PFS file `name` to the regular file `dst` (written by rank 0), collectively;
+    /// an existing `dst` is an error (see [`Psls::pfs_export_with`] to replace it).
+    pub fn pfs_export(&self, name: &str, dst: &Path, progress: Progress<'_>) -> Result<u64> {
+        self.pfs_export_with(name, dst, false, progress)
+    }
+
+    /// Exports the PFS file `name` to the regular file `dst` (written by rank 0), collectively:
+    /// to a temporary file next to `dst`, renamed to `dst` when complete. An existing `dst` is
+    /// an error unless it is a regular file and `replace` is set; anything else there (a
+    /// symbolic link, a directory, a device, a FIFO, a socket) is never replaced.
+    ///
     /// Each page comes from its primary; a missing or corrupt primary is read from the mirror
     /// (and repaired). A page with no good copy stops the export with an error naming it.
-    pub fn pfs_export(&self, name: &str, dst: &Path, progress: Progress<'_>) -> Result<u64> {
+    pub fn pfs_export_with(
+        &self,
+        name: &str,
+        dst: &Path,
+        replace: bool,
+        progress: Progress<'_>,
+    ) -> Result<u64> {
         let meta = self.pfs_meta(name)?;
         let ps = meta.page_size as usize;
         let size = meta.size;
@@ -281,9 +297,7 @@ impl Psls {
                 .map_or("out".into(), |n| n.to_string_lossy())
         ));
         let created = if self.rank == 0 {
-            std::fs::File::create(&tmp)
-                .map(Some)
-                .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))
+            check_destination(dst, replace).and_then(|()| create_temporary(&tmp).map(Some))
         } else {
             Ok(None)
         };
@@ -306,16 +320,23 @@ impl Psls {
                 page += n;
                 progress((page * ps as u64).min(size), size);
             }
-            if let Some(f) = out.take() {
-                f.sync_all()
-                    .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
-                std::fs::rename(&tmp, dst).map_err(|e| {
-                    Error::io(
-                        format!("renaming {} to {}", tmp.display(), dst.display()),
-                        e,
-                    )
-                })?;
-            }
+            let done = match out.take() {
+                Some(f) => f
+                    .sync_all()
+                    .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))
+                    // Something may have appeared at `dst` while the pages were written.
+                    .and_then(|()| check_destination(dst, replace))
+                    .and_then(|()| {
+                        std::fs::rename(&tmp, dst).map_err(|e| {
+                            Error::io(
+                                format!("renaming {} to {}", tmp.display(), dst.display()),
+                                e,
+                            )
+                        })
+                    }),
+                None => Ok(()),
+            };
+            agree(&self.comm, done)?;
             Ok(size)
         })();
         if result.is_err() && self.rank == 0 {
@@ -698,6 +719,61 @@ fn check_ended(f: &mut std::fs::File, src: &Path, size: u64) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => Err(Error::io(format!("reading {}", src.display()), e)),
         };
+    }
+}
+
+/// Checks that an export may write `dst`: nothing there, or a regular file and `replace`.
+/// Nothing else is ever replaced: renaming over a symbolic link, a device or a FIFO would
+/// replace it with a regular file.
+fn check_destination(dst: &Path, replace: bool) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(dst) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::io(
+                format!("looking at {} to export to it", dst.display()),
+                e,
+            ))
+        }
+    };
+    match not_regular(&meta.file_type()) {
+        Some(kind) => Err(Error::Store(format!(
+            "{} is {kind}, not a regular file: psls-pfs export writes only regular files and \
+             never replaces anything else (give the path of a new or regular file)",
+            dst.display()
+        ))),
+        None if replace => Ok(()),
+        None => Err(Error::Store(format!(
+            "{} exists already; pass --replace to replace it, or choose another path",
+            dst.display()
+        ))),
+    }
+}
+
+/// Creates the temporary file `tmp` an export writes before renaming it. A regular file left
+/// there by an interrupted export is removed; anything else there is an error (it is never
+/// followed or replaced).
+fn create_temporary(tmp: &Path) -> Result<std::fs::File> {
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+    };
+    let creating = |e| Error::io(format!("creating {}", tmp.display()), e);
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let stale = std::fs::symlink_metadata(tmp).map_err(creating)?;
+            if let Some(kind) = not_regular(&stale.file_type()) {
+                return Err(Error::Store(format!(
+                    "{} (the export's temporary file) is {kind}: remove it, then export again",
+                    tmp.display()
+                )));
+            }
+            std::fs::remove_file(tmp).map_err(creating)?;
+            create().map_err(creating)
+        }
+        made => made.map_err(creating),
     }
 }
 
