@@ -683,3 +683,18 @@ fn import_and_export_with_large_pages_keep_memory_bounded() {
     tool_with(&t, &env, &["export", "small", dst.to_str().unwrap()]).assert_success();
     check_pattern(&dst, 4, 3 * PAGE + 11).unwrap();
 }
+
+/// `import SRC` takes the PFS name from SRC's file name; a path with none (`/`, `.`) asks for
+/// the name (exit 2) instead of reporting an empty name.
+#[test]
+fn import_without_a_name_asks_for_one_when_the_path_has_none() {
+    let t = Pfs::new();
+    for src in ["/", "."] {
+        let out = t.tool(&["import", src]);
+        assert_eq!(out.status.and_then(|s| s.code()), Some(2), "{out:?}");
+        out.assert_output_contains(&format!(
+            "{src} has no file name to use as the PFS name; give the name"
+        ));
+        assert!(!out.stderr.contains("it is empty"), "{}", out.stderr);
+    }
+}

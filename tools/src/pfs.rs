@@ -46,7 +46,8 @@ enum Cmd {
     Import {
         /// The regular file to read.
         src: PathBuf,
-        /// The PFS name to give it (default: the file's name).
+        /// The PFS name to give it (default: the file's name; required when SRC has none,
+        /// as for `.` or `/`).
         name: Option<String>,
         /// Replace an existing PFS file of that name.
         #[arg(long)]
@@ -173,12 +174,24 @@ fn run(p: &psls::Psls, cli: &Cli) -> psls::Result<u8> {
     let show = root && !cli.quiet;
     match &cli.cmd {
         Cmd::Import { src, name, replace } => {
-            let name = match name {
-                Some(n) => n.clone(),
-                None => src
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+            let name = match name
+                .clone()
+                .or_else(|| src.file_name().map(|n| n.to_string_lossy().into_owned()))
+            {
+                Some(n) => n,
+                None => {
+                    // Every rank has the same arguments, so every rank stops here, before any
+                    // collective step.
+                    if root {
+                        eprintln!(
+                            "psls-pfs: {} has no file name to use as the PFS name; give the name: \
+                             psls-pfs import {} NAME",
+                            src.display(),
+                            src.display()
+                        );
+                    }
+                    return Ok(2);
+                }
             };
             let mut m = Meter::new("import", show);
             let info = p.pfs_import(src, &name, *replace, &mut |d, a| m.tick(d, a))?;
