@@ -698,3 +698,18 @@ fn import_without_a_name_asks_for_one_when_the_path_has_none() {
         assert!(!out.stderr.contains("it is empty"), "{}", out.stderr);
     }
 }
+
+/// An error one rank has at start-up is printed once, by that rank, not once more by every
+/// other rank as `rank R failed: ...`.
+#[test]
+fn a_start_up_error_on_one_rank_is_printed_once() {
+    let t = Pfs::new();
+    t.import("a", 1, 10);
+    let root = t.node_root(2);
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::write(&root, b"in the way").unwrap();
+    let out = t.tool(&["ls"]);
+    out.assert_failure();
+    let said = out.stderr.matches("exists and is not a directory").count();
+    assert_eq!(said, 1, "{}", out.stderr);
+}

@@ -98,7 +98,15 @@ fn main() -> ExitCode {
     let p = match psls::init() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("psls-pfs: {e}");
+            // An error that another rank had (`rank R failed: ...`) is printed by that rank,
+            // which always holds its own error: printing it here too would print it once per
+            // rank. Errors this rank had itself are printed, even if every rank had the same
+            // one (a configuration error, found before MPI starts): no rank can tell that
+            // rank 0 failed the same way, and staying quiet on the others could hide the only
+            // explanation.
+            if !matches!(e, psls::Error::Remote { .. }) {
+                eprintln!("psls-pfs: {e}");
+            }
             return ExitCode::from(1);
         }
     };
