@@ -483,6 +483,71 @@ pub fn parse_size(v: &str) -> Option<usize> {
 }
 
 impl Config {
+    /// The settings every rank of a job must share (the layout of the global range, the
+    /// protocol, the checkpoint and file policies), by environment name, as text. Per-rank
+    /// settings (roots, binding, log, faults) may differ.
+    fn shared_settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PSLS_PAGE_SIZE", self.page_size.to_string()),
+            ("PSLS_SVM_BASE", format!("{:#x}", self.svm_base)),
+            ("PSLS_SVM_SIZE", self.svm_size.to_string()),
+            ("PSLS_VIRTUAL_NODES", self.virtual_nodes.to_string()),
+            ("PSLS_DIRECTORY", format!("{:?}", self.directory)),
+            ("PSLS_STRIPE_PAGES", self.stripe_pages.to_string()),
+            ("PSLS_CKPT_NAME", format!("{:?}", self.ckpt_name)),
+            (
+                "PSLS_CKPT_PERMANENT_EVERY",
+                self.ckpt_permanent_every.to_string(),
+            ),
+            (
+                "PSLS_CKPT_PERMANENT_SECONDS",
+                self.ckpt_permanent_interval.as_secs().to_string(),
+            ),
+            ("PSLS_CKPT_CLEANING", format!("{:?}", self.ckpt_cleaning)),
+            ("PSLS_CKPT_MEMORY", format!("{:?}", self.ckpt_memory)),
+            ("PSLS_RESTART_PREFETCH", self.restart_prefetch.to_string()),
+        ]
+    }
+
+    /// Checks (collective over `comm`) that every rank has the same [shared
+    /// settings](Self::shared_settings): a page size or global base set on one rank only would
+    /// otherwise fail much later, or not at all and wrongly. Every rank returns the same error,
+    /// naming the first setting that differs and the ranks' values.
+    pub(crate) fn check_same_on_every_rank(&self, comm: &crate::rma::Comm) -> Result<()> {
+        let text = |s: &[(&str, String)]| -> String {
+            s.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+        };
+        let mine = self.shared_settings();
+        let all = comm.allgather_bytes(text(&mine).as_bytes())?;
+        let first = String::from_utf8_lossy(&all[0]).into_owned();
+        for (r, b) in all.iter().enumerate().skip(1) {
+            let theirs = String::from_utf8_lossy(b);
+            if theirs == first {
+                continue;
+            }
+            let (k, v0, vr) = first
+                .lines()
+                .zip(theirs.lines())
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| {
+                    let (k, v0) = a.split_once('=').unwrap_or((a, ""));
+                    let vr = b.split_once('=').map_or(b, |(_, v)| v);
+                    (k.to_string(), v0.to_string(), vr.to_string())
+                })
+                .unwrap_or_default();
+            return Err(Error::Config {
+                key: k,
+                value: format!("{vr} on rank {r}"),
+                source_name: "environment or PSLS_CONFIG file".into(),
+                allowed: format!(
+                    "the same value on every rank of the job, and rank 0 has {v0}: set it the \
+                     same way for the whole job (e.g. export it before mpirun, or mpirun -x)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Reads the configuration from this process's environment (and the TOML file that
     /// `PSLS_CONFIG` names).
     pub fn from_env() -> Result<Config> {

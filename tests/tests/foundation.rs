@@ -246,6 +246,39 @@ fn a_full_memory_root_is_named_not_a_bare_signal() {
     out.assert_output_contains("the memory root (tmpfs) is full");
 }
 
+/// A setting the ranks must share, set on one rank only, is refused at init on every rank
+/// (it went unnoticed, or failed much later), and so is a configuration error on one rank:
+/// every rank stops at once, none waits for the one that failed.
+#[test]
+fn settings_that_differ_between_ranks_are_refused() {
+    let (m, d) = roots();
+    let case = testcase_binary().display().to_string();
+    let on_rank1 = |setting: &str| {
+        Launch::program("sh", 2)
+            .args([
+                "-c".to_string(),
+                format!(
+                    "r=${{OMPI_COMM_WORLD_RANK:-${{PMI_RANK:-$SLURM_PROCID}}}}; \
+                     if [ \"$r\" = 1 ]; then export {setting}; fi; exec \"$0\" init"
+                ),
+                case.clone(),
+            ])
+            .roots(&m, &d)
+            .run()
+    };
+    let out = on_rank1("PSLS_PAGE_SIZE=8K");
+    out.assert_failure();
+    out.assert_output_contains("PSLS_PAGE_SIZE = \"8192 on rank 1\"");
+    out.assert_output_contains("rank 0 has 4096");
+    let out = on_rank1("PSLS_SVM_BASE=0x300000000000");
+    out.assert_failure();
+    out.assert_output_contains("PSLS_SVM_BASE");
+    let out = on_rank1("PSLS_STRIPE_PAGES=0");
+    out.assert_failure();
+    out.assert_output_contains("PSLS_STRIPE_PAGES = \"0\"");
+    out.assert_output_contains("rank 1 failed");
+}
+
 /// A variable that is not UTF-8 (Open MPI copies the command line into the environment, so a
 /// file name argument can make one) is none of PSLS's business unless it is a `PSLS_*` key.
 #[test]

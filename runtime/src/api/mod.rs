@@ -64,13 +64,14 @@ pub struct Psls {
 /// node's memory and disk roots, and asks hwloc about every node. An error on any rank makes
 /// `init` fail on every rank, so no rank is left waiting in a collective.
 pub fn init() -> Result<Psls> {
-    let cfg = Config::from_env()?;
-    init_with(cfg)
+    // A configuration error is agreed like any other: under a launcher, the ranks whose
+    // configuration is fine would otherwise wait for this one in MPI's start-up.
+    init_inner(Config::from_env(), None)
 }
 
 /// [`init`] with an explicit configuration.
 pub fn init_with(cfg: Config) -> Result<Psls> {
-    init_inner(cfg, None)
+    init_inner(Ok(cfg), None)
 }
 
 /// [`init`] on the application's communicator `comm` instead of `MPI_COMM_WORLD` (the C and
@@ -89,16 +90,20 @@ pub unsafe fn init_on(cfg: Config, comm: rma::RawComm) -> Result<Psls> {
             allowed: "a communicator of an initialized MPI: call MPI_Init_thread with MPI_THREAD_MULTIPLE before psls_init".into(),
         });
     }
-    init_inner(cfg, Some(comm))
+    init_inner(Ok(cfg), Some(comm))
 }
 
-fn init_inner(cfg: Config, on: Option<rma::RawComm>) -> Result<Psls> {
-    crate::log::init(&cfg.log, None);
-    if !rma::is_initialized()
-        && !cfg.allow_singleton
-        && !LAUNCHER_VARS.iter().any(|v| std::env::var_os(v).is_some())
-    {
-        return Err(Error::NoLauncher);
+fn init_inner(cfg: Result<Config>, on: Option<rma::RawComm>) -> Result<Psls> {
+    let log = cfg.as_ref().map_or("info", |c| c.log.as_str()).to_string();
+    crate::log::init(&log, None);
+    let launched = LAUNCHER_VARS.iter().any(|v| std::env::var_os(v).is_some());
+    if !rma::is_initialized() && !launched {
+        // One process on its own: a configuration error needs nobody's agreement.
+        match cfg {
+            Err(e) => return Err(e),
+            Ok(ref c) if !c.allow_singleton => return Err(Error::NoLauncher),
+            Ok(_) => {}
+        }
     }
     let mpi = Mpi::start()?;
     let comm = match on {
@@ -107,6 +112,8 @@ fn init_inner(cfg: Config, on: Option<rma::RawComm>) -> Result<Psls> {
         None => mpi.dup_world()?,
     };
     let (rank, size) = (comm.rank(), comm.size());
+    let cfg = agree(&comm, cfg)?;
+    cfg.check_same_on_every_rank(&comm)?;
     crate::log::init(&cfg.log, Some(rank));
 
     let job_id = agree(&comm, job_id(&cfg, &comm))?;
