@@ -392,3 +392,148 @@ fn a_checkpoint_on_one_node_is_a_clear_error() {
     out.assert_success();
     out.assert_lines("PASS", 2);
 }
+
+/// Every copy of rank `rank`'s private state of checkpoint `epoch` under the memory roots `m`.
+fn private_copies(m: &Scratch, rank: usize, epoch: u64) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, name: &str, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, name, out);
+            } else if e.file_name() == name {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        std::path::Path::new(&m.path()),
+        &format!("private.rank{rank}.e{epoch}"),
+        &mut out,
+    );
+    out.sort();
+    out
+}
+
+/// The copy among `copies` that is on node `node` (a virtual node's directory).
+fn on_node(copies: &[std::path::PathBuf], node: &str) -> std::path::PathBuf {
+    copies
+        .iter()
+        .find(|p| p.parent().and_then(|d| d.file_name()) == Some(std::ffi::OsStr::new(node)))
+        .unwrap_or_else(|| panic!("no copy on {node} among {copies:?}"))
+        .clone()
+}
+
+/// A way of damaging a file: its new contents from the old.
+type Damage = fn(&[u8]) -> Vec<u8>;
+
+/// Ways of damaging a file of private state.
+const DAMAGE: &[(&str, Damage)] = &[
+    ("emptied", |_| Vec::new()),
+    ("truncated", |b| b[..b.len() / 2].to_vec()),
+    ("one bit flipped", |b| {
+        let mut v = b.to_vec();
+        let last = v.len() - 1;
+        v[last] ^= 1;
+        v
+    }),
+    ("overwritten with 116 random bytes", |_| {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..116)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }),
+];
+
+/// Rank 1's own copy of its private state is damaged (emptied, cut short, a bit flipped,
+/// garbage): the restart takes the buddy node's copy, says which file it could not use, and
+/// ends with the fault-free bits (before, an empty file was an empty state: rank 1 started
+/// over with its initial values, and the job hung; garbage was fatal despite the good copy).
+#[test]
+fn a_damaged_private_state_file_falls_back_to_the_buddy_copy() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let want = checksum(&mgs(&m, &d, 4, 4).run());
+    for (what, damage) in DAMAGE {
+        let crashed = mgs(&m, &d, 4, 4)
+            .args(["--crash-at", "22", "--crash-rank", "1"])
+            .run();
+        assert!(!crashed.success(), "{what}: the run was meant to die");
+        let copies = private_copies(&m, 1, 6);
+        assert_eq!(copies.len(), 2, "{what}: two copies of rank 1's state");
+        let own = on_node(&copies, "vnode1");
+        let bytes = std::fs::read(&own).unwrap();
+        std::fs::write(&own, damage(&bytes)).unwrap();
+        let again = mgs(&m, &d, 4, 4)
+            .timeout(std::time::Duration::from_secs(90))
+            .run();
+        assert!(
+            again.status.is_some(),
+            "{what}: the restart hung\n{}",
+            again.stderr
+        );
+        assert!(
+            again
+                .stdout
+                .contains("mgs: restarted from checkpoint 6 at vector 20"),
+            "{what}: no restart from checkpoint 6\n{}\n{}",
+            again.stdout,
+            again.stderr
+        );
+        assert_eq!(checksum(&again), want, "{what}: Q differs");
+        assert!(
+            again.stderr.contains(&own.display().to_string()),
+            "{what}: the warning names the unusable file {}:\n{}",
+            own.display(),
+            again.stderr
+        );
+    }
+}
+
+/// Both copies of rank 1's private state are damaged: the restart fails on every rank (no
+/// hang, no silent initial values) with an error that names both files.
+#[test]
+fn private_state_damaged_on_both_nodes_is_an_error() {
+    for (what, damage) in DAMAGE {
+        let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+        let crashed = mgs(&m, &d, 4, 4)
+            .args(["--crash-at", "22", "--crash-rank", "1"])
+            .run();
+        assert!(!crashed.success(), "{what}: the run was meant to die");
+        let copies = private_copies(&m, 1, 6);
+        assert_eq!(copies.len(), 2, "{what}: two copies of rank 1's state");
+        for p in &copies {
+            let bytes = std::fs::read(p).unwrap();
+            std::fs::write(p, damage(&bytes)).unwrap();
+        }
+        let again = mgs(&m, &d, 4, 4)
+            .timeout(std::time::Duration::from_secs(90))
+            .run();
+        assert!(
+            again.status.is_some(),
+            "{what}: the restart hung\n{}",
+            again.stderr
+        );
+        again.assert_failure();
+        let all = format!("{}{}", again.stdout, again.stderr);
+        assert!(
+            !all.contains("orthogonality error"),
+            "{what}: the run went on without rank 1's state\n{all}"
+        );
+        for p in &copies {
+            assert!(
+                all.contains(&p.display().to_string()),
+                "{what}: the error names {}:\n{all}",
+                p.display()
+            );
+        }
+        assert!(
+            all.contains("to start afresh"),
+            "{what}: the way out\n{all}"
+        );
+    }
+}

@@ -344,6 +344,70 @@ pub(crate) fn take_lock(dir: &Path, rank: usize, set: &str) -> Result<File> {
 /// The entry of the saved private state that holds the array layout.
 const ARRAYS_ENTRY: &str = "psls.arrays";
 
+/// The first bytes of a private-state file (and of a rank's state in the permanent checkpoint).
+const PRIVATE_MAGIC: [u8; 8] = *b"PSLSPRIV";
+/// The format of the framed private state this runtime writes and reads.
+const PRIVATE_FORMAT: u32 = 1;
+/// The frame's header: magic (8 bytes), format (4), payload length (8), crc32c of the payload
+/// (4), little-endian.
+const PRIVATE_HEADER: usize = 24;
+
+/// Frames encoded private state so that a copy checks itself: an empty, short, torn or
+/// overwritten copy is told from a good one (an empty payload is not an empty state).
+fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PRIVATE_HEADER + payload.len());
+    out.extend(PRIVATE_MAGIC);
+    out.extend(PRIVATE_FORMAT.to_le_bytes());
+    out.extend((payload.len() as u64).to_le_bytes());
+    out.extend(crc32c::crc32c(payload).to_le_bytes());
+    out.extend(payload);
+    out
+}
+
+/// The payload of a sealed copy, or why the copy is unusable.
+fn unseal(b: &[u8]) -> std::result::Result<&[u8], String> {
+    if b.is_empty() {
+        return Err("it is empty".into());
+    }
+    let Some((head, payload)) = b.split_first_chunk::<PRIVATE_HEADER>() else {
+        return Err(format!(
+            "it is {} bytes long, shorter than its {PRIVATE_HEADER}-byte header",
+            b.len()
+        ));
+    };
+    let word = |r: std::ops::Range<usize>| {
+        head[r]
+            .iter()
+            .rev()
+            .fold(0u64, |acc, &x| acc << 8 | u64::from(x))
+    };
+    if head[..8] != PRIVATE_MAGIC {
+        return Err("it does not start with a private-state header".into());
+    }
+    if word(8..12) != u64::from(PRIVATE_FORMAT) {
+        return Err(format!(
+            "it has format {}, and this PSLS reads format {PRIVATE_FORMAT}",
+            word(8..12)
+        ));
+    }
+    if word(12..20) != payload.len() as u64 {
+        return Err(format!(
+            "its header says {} bytes of state, and it holds {}",
+            word(12..20),
+            payload.len()
+        ));
+    }
+    if word(20..24) != u64::from(crc32c::crc32c(payload)) {
+        return Err("its checksum does not match its contents".into());
+    }
+    Ok(payload)
+}
+
+/// The private state in a sealed copy, or why the copy is unusable.
+fn open_private(b: &[u8]) -> std::result::Result<HashMap<String, Vec<u8>>, String> {
+    decode_private(unseal(b)?).ok_or_else(|| "its contents do not decode".to_string())
+}
+
 fn private_path(dir: &Path, rank: usize, epoch: u64) -> PathBuf {
     dir.join(format!("private.rank{rank}.e{epoch}"))
 }
@@ -366,20 +430,6 @@ fn runs(pages: &[usize]) -> Vec<(usize, usize)> {
         }
     }
     out
-}
-
-/// The private state of `rank` in an offer of copies: (rank, length, bytes) records.
-fn find_offer(mut o: &[u8], rank: usize) -> Option<Vec<u8>> {
-    while let Some((r, rest)) = o.split_first_chunk::<8>() {
-        let (n, rest) = rest.split_first_chunk::<8>()?;
-        let n = usize::try_from(u64::from_le_bytes(*n)).ok()?;
-        let b = rest.get(..n)?;
-        if u64::from_le_bytes(*r) == rank as u64 {
-            return Some(b.to_vec());
-        }
-        o = &rest[n..];
-    }
-    None
 }
 
 fn encode_private(items: &[(String, Vec<u8>)]) -> Vec<u8> {
@@ -551,10 +601,10 @@ impl Checkpointer {
 
     /// Restores the private state that permanent checkpoint `epoch` saved for this rank.
     pub fn load_private_from(&mut self, epoch: u64, bytes: &[u8]) -> Result<()> {
-        let map = decode_private(bytes).ok_or_else(|| {
+        let map = open_private(bytes).map_err(|why| {
             Error::Checkpoint(format!(
-                "the private state of rank {} in permanent checkpoint {epoch} is damaged",
-                self.rank
+                "the private state of rank {} in permanent checkpoint {epoch} of set {:?} (in the PFS catalog) is unusable: {why}; give this run another PSLS_CKPT_NAME to start afresh",
+                self.rank, self.set
             ))
         })?;
         self.install_private(epoch, map);
@@ -571,8 +621,9 @@ impl Checkpointer {
         self.take_layout();
     }
 
-    /// This rank's private state, encoded, as it is now, with the layout of the live arrays
-    /// (allocation serial, first page, pages), which a restart checks its allocations against.
+    /// This rank's private state, encoded and sealed, as it is now, with the layout of the live
+    /// arrays (allocation serial, first page, pages), which a restart checks its allocations
+    /// against.
     pub fn encode_private(&self, arrays: &[(u64, usize, usize)]) -> Vec<u8> {
         let mut items: Vec<(String, Vec<u8>)> = self
             .private
@@ -587,7 +638,7 @@ impl Checkpointer {
             .flat_map(u64::to_le_bytes)
             .collect();
         items.push((ARRAYS_ENTRY.to_string(), layout));
-        encode_private(&items)
+        seal(&encode_private(&items))
     }
 
     /// Takes the array layout out of restored private state.
@@ -632,50 +683,92 @@ impl Checkpointer {
     }
 
     /// Loads the private state saved by checkpoint `epoch`, after a restart (collective): from
-    /// this node, or, when this node's memory was lost (a reboot, or a spare in a lost node's
-    /// place), from the copy the buddy node keeps.
+    /// this node, or, when this node's copy is unusable (missing: the node's memory was lost, a
+    /// reboot or a spare in a lost node's place; or empty, short, or failing its check), from the
+    /// copy the buddy node keeps. Fails only when no copy is usable (the caller agrees on it).
     pub fn load_private(&mut self, comm: &Comm, epoch: u64) -> Result<()> {
         let path = private_path(&self.dir, self.rank, epoch);
-        let own = std::fs::read(&path);
-        // Every rank takes part in the exchange, whatever it found.
-        let missing = comm.allgather_u64s(&[u64::from(own.is_err())])?;
-        let lost: Vec<usize> = (0..missing.len())
-            .filter(|&r| missing[r].first() == Some(&1))
+        let own = match std::fs::read(&path) {
+            Ok(b) => open_private(&b).map(|m| (b, m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("it is missing".into()),
+            Err(e) => Err(format!("it cannot be read: {e}")),
+        };
+        // Every rank takes part in the exchanges, whatever it found.
+        let needs = comm.allgather_u64s(&[u64::from(own.is_err())])?;
+        let needy: Vec<usize> = (0..needs.len())
+            .filter(|&r| needs[r].first() == Some(&1))
             .collect();
-        let bytes = if lost.is_empty() {
-            own
-        } else {
+        let mut copies: Vec<(String, Vec<u8>)> = Vec::new();
+        if !needy.is_empty() {
+            // Offer every copy this node has of a needy rank's state, good or not: the rank
+            // checks them, and names those it cannot use.
             let mut offer = Vec::new();
-            for &r in lost.iter().filter(|&&r| r != self.rank) {
-                if let Ok(b) = std::fs::read(private_path(&self.dir, r, epoch)) {
+            for &r in needy.iter().filter(|&&r| r != self.rank) {
+                let p = private_path(&self.dir, r, epoch);
+                if let Ok(b) = std::fs::read(&p) {
+                    let name = p.display().to_string();
                     offer.extend((r as u64).to_le_bytes());
+                    offer.extend((name.len() as u64).to_le_bytes());
+                    offer.extend(name.as_bytes());
                     offer.extend((b.len() as u64).to_le_bytes());
                     offer.extend(b);
                 }
             }
             let offers = comm.allgather_bytes(&offer)?;
-            own.or_else(|e| {
-                offers
-                    .iter()
-                    .find_map(|o| find_offer(o, self.rank))
-                    .ok_or(e)
-            })
+            let own_name = path.display().to_string();
+            for mut o in offers.iter().map(Vec::as_slice) {
+                while let Some((r, rest)) = o.split_first_chunk::<8>() {
+                    o = rest;
+                    let (Some(name), Some(b)) = (take_field(&mut o), take_field(&mut o)) else {
+                        break;
+                    };
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    if u64::from_le_bytes(*r) == self.rank as u64
+                        && name != own_name
+                        && !copies.iter().any(|(n, _)| *n == name)
+                    {
+                        copies.push((name, b.to_vec()));
+                    }
+                }
+            }
+        }
+        let (bytes, map) = match own {
+            Ok(v) => v,
+            Err(why) => {
+                let mut unusable = vec![format!("{} ({why})", path.display())];
+                let mut good = None;
+                for (name, b) in copies {
+                    match open_private(&b) {
+                        Ok(m) => {
+                            good = Some((name, b, m));
+                            break;
+                        }
+                        Err(w) => unusable.push(format!("{name} ({w})")),
+                    }
+                }
+                let Some((name, b, m)) = good else {
+                    let others = if unusable.len() > 1 {
+                        ""
+                    } else {
+                        ", and no other node of the job keeps a copy"
+                    };
+                    return Err(Error::Checkpoint(format!(
+                        "the private state of rank {} for checkpoint {epoch} of set {:?} has no usable copy: {}{others}. The job cannot be restored from this checkpoint; remove the ckpt-{} directories under the memory base ({}) to start afresh (or from the permanent checkpoint, if the set has one)",
+                        self.rank,
+                        self.set,
+                        unusable.join(", "),
+                        self.set,
+                        self.dir
+                            .parent()
+                            .and_then(Path::parent)
+                            .unwrap_or(&self.dir)
+                            .display()
+                    )));
+                };
+                tracing::warn!(target: "psls::ckpt", "rank {}: {} cannot be used ({why}): restoring the private state of checkpoint {epoch} from the buddy node's copy {name}", self.rank, path.display());
+                (b, m)
+            }
         };
-        let bytes = bytes.map_err(|e| {
-            Error::Checkpoint(format!(
-                "the private state of rank {} for checkpoint {epoch} ({}) cannot be read, and no other node keeps a copy: {e}; remove {} to start afresh",
-                self.rank,
-                path.display(),
-                self.dir.display()
-            ))
-        })?;
-        let map = decode_private(&bytes).ok_or_else(|| {
-            Error::Checkpoint(format!(
-                "{} is damaged; remove {} to start afresh",
-                path.display(),
-                self.dir.display()
-            ))
-        })?;
         self.install_private(epoch, map);
         self.loaded = bytes;
         Ok(())
@@ -907,6 +1000,30 @@ mod tests {
         assert!(m["empty"].is_empty());
         assert!(decode_private(&b[..b.len() - 1]).is_none());
         assert!(decode_private(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn sealed_private_state_checks_itself() {
+        let items = vec![("iter".to_string(), 7u64.to_le_bytes().to_vec())];
+        let b = seal(&encode_private(&items));
+        assert_eq!(open_private(&b).unwrap()["iter"], 7u64.to_le_bytes());
+        // An empty payload is a state with nothing in it only when the frame says so.
+        assert!(open_private(&seal(&[])).unwrap().is_empty());
+        // Missing, short, torn, flipped, overwritten: each is unusable, and says why.
+        assert_eq!(open_private(&[]).unwrap_err(), "it is empty");
+        assert!(open_private(&b[..10]).unwrap_err().contains("shorter than"));
+        assert!(open_private(&b[..b.len() - 1])
+            .unwrap_err()
+            .contains("header says"));
+        for i in [0, 9, 13, 21, PRIVATE_HEADER, b.len() - 1] {
+            let mut d = b.clone();
+            d[i] ^= 1;
+            assert!(open_private(&d).is_err(), "bit flipped in byte {i}");
+        }
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(open_private(&longer).is_err());
+        assert!(open_private(&encode_private(&items)).is_err(), "no frame");
     }
 
     #[test]
