@@ -537,3 +537,63 @@ fn private_state_damaged_on_both_nodes_is_an_error() {
         );
     }
 }
+
+/// After a power cut, a restart from the permanent checkpoint with another rank count or page
+/// size is refused at init, naming the checkpoint, both values and what to do (before, the
+/// other rank count restarted and aborted mid-run, and the other page size was reported as an
+/// allocation of another size); with the checkpoint's settings the restart still works.
+#[test]
+fn a_permanent_restart_with_other_ranks_or_page_size_is_refused_at_init() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let set = |l: Launch| {
+        l.env("PSLS_CKPT_NAME", "mgsperm")
+            .env("PSLS_CKPT_PERMANENT_EVERY", "3")
+            .timeout(std::time::Duration::from_secs(90))
+    };
+    let want = checksum(&set(mgs(&m, &d, 4, 4)).run());
+    let crashed = set(mgs(&m, &d, 4, 4))
+        .args(["--crash-at", "22", "--crash-rank", "1"])
+        .run();
+    assert!(!crashed.success(), "the run was meant to die");
+    let power_cut = || {
+        for e in std::fs::read_dir(m.path()).unwrap().flatten() {
+            std::fs::remove_dir_all(e.path()).unwrap();
+        }
+    };
+    for (what, run, names) in [
+        (
+            "2 ranks",
+            set(mgs(&m, &d, 2, 2)),
+            ["4 ranks", "2 ranks", "PSLS_CKPT_NAME"],
+        ),
+        (
+            "pages of 8192 bytes",
+            set(mgs(&m, &d, 4, 4)).env("PSLS_PAGE_SIZE", "8192"),
+            ["4096", "8192", "PSLS_PAGE_SIZE"],
+        ),
+    ] {
+        power_cut();
+        let out = run.run();
+        assert!(out.status.is_some(), "{what}: the run hung\n{}", out.stderr);
+        out.assert_failure();
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            !all.contains("restarted from"),
+            "{what}: refused at init, before any restart\n{all}"
+        );
+        for n in names.iter().chain(&["permanent checkpoint 6", "mgsperm"]) {
+            assert!(all.contains(n), "{what}: the error names {n:?}\n{all}");
+        }
+    }
+    power_cut();
+    let again = set(mgs(&m, &d, 4, 4)).run();
+    assert!(
+        again
+            .stdout
+            .contains("mgs: restarted from checkpoint 6 at vector 20"),
+        "with the checkpoint's settings, the restart works\n{}\n{}",
+        again.stdout,
+        again.stderr
+    );
+    assert_eq!(checksum(&again), want);
+}

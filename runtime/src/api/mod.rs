@@ -216,9 +216,21 @@ fn init_inner(cfg: Result<Config>, on: Option<rma::RawComm>) -> Result<Psls> {
     let set = crate::ckpt::set_name(cfg.ckpt_name.as_deref(), size);
     let permanent = volume.state().catalog.checkpoints.get(&set).cloned();
     let permanent_epoch = permanent.as_ref().map_or(0, |p| p.epoch);
+    let len = cfg.svm_size - cfg.svm_size % cfg.page_size;
+    let geo = crate::ckpt::area::Geometry {
+        page_size: cfg.page_size,
+        npages: len / cfg.page_size,
+        ranks: size,
+        base: cfg.svm_base,
+    };
+    // A permanent checkpoint taken with other settings is refused before anything is restored
+    // (the memory set's record is checked the same way in `checkpoint_set`).
+    if let Some(pc) = &permanent {
+        agree(&comm, crate::ckpt::check_permanent(&set, pc, geo))?;
+    }
     let (ckpt_dir, ckpt_lock, restart) =
-        checkpoint_set(&cfg, &comm, &set, &node_map, permanent_epoch)?;
-    let mut ckpt = crate::ckpt::Checkpointer::new(set, ckpt_dir.clone(), rank, ckpt_lock);
+        checkpoint_set(&cfg, &comm, &set, &node_map, permanent_epoch, geo)?;
+    let mut ckpt = crate::ckpt::Checkpointer::new(set, ckpt_dir.clone(), rank, ckpt_lock, geo);
     // The restart hint (pages held after each permanent checkpoint) lives on the node's disk,
     // which survives a power cut.
     match cluster::prepare_root(
@@ -376,9 +388,10 @@ fn checkpoint_set(
     set: &str,
     node_map: &NodeMap,
     permanent: u64,
+    geo: crate::ckpt::area::Geometry,
 ) -> Result<(PathBuf, std::fs::File, Restart)> {
     let my_node = node_map.name(node_map.node_of(comm.rank()));
-    use crate::ckpt::area::{Found, Geometry, RecoveryArea};
+    use crate::ckpt::area::{Found, RecoveryArea};
     let (rank, size) = (comm.rank(), comm.size());
     let dir = agree(
         comm,
@@ -391,13 +404,6 @@ fn checkpoint_set(
         ),
     )?;
     let lock = agree(comm, crate::ckpt::take_lock(&dir, rank, set))?;
-    let len = cfg.svm_size - cfg.svm_size % cfg.page_size;
-    let geo = Geometry {
-        page_size: cfg.page_size,
-        npages: len / cfg.page_size,
-        ranks: size,
-        base: cfg.svm_base,
-    };
     let found = agree(comm, RecoveryArea::probe(&dir, rank, geo))?;
     let code = match found {
         Found::Absent => 0,

@@ -279,6 +279,8 @@ pub(crate) struct Checkpointer {
     prefetch: Vec<(usize, usize)>,
     /// The array layout of the checkpoint a restart came from: serial -> (first page, pages).
     saved_layout: HashMap<u64, (usize, usize)>,
+    /// This run's geometry, recorded with the private state of every checkpoint.
+    geometry: area::Geometry,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -344,6 +346,10 @@ pub(crate) fn take_lock(dir: &Path, rank: usize, set: &str) -> Result<File> {
 /// The entry of the saved private state that holds the array layout.
 const ARRAYS_ENTRY: &str = "psls.arrays";
 
+/// The entry of the saved private state that holds the geometry the checkpoint was taken with:
+/// ranks, page size, pages in the global range, its base address.
+const GEOMETRY_ENTRY: &str = "psls.geometry";
+
 /// The first bytes of a private-state file (and of a rank's state in the permanent checkpoint).
 const PRIVATE_MAGIC: [u8; 8] = *b"PSLSPRIV";
 /// The format of the framed private state this runtime writes and reads.
@@ -408,6 +414,60 @@ fn open_private(b: &[u8]) -> std::result::Result<HashMap<String, Vec<u8>>, Strin
     decode_private(unseal(b)?).ok_or_else(|| "its contents do not decode".to_string())
 }
 
+/// The geometry recorded in decoded private state, if any: (ranks, page size, pages, base).
+fn recorded_geometry(map: &HashMap<String, Vec<u8>>) -> Option<area::Geometry> {
+    let w: Vec<u64> = map
+        .get(GEOMETRY_ENTRY)?
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    let &[ranks, page_size, npages, base] = w.as_slice() else {
+        return None;
+    };
+    Some(area::Geometry {
+        page_size: page_size as usize,
+        npages: npages as usize,
+        ranks: ranks as usize,
+        base: base as usize,
+    })
+}
+
+/// Checks the permanent checkpoint `pc` of set `set` against this run's geometry, at `init`
+/// (before anything is restored): a restart with another rank count, page size or global range
+/// would map the arrays' files wrongly and ask for ranks that are not there, so it is refused
+/// with the settings of both. The rank count is the number of ranks whose private state the
+/// checkpoint keeps; the rest is recorded in that state (a checkpoint written before it was
+/// recorded is checked for its rank count only).
+pub(crate) fn check_permanent(
+    set: &str,
+    pc: &crate::pfs::PermanentCheckpoint,
+    geo: area::Geometry,
+) -> Result<()> {
+    let recorded = pc
+        .private
+        .iter()
+        .find_map(|b| open_private(b).ok().as_ref().and_then(recorded_geometry));
+    let then = area::Geometry {
+        ranks: pc.private.len(),
+        ..recorded.unwrap_or(geo)
+    };
+    if then == geo {
+        return Ok(());
+    }
+    let pages = |g: area::Geometry| {
+        format!(
+            "{} ranks, pages of {} bytes and a global range of {} pages at {:#x}",
+            g.ranks, g.page_size, g.npages, g.base
+        )
+    };
+    Err(Error::Checkpoint(format!(
+        "permanent checkpoint {} of set {set:?} was taken with {}; this run has {}. Restart it with the settings it was taken with (the same number of ranks, and PSLS_PAGE_SIZE, PSLS_SVM_BASE, PSLS_SVM_SIZE as then), or give this run another PSLS_CKPT_NAME to start afresh beside it, or remove the set (a run with its settings that finishes normally removes it)",
+        pc.epoch,
+        pages(then),
+        pages(geo)
+    )))
+}
+
 fn private_path(dir: &Path, rank: usize, epoch: u64) -> PathBuf {
     dir.join(format!("private.rank{rank}.e{epoch}"))
 }
@@ -463,9 +523,16 @@ fn decode_private(mut b: &[u8]) -> Option<HashMap<String, Vec<u8>>> {
 }
 
 impl Checkpointer {
-    /// The checkpointer of `rank`, holding the set's lock.
-    pub fn new(set: String, dir: PathBuf, rank: usize, lock: File) -> Checkpointer {
+    /// The checkpointer of `rank`, holding the set's lock, in a run of geometry `geometry`.
+    pub fn new(
+        set: String,
+        dir: PathBuf,
+        rank: usize,
+        lock: File,
+        geometry: area::Geometry,
+    ) -> Checkpointer {
         Checkpointer {
+            geometry,
             set,
             dir,
             rank,
@@ -623,7 +690,7 @@ impl Checkpointer {
 
     /// This rank's private state, encoded and sealed, as it is now, with the layout of the live
     /// arrays (allocation serial, first page, pages), which a restart checks its allocations
-    /// against.
+    /// against, and the run's geometry, which a restart from the disks checks its own against.
     pub fn encode_private(&self, arrays: &[(u64, usize, usize)]) -> Vec<u8> {
         let mut items: Vec<(String, Vec<u8>)> = self
             .private
@@ -638,6 +705,12 @@ impl Checkpointer {
             .flat_map(u64::to_le_bytes)
             .collect();
         items.push((ARRAYS_ENTRY.to_string(), layout));
+        let g = self.geometry;
+        let geometry = [g.ranks, g.page_size, g.npages, g.base]
+            .into_iter()
+            .flat_map(|w| (w as u64).to_le_bytes())
+            .collect();
+        items.push((GEOMETRY_ENTRY.to_string(), geometry));
         seal(&encode_private(&items))
     }
 
@@ -647,6 +720,7 @@ impl Checkpointer {
             .restored_private
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        map.remove(GEOMETRY_ENTRY);
         if let Some(b) = map.remove(ARRAYS_ENTRY) {
             let w: Vec<u64> = b
                 .chunks_exact(8)
@@ -1024,6 +1098,23 @@ mod tests {
         longer.push(0);
         assert!(open_private(&longer).is_err());
         assert!(open_private(&encode_private(&items)).is_err(), "no frame");
+    }
+
+    #[test]
+    fn the_geometry_recorded_with_private_state_comes_back() {
+        let g = area::Geometry {
+            page_size: 8192,
+            npages: 1 << 20,
+            ranks: 3,
+            base: 0x7e00_0000_0000,
+        };
+        let words: Vec<u8> = [3u64, 8192, 1 << 20, 0x7e00_0000_0000]
+            .into_iter()
+            .flat_map(u64::to_le_bytes)
+            .collect();
+        let m = decode_private(&encode_private(&[(GEOMETRY_ENTRY.to_string(), words)])).unwrap();
+        assert_eq!(recorded_geometry(&m), Some(g));
+        assert_eq!(recorded_geometry(&HashMap::new()), None);
     }
 
     #[test]
