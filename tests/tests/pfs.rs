@@ -245,6 +245,33 @@ fn losing_a_whole_disk_root_loses_no_file() {
     t.case(&["shared_read", "a", "1"]);
 }
 
+/// `verify` run on fewer nodes than keep the files: the copies it cannot reach are "not
+/// checked" (exit 1), never counted as lost or as a second copy gone.
+#[test]
+fn verify_on_fewer_nodes_says_what_it_could_not_check() {
+    let t = Pfs::new();
+    t.import("a", 1, 16 * PAGE);
+    let out = Launch::program(sibling_binary("psls-pfs"), 2)
+        .nodes(2)
+        .roots(&t.mem, &t.disk)
+        .args(["verify", "--quiet"])
+        .run();
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("0 lost") && out.stdout.contains("not checked (copies on nodes"),
+        "{}",
+        out.stdout
+    );
+    // Pages kept on vnode2 and vnode3 only (primary on one, mirror on the other) are named.
+    assert!(
+        out.stdout
+            .contains("primary on a node outside this job, mirror on a node outside this job"),
+        "{}",
+        out.stdout
+    );
+    t.ok(&["verify"]);
+}
+
 /// A node's commit record removed, or replaced by an older one: the node takes the job's
 /// catalog and keeps its copies (it used to delete the data of every file its own record did
 /// not list, before the nodes compared records). With every record gone, nothing is deleted

@@ -101,10 +101,14 @@ fn main() -> ExitCode {
             // An error that another rank had (`rank R failed: ...`) is printed by that rank,
             // which always holds its own error: printing it here too would print it once per
             // rank. Errors this rank had itself are printed, even if every rank had the same
-            // one (a configuration error, found before MPI starts): no rank can tell that
+            // one (the same configuration error everywhere): no rank can tell that
             // rank 0 failed the same way, and staying quiet on the others could hide the only
             // explanation.
-            if !matches!(e, psls::Error::Remote { .. }) {
+            if matches!(e, psls::Error::Remote { .. }) {
+                // Exit after the rank that had it has printed it: the MPI launcher aborts the
+                // whole job at the first non-zero exit, which could kill that rank first.
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            } else {
                 eprintln!("psls-pfs: {e}");
             }
             return ExitCode::from(1);
@@ -261,13 +265,25 @@ fn run(p: &psls::Psls, cli: &Cli) -> psls::Result<u8> {
                     continue;
                 }
                 println!(
-                    "{}: {} pages, {} redundant, {} under-replicated, {} lost",
+                    "{}: {} pages, {} redundant, {} under-replicated, {} lost{}",
                     r.name,
                     r.pages,
                     r.redundant,
                     r.under_replicated.len(),
-                    r.lost.len()
+                    r.lost.len(),
+                    if r.unchecked.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", {} not checked (copies on nodes outside this job: run verify \
+                             with a rank on every node that keeps files)",
+                            r.unchecked.len()
+                        )
+                    }
                 );
+                for (page, why) in &r.unchecked {
+                    println!("  not checked: {} page {page}: {why}", r.name);
+                }
                 for (page, why) in &r.under_replicated {
                     println!("  under-replicated: {} page {page}: {why}", r.name);
                 }

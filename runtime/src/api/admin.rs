@@ -33,12 +33,15 @@ pub struct VerifyReport {
     pub under_replicated: Vec<(u64, String)>,
     /// Written pages with no good copy: their data is lost.
     pub lost: Vec<(u64, String)>,
+    /// Pages with no bad copy found, but a copy (or both) on a node outside this job, which
+    /// this run could not read: `(page, which)`. Verify with a rank on every node.
+    pub unchecked: Vec<(u64, String)>,
 }
 
 impl VerifyReport {
-    /// Whether every page has both its copies.
+    /// Whether every page was seen to have both its copies.
     pub fn is_healthy(&self) -> bool {
-        self.under_replicated.is_empty() && self.lost.is_empty()
+        self.under_replicated.is_empty() && self.lost.is_empty() && self.unchecked.is_empty()
     }
 }
 
@@ -591,17 +594,23 @@ impl Psls {
                 ..VerifyReport::default()
             };
             let what = copy_state;
+            let seen = |code: u8| if code == 0 { "good" } else { what(code) };
             for (page, s) in state.iter().enumerate() {
                 let page = page as u64;
                 match (s[0], s[1]) {
                     (0, 0) => rep.redundant += 1,
+                    // Nothing bad seen, but a copy this job cannot reach.
+                    (0 | 3, 0 | 3) => rep.unchecked.push((
+                        page,
+                        format!("primary {}, mirror {}", seen(s[0]), seen(s[1])),
+                    )),
                     (0, m) => rep
                         .under_replicated
                         .push((page, format!("mirror {}", what(m)))),
                     (p, 0) => rep
                         .under_replicated
                         .push((page, format!("primary {}", what(p)))),
-                    // A copy on a node outside this job may still be good there.
+                    // One bad copy; the other is on a node outside this job, maybe good there.
                     (p, m) if p == 3 || m == 3 => rep
                         .under_replicated
                         .push((page, format!("primary {}, mirror {}", what(p), what(m)))),
