@@ -477,7 +477,7 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::io(format!("saving private state to {}", path.display()), e))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// Sorted pages as runs `[start, end)`.
