@@ -23,8 +23,8 @@ mod svm;
 mod sys;
 
 pub use api::{
-    init, init_on, init_with, FileInfo, GlobalMutex, MutexGuard, PfsFile, Progress, Psls,
-    VerifyReport,
+    init, init_on, init_on_env, init_with, FileInfo, GlobalMutex, MutexGuard, PfsFile, Progress,
+    Psls, VerifyReport,
 };
 pub use ckpt::{CheckpointKind, CheckpointStats, CleanCounts, Cleaning, Protected, ProtectedBytes};
 pub use config::{Config, DirectoryRequests, Prefetch};

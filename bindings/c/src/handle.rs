@@ -139,11 +139,11 @@ unsafe fn start(func: &str, comm: MPI_Comm, out: *mut *mut psls_t) -> Result<(),
     if comm == unsafe { mpi::ffi::RSMPI_COMM_NULL } {
         return Err(Failure::arg(func, "comm is MPI_COMM_NULL"));
     }
-    let cfg = runtime::Config::from_env().map_err(|e| Failure::runtime(func, e))?;
     // Keeps the Open MPI constructor (and its object file) in a static link.
     std::hint::black_box(&crate::openmpi::CHOOSE_OSC);
+    // The configuration is read inside, so that an error on one rank fails every rank.
     // SAFETY: psls_init's contract: comm is a valid communicator, the same on every rank.
-    let psls = unsafe { runtime::init_on(cfg, comm) }.map_err(|e| {
+    let psls = unsafe { runtime::init_on_env(comm) }.map_err(|e| {
         if let runtime::Error::AlreadyInitialized = e {
             let mut f = Failure::runtime(func, e);
             f.message = format!("{func}: PSLS is already running in this process: one psls_t at a time; call psls_finalize before psls_init again");

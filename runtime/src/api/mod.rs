@@ -93,6 +93,20 @@ pub unsafe fn init_on(cfg: Config, comm: rma::RawComm) -> Result<Psls> {
     init_inner(Ok(cfg), Some(comm))
 }
 
+/// [`init_on`] with the configuration from the environment: a configuration error on one rank
+/// (a bad `PSLS_*` value, a missing memory base) fails `init` on every rank of `comm`, where
+/// reading it before [`init_on`] would leave the others waiting in it.
+///
+/// # Safety
+/// As [`init_on`].
+pub unsafe fn init_on_env(comm: rma::RawComm) -> Result<Psls> {
+    if !rma::is_initialized() {
+        // SAFETY: forwarded contract; init_on reports the uninitialized MPI.
+        return unsafe { init_on(Config::default(), comm) };
+    }
+    init_inner(Config::from_env(), Some(comm))
+}
+
 fn init_inner(cfg: Result<Config>, on: Option<rma::RawComm>) -> Result<Psls> {
     let log = cfg.as_ref().map_or("info", |c| c.log.as_str()).to_string();
     crate::log::init(&log, None);
