@@ -447,22 +447,54 @@ impl Svm {
                 .and_then(|()| self.core.install_restored(start..start + pages)),
             None => Ok(()),
         };
-        let mine = found.map_or(u64::MAX, |s| s as u64);
-        let all = crate::api::agree_gather(comm, installed.map(|()| vec![mine]))?;
-        let lo = all.iter().flatten().copied().min().unwrap_or(mine);
-        let hi = all.iter().flatten().copied().max().unwrap_or(mine);
+        let mine = [found.map_or(u64::MAX, |s| s as u64), pages as u64];
+        let all = crate::api::agree_gather(comm, installed.map(|()| mine.to_vec()));
+        // Every rank must have reserved the same pages; otherwise none keeps them (so that the
+        // next allocation, made the same way everywhere, still succeeds).
+        let same = all
+            .as_ref()
+            .ok()
+            .map(|all| all.iter().all(|a| a[..] == mine[..]));
+        if same != Some(true) {
+            if let Some(start) = found {
+                self.release(start, pages);
+            }
+        }
+        let all = all?;
+        if let Some((r, a)) = all.iter().enumerate().find(|(_, a)| a[1] != pages as u64) {
+            return Err(Error::Protocol(format!(
+                "global allocation is collective: every rank must allocate the same sizes in the same order, and this rank asked for {pages} pages where rank {r} asked for {}",
+                a[1]
+            )));
+        }
         let Some(start) = found else {
             return Err(Error::OutOfRange {
                 requested: bytes,
                 size: self.core.npages * self.core.page_size,
             });
         };
-        if lo != hi {
+        if same != Some(true) {
             return Err(Error::Protocol(
-                "global allocation is collective: every rank must allocate the same sizes in the same order".into(),
+                "global allocation is collective: every rank must allocate the same sizes in the same order (the ranks' free space differs: a collective allocation or free was made on some ranks only)".into(),
             ));
         }
         Ok(start)
+    }
+
+    /// Puts `pages` pages from `start` back in the free list, merged with their neighbours.
+    fn release(&self, start: usize, pages: usize) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.push((start, pages));
+        free.sort_unstable();
+        // Merge neighbours so that large allocations fit again.
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(free.len());
+        for &(s, n) in free.iter() {
+            match merged.last_mut() {
+                Some((ls, ln)) if *ls + *ln == s => *ln += n,
+                _ => merged.push((s, n)),
+            }
+        }
+        *free = merged;
     }
 
     /// Every page in a global array or a mapped file, ascending.
@@ -487,9 +519,21 @@ impl Svm {
         let c = &self.core;
         let start = (addr - c.base) / c.page_size;
         let pages = bytes.div_ceil(c.page_size).max(1);
-        // Nobody may still be using the memory, and the service threads must be quiet on it.
+        // Nobody may still be using the memory, and the service threads must be quiet on it;
+        // and every rank must free the same array.
         self.quiesce();
-        comm.barrier()?;
+        let all = comm.allgather_u64s(&[start as u64, pages as u64])?;
+        if let Some((r, a)) = all
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a[..] != [start as u64, pages as u64])
+        {
+            return Err(Error::Protocol(format!(
+                "free is collective: every rank must free the same array, and this rank freed {pages} pages at page {start} where rank {r} freed {} at page {}",
+                a.get(1).copied().unwrap_or(0),
+                a.first().copied().unwrap_or(0)
+            )));
+        }
         let freed = (|| {
             for p in start..start + pages {
                 c.allocated[p].store(false, Ordering::Release);
@@ -520,18 +564,7 @@ impl Svm {
             let mut files = self.core.files.write().unwrap_or_else(|p| p.into_inner());
             files.retain(|m| m.first != start);
         }
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        free.push((start, pages));
-        free.sort_unstable();
-        // Merge neighbours so that large allocations fit again.
-        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(free.len());
-        for &(s, n) in free.iter() {
-            match merged.last_mut() {
-                Some((ls, ln)) if *ls + *ln == s => *ln += n,
-                _ => merged.push((s, n)),
-            }
-        }
-        *free = merged;
+        self.release(start, pages);
         Ok(())
     }
 

@@ -417,6 +417,34 @@ fn alloc_free(p: &Psls) -> Result<()> {
         nonzero == 0,
         "reallocated memory reads as zeros ({nonzero} not)"
     );
+    // Sizes that differ between ranks fail on every rank and reserve nothing: the next
+    // allocation, made the same way everywhere, succeeds.
+    let odd = p.alloc::<u32>(if p.rank() == 0 { 1024 } else { 3 * 1024 });
+    check!(
+        p,
+        odd.as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains("same sizes")),
+        "an allocation of different sizes is refused on every rank"
+    );
+    let c: GlobalArray<u32> = p.alloc(10_000)?;
+    // Freeing different arrays on different ranks fails everywhere and frees nothing.
+    let d: GlobalArray<u32> = p.alloc(10_000)?;
+    let (c_at, d_at) = (c.as_ptr() as usize, d.as_ptr() as usize);
+    let (mine, _other) = if p.rank() == 0 { (c, d) } else { (d, c) };
+    check!(
+        p,
+        p.free(mine)
+            .err()
+            .is_some_and(|e| e.to_string().contains("free is collective")),
+        "freeing different arrays is refused on every rank"
+    );
+    let e: GlobalArray<u32> = p.alloc(10_000)?;
+    check!(
+        p,
+        ![c_at, d_at].contains(&(e.as_ptr() as usize)),
+        "nothing was freed by the refused free"
+    );
     // A size that overflows is a clear error on every rank, not a 0-byte "global range".
     let e = p.alloc::<u64>(usize::MAX / 4).err().map(|e| e.to_string());
     check!(
