@@ -512,16 +512,24 @@ impl Psls {
                 .filter(|(a, b)| a != b)
                 .map(|(a, b)| format!("{a} -> {b}"))
                 .collect();
+            let todo = meta.written_pages();
             if self.rank == 0 {
-                tracing::info!(target: "psls::pfs", "file {:?}: re-mirroring onto the job's new nodes ({})", meta.name, changed.join(", "));
+                tracing::info!(target: "psls::pfs", "file {:?}: re-mirroring its {todo} written pages onto the job's new nodes ({})", meta.name, changed.join(", "));
             }
             let mut lost = 0;
+            // Progress every few seconds: a large file takes a while, and the job waits.
+            let (mut done, mut said) = (0u64, std::time::Instant::now());
             for &(start, end) in &meta.written {
                 let mut at = start;
                 while at < end {
                     let to = (at + chunk_pages(meta.page_size as usize) as u64).min(end);
                     lost += self.read_pages(meta, at..to, Reading::Remirror)?.1;
+                    done += to - at;
                     at = to;
+                    if self.rank == 0 && said.elapsed() >= std::time::Duration::from_secs(3) {
+                        tracing::info!(target: "psls::pfs", "file {:?}: {done} of {todo} pages re-mirrored", meta.name);
+                        said = std::time::Instant::now();
+                    }
                 }
             }
             // Pages with no copy on this job's nodes stay lost (reading them fails with a clear
