@@ -183,6 +183,11 @@ pub enum Error {
     #[error("{0}")]
     Store(String),
 
+    /// The application passed an argument that is not allowed (a bad PFS file name, a file
+    /// that is mapped already, …); the message says which rule it breaks.
+    #[error("{0}")]
+    Argument(String),
+
     /// A checkpoint or a restart failed (the message says which step, and what to do).
     #[error("checkpoint: {0}")]
     Checkpoint(String),

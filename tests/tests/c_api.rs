@@ -104,6 +104,38 @@ fn errors_program() -> &'static Path {
     EXE.get_or_init(|| compile("bindings/c/tests/errors.c", "errors-c"))
 }
 
+fn misuse_program() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| compile("bindings/c/tests/misuse.c", "misuse-c"))
+}
+
+/// Runs `misuse SCENARIO` (`bindings/c/tests/misuse.c`) on 2 ranks on 2 nodes, with a deadline
+/// (a hang is a failure), and checks that every check passed on every rank.
+fn misuse(scenario: &str) -> psls_tests::Outcome {
+    let (m, d) = (Scratch::shm("capi-mis-mem"), Scratch::new("capi-mis-disk"));
+    let out = Launch::program(misuse_program(), 2)
+        .nodes(2)
+        .roots(&m, &d)
+        .env("PSLS_LOG", "error")
+        .arg(scenario)
+        .timeout(std::time::Duration::from_secs(90))
+        .run();
+    println!("{}", out.stdout);
+    assert!(
+        out.status.is_some(),
+        "misuse {scenario} hung (killed at the deadline):\n{out:?}"
+    );
+    let fails: Vec<&str> = out.stdout.lines().filter(|l| l.contains("FAIL")).collect();
+    assert!(
+        fails.is_empty(),
+        "misuse {scenario}:\n{}\n\n{out:?}",
+        fails.join("\n")
+    );
+    out.assert_success();
+    out.assert_lines("DONE rank ", 2);
+    out
+}
+
 /// The size of every mgs run here (the size of `tests/tests/supervise.rs`).
 const MGS_ARGS: &[&str] = &["--rows", "1024", "--vectors", "48", "--every", "4"];
 
@@ -423,4 +455,50 @@ fn the_program_in_the_docs_compiles_and_runs() {
         .run();
     out.assert_success();
     out.assert_lines("sum 31457220.0 (ok)", 1);
+}
+
+/// Ranks that disagree on psls_file_grow (rank 0 shrinks, rank 1 grows) all get the same error
+/// instead of rank 1 waiting for rank 0 forever.
+#[test]
+fn a_grow_the_ranks_disagree_on_fails_everywhere() {
+    misuse("grow-disagree");
+}
+
+/// A second psls_init on a live handle fails without overwriting the handle.
+#[test]
+fn a_second_init_leaves_the_live_handle_alone() {
+    misuse("second-init");
+}
+
+/// A grow or a create too large for the global range fails with PSLS_ERR_NO_MEMORY and leaves
+/// the file mapped where it was, with its bytes (the create leaves no file behind).
+#[test]
+fn a_grow_that_cannot_be_mapped_leaves_the_file_usable() {
+    misuse("grow-huge");
+}
+
+/// A copy of a closed file handle, or of a finalized runtime handle, stays invalid when new
+/// handles are made (no allocator address reuse makes it alias a new one).
+#[test]
+fn a_copy_of_a_released_handle_stays_invalid() {
+    misuse("stale");
+}
+
+/// A file mapped already is not mapped a second time (two incoherent copies).
+#[test]
+fn a_file_is_mapped_once_at_a_time() {
+    misuse("double-open");
+}
+
+/// Bad PFS file names are PSLS_ERR_ARG, not an I/O error.
+#[test]
+fn a_bad_file_name_is_an_invalid_argument() {
+    misuse("bad-names");
+}
+
+/// psls_init_f with Fortran handles MPI does not know returns PSLS_ERR_ARG instead of aborting
+/// the job, and leaves MPI_COMM_WORLD's error handler as it was.
+#[test]
+fn a_fortran_communicator_mpi_does_not_know_is_refused() {
+    misuse("bad-fortran-comm");
 }

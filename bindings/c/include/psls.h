@@ -112,12 +112,14 @@ extern "C" {
 // come from the PSLS_* environment variables (docs/configuration.md).
 //
 // Ownership: on success `*out` receives a new handle that the caller owns and releases with
-// psls_finalize; on failure `*out` is set to NULL (when `out` is not NULL). `comm` is
+// psls_finalize; on failure `*out` is set to NULL (when `out` is not NULL), except when PSLS
+// runs already in this process (PSLS_ERR_OTHER): then `*out` is left as it was, so that a
+// second psls_init on the variable that holds the live handle does not lose it. `comm` is
 // duplicated: the caller keeps it.
 //
 // Returns PSLS_ERR_NULL (out is NULL), PSLS_ERR_ARG (comm is MPI_COMM_NULL), PSLS_ERR_MPI (MPI
-// not initialized, or not at MPI_THREAD_MULTIPLE), PSLS_ERR_CONFIG, or another code from the
-// runtime.
+// not initialized, or not at MPI_THREAD_MULTIPLE), PSLS_ERR_OTHER (PSLS runs already),
+// PSLS_ERR_CONFIG, or another code from the runtime.
 //
 // # Safety
 // `comm` must be a valid communicator, passed by every rank of it. `out` must be NULL or
@@ -127,7 +129,8 @@ int psls_init(MPI_Comm comm, struct psls_t **out);
 // psls_init for Fortran: `comm` is a Fortran communicator handle (an MPI_Fint, such as
 // MPI_COMM_WORLD in Fortran), turned into a C one with MPI_Comm_f2c.
 //
-// Ownership and errors as psls_init.
+// Ownership and errors as psls_init; a handle MPI does not know is PSLS_ERR_ARG (the job
+// is not aborted).
 //
 // # Safety
 // As psls_init.
@@ -301,7 +304,7 @@ int psls_file_create(struct psls_t *h,
 // Ownership as psls_file_create.
 //
 // Returns PSLS_ERR_NOT_FOUND if there is no such file (`psls-pfs ls` lists them; `psls-pfs
-// import` brings one in). On failure `*f` and `*ptr` are NULL and `*size` is 0.
+// import` brings one in), PSLS_ERR_ARG if it is mapped already (close it first). On failure `*f` and `*ptr` are NULL and `*size` is 0.
 //
 // # Safety
 // `h` must be NULL or a pointer psls_init returned; `name` NULL or a NUL-terminated string;
@@ -321,7 +324,9 @@ int psls_file_open(struct psls_t *h,
 //
 // Ownership: after a move, the old address is invalid.
 //
-// Returns PSLS_ERR_ARG if `new_size` is smaller than the size, or differs between ranks.
+// Returns PSLS_ERR_ARG if `new_size` is smaller than the size, or differs between ranks
+// (every rank then returns an error), PSLS_ERR_NO_MEMORY if the global range has no room
+// for the new size: then the file stays mapped where it was, with its size and bytes.
 //
 // # Safety
 // `f` must be NULL or a pointer psls_file_create / psls_file_open returned; `ptr` NULL or

@@ -74,6 +74,7 @@ fn code_of(e: &runtime::Error) -> c_int {
         E::OutOfRange { .. } | E::AllocOverflow { .. } | E::MapCount { .. } => PSLS_ERR_NO_MEMORY,
         E::Store(_) | E::Io { .. } => PSLS_ERR_IO,
         E::Checkpoint(_) => PSLS_ERR_CHECKPOINT,
+        E::Argument(_) => PSLS_ERR_ARG,
         E::AlreadyInitialized
         | E::OutOfBounds { .. }
         | E::Misaligned { .. }

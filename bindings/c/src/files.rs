@@ -1,12 +1,17 @@
 //! Mapped PFS files: create, open, grow, flush and close.
 //!
-//! A `psls_file_t` is a Box registered in [`FILES`] with its runtime handle: a pointer is
-//! dereferenced only while registered, and `psls_finalize` closes (and frees) the files of its
-//! handle that are still registered, before the runtime goes.
+//! A `psls_file_t *` given to C is a handle value (crate::handle::handle_value), never reused,
+//! registered in [`FILES`] with the Box it stands for and its runtime handle: the Box is
+//! reached only while registered, and `psls_finalize` closes (and frees) the files of its
+//! handle that are still registered, before the runtime goes. A copy of a closed handle stays
+//! invalid even when a new file is opened (an address could be reused by the allocator).
 
 use crate::boundary::boundary;
-use crate::error::{Failure, PSLS_ERR_EXISTS, PSLS_ERR_IO, PSLS_ERR_NOT_FOUND, PSLS_ERR_NOT_INIT};
-use crate::handle::{live, lock, name_arg, psls_t, put};
+use crate::error::{
+    Failure, PSLS_ERR_ARG, PSLS_ERR_CHECKPOINT, PSLS_ERR_EXISTS, PSLS_ERR_IO, PSLS_ERR_NOT_FOUND,
+    PSLS_ERR_NOT_INIT,
+};
+use crate::handle::{handle_value, live, lock, name_arg, psls_t, put};
 use runtime::rma::ReduceOp;
 use runtime::{PfsFile, Psls};
 use std::ffi::{c_char, c_int, c_void};
@@ -18,14 +23,14 @@ use std::sync::Mutex;
 /// psls_file_close, or by psls_finalize for the files still open then.
 #[allow(non_camel_case_types)]
 pub struct psls_file_t {
-    /// The mapping; None once a failed move (psls_file_grow) left the file unmapped.
+    /// The mapping; None once a failed psls_file_close unmapped it but could not finish.
     file: Mutex<Option<PfsFile<'static>>>,
     /// Its runtime handle: live while this file is registered.
     owner: *const psls_t,
 }
 
-/// The open files, in the order they were opened: (file, its handle).
-static FILES: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+/// The open files, in the order they were opened: (handle value, the Box, its runtime handle).
+static FILES: Mutex<Vec<(usize, usize, usize)>> = Mutex::new(Vec::new());
 
 /// The open file `f` and its handle.
 ///
@@ -39,13 +44,14 @@ unsafe fn open<'a>(
     if f.is_null() {
         return Err(Failure::null(func, "the psls_file_t handle"));
     }
-    if !lock(&FILES).iter().any(|&(a, _)| a == f as usize) {
+    let Some(&(_, a, _)) = lock(&FILES).iter().find(|&&(v, _, _)| v == f as usize) else {
         return Err(not_open(func, f));
-    }
+    };
+    let a = a as *const psls_file_t;
     // SAFETY: a registered file is a Box leaked by register() and freed only after it is
     // unregistered; its owner is live while it is registered (psls_finalize unregisters the
     // files of a handle before releasing it). The caller keeps both calls away meanwhile.
-    unsafe { Ok((&*f, &*(*f).owner)) }
+    unsafe { Ok((&*a, &*(*a).owner)) }
 }
 
 fn not_open(func: &str, f: *const psls_file_t) -> Failure {
@@ -74,14 +80,15 @@ fn map_with_room<'p>(
     }
 }
 
-/// Boxes and registers a mapped file of `h`.
+/// Boxes and registers a mapped file of `h`; its handle value for C.
 fn register(h: &psls_t, file: PfsFile<'static>) -> *mut psls_file_t {
     let f = Box::into_raw(Box::new(psls_file_t {
         file: Mutex::new(Some(file)),
         owner: h,
     }));
-    lock(&FILES).push((f as usize, h as *const psls_t as usize));
-    f
+    let v = handle_value();
+    lock(&FILES).push((v, f as usize, h as *const psls_t as usize));
+    v as *mut psls_file_t
 }
 
 /// Whether the PFS catalog has a file `name`.
@@ -128,12 +135,9 @@ pub unsafe extern "C" fn psls_file_create(
                 format!("{F}: the PFS file {name:?} exists already: open it with psls_file_open, or remove it (`psls-pfs rm`)"),
             ));
         }
-        let file = match rt.create_file_with(name, size, room(size)) {
-            // Created, but not mapped with room to grow: map it as it is.
-            Err(runtime::Error::OutOfRange { .. }) if exists(rt, name) => rt.open_file(name),
-            r => r,
-        }
-        .map_err(|e| Failure::runtime(F, e))?;
+        // A create that cannot be mapped leaves no file behind, so it can be tried again.
+        let file = map_with_room(size, |reserve| rt.create_file_with(name, size, reserve))
+            .map_err(|e| Failure::runtime(F, e))?;
         let addr = file.as_ptr();
         let handle = register(h, file);
         // SAFETY: the contract; both checked not NULL above.
@@ -151,7 +155,7 @@ pub unsafe extern "C" fn psls_file_create(
 /// Ownership as psls_file_create.
 ///
 /// Returns PSLS_ERR_NOT_FOUND if there is no such file (`psls-pfs ls` lists them; `psls-pfs
-/// import` brings one in). On failure `*f` and `*ptr` are NULL and `*size` is 0.
+/// import` brings one in), PSLS_ERR_ARG if it is mapped already (close it first). On failure `*f` and `*ptr` are NULL and `*size` is 0.
 ///
 /// # Safety
 /// `h` must be NULL or a pointer psls_init returned; `name` NULL or a NUL-terminated string;
@@ -198,7 +202,7 @@ pub unsafe extern "C" fn psls_file_open(
 fn unmapped(func: &str) -> Failure {
     Failure::new(
         PSLS_ERR_IO,
-        format!("{func}: the file is no longer mapped (a move by psls_file_grow failed): close this handle and open the file again"),
+        format!("{func}: the file is no longer mapped (a psls_file_close failed after unmapping it): close this handle and open the file again"),
     )
 }
 
@@ -211,7 +215,9 @@ fn unmapped(func: &str) -> Failure {
 ///
 /// Ownership: after a move, the old address is invalid.
 ///
-/// Returns PSLS_ERR_ARG if `new_size` is smaller than the size, or differs between ranks.
+/// Returns PSLS_ERR_ARG if `new_size` is smaller than the size, or differs between ranks
+/// (every rank then returns an error), PSLS_ERR_NO_MEMORY if the global range has no room
+/// for the new size: then the file stays mapped where it was, with its size and bytes.
 ///
 /// # Safety
 /// `f` must be NULL or a pointer psls_file_create / psls_file_open returned; `ptr` NULL or
@@ -226,58 +232,76 @@ pub unsafe extern "C" fn psls_file_grow(
     boundary(F, || {
         // SAFETY: the contract.
         let (file, h) = unsafe { open(F, f.cast_const())? };
-        if ptr.is_null() {
-            return Err(Failure::null(F, "ptr"));
-        }
         let mut slot = lock(&file.file);
-        let pf = slot.as_mut().ok_or_else(|| unmapped(F))?;
-        if new_size < pf.size() {
-            return Err(Failure::arg(
+        // The checks of this rank's arguments are folded into the agreement below, so that a
+        // rank that refuses does not leave the others waiting in it: every rank returns the
+        // same code.
+        let local: Result<(), Failure> = match slot.as_ref() {
+            _ if ptr.is_null() => Err(Failure::null(F, "ptr")),
+            None => Err(unmapped(F)),
+            Some(pf) if new_size < pf.size() => Err(Failure::arg(
                 F,
                 format!(
                     "{:?} has {} bytes, more than new_size {new_size}: files only grow",
                     pf.name(),
                     pf.size()
                 ),
-            ));
-        }
-        // One decision for every rank: move or not.
-        let sum = |op| {
+            )),
+            Some(_) => Ok(()),
+        };
+        let code = local.as_ref().err().map_or(0, |e| e.code);
+        let reduce = |v, op| {
             h.comm
-                .allreduce_u64(new_size, op)
+                .allreduce_u64(v, op)
                 .map_err(|e| Failure::runtime(F, e))
         };
-        let (lo, hi) = (sum(ReduceOp::Min)?, sum(ReduceOp::Max)?);
+        let worst = reduce(code as u64, ReduceOp::Max)?;
+        let (lo, hi) = (
+            reduce(new_size, ReduceOp::Min)?,
+            reduce(new_size, ReduceOp::Max)?,
+        );
+        if worst != 0 {
+            // The highest code of any rank, on every rank.
+            let code = c_int::try_from(worst).unwrap_or(PSLS_ERR_ARG);
+            return Err(match local {
+                Err(mut e) => {
+                    e.code = code;
+                    e
+                }
+                Ok(()) => Failure::new(
+                    code,
+                    format!("{F}: another rank refused this call (its psls_last_error says why); this rank's arguments were fine"),
+                ),
+            });
+        }
         if lo != hi {
             return Err(Failure::arg(
                 F,
                 format!("every rank must pass the same new_size (they passed {lo} to {hi})"),
             ));
         }
+        let pf = slot.as_mut().ok_or_else(|| unmapped(F))?;
         let fits = usize::try_from(new_size).is_ok_and(|n| n <= pf.reserved());
         if fits {
             pf.grow(new_size).map_err(|e| Failure::runtime(F, e))?;
         } else {
+            // A move: with room to grow again, or just the new size if the range has no run
+            // that large. A failed move leaves the file mapped where it was.
             let (name, reserved) = (pf.name().to_string(), pf.reserved());
-            pf.flush().map_err(|e| {
+            let moved = match pf.relocate(new_size, room(new_size)) {
+                Err(runtime::Error::OutOfRange { .. }) => pf.relocate(new_size, 0),
+                r => r,
+            };
+            moved.map_err(|e| {
                 let mut fl = Failure::runtime(F, e);
-                fl.message = format!(
-                    "{}; {name:?} must move to grow beyond the {reserved} bytes reserved for it when it was mapped, and a move needs this flush. In a job that checkpoints, grow files within that room, or reach the size at psls_file_create",
-                    fl.message
-                );
+                if fl.code == PSLS_ERR_CHECKPOINT {
+                    fl.message = format!(
+                        "{}; {name:?} must move to grow beyond the {reserved} bytes reserved for it when it was mapped, and a move needs a flush. In a job that checkpoints, grow files within that room, or reach the size at psls_file_create",
+                        fl.message
+                    );
+                }
                 fl
             })?;
-            if let Some(old) = slot.take() {
-                old.discard().map_err(|e| Failure::runtime(F, e))?;
-            }
-            // SAFETY: the new mapping goes back into this registered file handle.
-            let rt = unsafe { h.rt_static() };
-            let mut moved = map_with_room(new_size, |reserve| {
-                rt.open_file_with(&name, reserve.max(new_size as usize))
-            })
-            .map_err(|e| Failure::runtime(F, e))?;
-            moved.grow(new_size).map_err(|e| Failure::runtime(F, e))?;
-            *slot = Some(moved);
         }
         let addr = slot.as_ref().map_or(std::ptr::null_mut(), |p| p.as_ptr());
         // SAFETY: the contract; checked not NULL above.
@@ -368,18 +392,23 @@ pub unsafe extern "C" fn psls_file_close(f: *mut *mut psls_file_t) -> c_int {
         // SAFETY: the contract.
         let (file, _) = unsafe { open(F, p.cast_const())? };
         close_file(F, file)?;
-        unregister(p);
+        let a = unregister(p);
         // SAFETY: writable (the contract).
         unsafe { *f = std::ptr::null_mut() };
-        // SAFETY: p was registered (a Box from register()) and is not any more: this is its
-        // only owner.
-        drop(unsafe { Box::from_raw(p) });
+        if let Some(a) = a {
+            // SAFETY: a was registered (a Box from register()) and is not any more: this is
+            // its only owner.
+            drop(unsafe { Box::from_raw(a as *mut psls_file_t) });
+        }
         Ok(())
     })
 }
 
-fn unregister(p: *mut psls_file_t) {
-    lock(&FILES).retain(|&(a, _)| a != p as usize);
+/// Unregisters the handle value `p`; the Box it stood for.
+fn unregister(p: *mut psls_file_t) -> Option<usize> {
+    let mut files = lock(&FILES);
+    let i = files.iter().position(|&(v, _, _)| v == p as usize)?;
+    Some(files.remove(i).1)
 }
 
 /// Closes every file of `h` still open, in the order they were opened (the same on every
@@ -390,10 +419,10 @@ pub(crate) fn close_all_of(h: &psls_t) -> Vec<Result<(), Failure>> {
         let owner = h as *const psls_t as usize;
         let mine = files
             .iter()
-            .filter(|&&(_, o)| o == owner)
-            .map(|&(a, _)| a)
+            .filter(|&&(_, _, o)| o == owner)
+            .map(|&(_, a, _)| a)
             .collect();
-        files.retain(|&(_, o)| o != owner);
+        files.retain(|&(_, _, o)| o != owner);
         mine
     };
     mine.into_iter()

@@ -2,12 +2,13 @@
 //! checks every function makes on its pointer arguments.
 
 use crate::boundary::boundary;
-use crate::error::{Failure, PSLS_ERR_MPI, PSLS_ERR_NOT_INIT, PSLS_ERR_NULL};
+use crate::error::{Failure, PSLS_ERR_MPI, PSLS_ERR_NOT_INIT, PSLS_ERR_NULL, PSLS_ERR_OTHER};
 use mpi::ffi::{MPI_Comm, RSMPI_Fint};
 use runtime::rma::Comm;
 use runtime::{GlobalArray, GlobalMutex, Psls};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// This rank's PSLS runtime (opaque).
@@ -51,7 +52,18 @@ impl psls_t {
 }
 
 /// The addresses of the live handles: a pointer is dereferenced only when it is one of them.
-static LIVE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static LIVE: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+/// The next handle value (see [`handle_value`]).
+static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(0x1000);
+
+/// A new value for a handle given to C (`psls_t *`, `psls_file_t *`): opaque, never NULL and
+/// never given twice, so that a copy of a released handle stays invalid even when a new
+/// handle is made (the allocator may give the released Box's address to the new one). The
+/// values are small multiples of 16, far from the addresses of real objects.
+pub(crate) fn handle_value() -> usize {
+    NEXT_HANDLE.fetch_add(16, Ordering::Relaxed)
+}
 
 /// Locks `m`, ignoring poisoning: every critical section here leaves its data consistent.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,15 +82,15 @@ pub(crate) unsafe fn live<'a>(func: &str, h: *const psls_t) -> Result<&'a psls_t
             format!("{func}: the psls_t handle is NULL (psls_init gives one; psls_finalize sets it to NULL)"),
         ));
     }
-    if !lock(&LIVE).contains(&(h as usize)) {
+    let Some(&(_, a)) = lock(&LIVE).iter().find(|&&(v, _)| v == h as usize) else {
         return Err(Failure::new(
             PSLS_ERR_NOT_INIT,
             format!("{func}: {h:p} is not a live psls_t handle: it was not returned by psls_init, or psls_finalize released it"),
         ));
-    }
+    };
     // SAFETY: a registered address is a Box that psls_init leaked and that only psls_finalize
     // frees, after unregistering it; the caller keeps psls_finalize away meanwhile.
-    Ok(unsafe { &*h })
+    Ok(unsafe { &*(a as *const psls_t) })
 }
 
 /// Writes `v` to the out-pointer `out` (named `what` in messages).
@@ -122,22 +134,70 @@ pub(crate) fn int(func: &str, what: &str, v: usize) -> Result<c_int, Failure> {
     c_int::try_from(v).map_err(|_| Failure::arg(func, format!("{what} {v} does not fit in an int")))
 }
 
-/// Starts the runtime on `comm` and registers the new handle in `*out`.
+/// Starts the runtime on `comm` and registers the new handle in `*out`. `*out` is set to NULL
+/// on failure, except when PSLS runs already: then it may hold the live handle, which must not
+/// be lost, and is left as it is.
 ///
 /// # Safety
 /// As psls_init.
 unsafe fn start(func: &str, comm: MPI_Comm, out: *mut *mut psls_t) -> Result<(), Failure> {
-    // SAFETY: psls_init's contract: out is NULL or writable. NULL until success.
-    unsafe { put(func, "out", out, std::ptr::null_mut())? };
+    if out.is_null() {
+        return Err(Failure::null(func, "out"));
+    }
+    // SAFETY: forwarded contract.
+    match unsafe { start_inner(func, comm) } {
+        Ok(h) => {
+            // SAFETY: psls_init's contract: out is writable; checked not NULL above.
+            unsafe { *out = h };
+            Ok(())
+        }
+        Err((e, Running::Already)) => Err(e),
+        Err((e, Running::No)) => {
+            // SAFETY: as above.
+            unsafe { *out = std::ptr::null_mut() };
+            Err(e)
+        }
+    }
+}
+
+/// Whether a failed start found PSLS running already.
+enum Running {
+    Already,
+    No,
+}
+
+fn already_running(func: &str, e: Option<runtime::Error>) -> (Failure, Running) {
+    let message = format!("{func}: PSLS is already running in this process: one psls_t at a time; call psls_finalize before psls_init again (*out is left as it was)");
+    let f = match e {
+        Some(e) => {
+            let mut f = Failure::runtime(func, e);
+            f.message = message;
+            f
+        }
+        None => Failure::new(PSLS_ERR_OTHER, message),
+    };
+    (f, Running::Already)
+}
+
+/// The new handle of a runtime started on `comm`, registered.
+///
+/// # Safety
+/// As psls_init.
+unsafe fn start_inner(func: &str, comm: MPI_Comm) -> Result<*mut psls_t, (Failure, Running)> {
+    let not_running = |f: Failure| (f, Running::No);
+    // Before anything else: a live handle of this binding (the caller's `*out`, perhaps).
+    if !lock(&LIVE).is_empty() {
+        return Err(already_running(func, None));
+    }
     if !runtime::rma::is_initialized() || runtime::rma::is_finalized() {
-        return Err(Failure::new(
+        return Err(not_running(Failure::new(
             PSLS_ERR_MPI,
             format!("{func}: MPI is not initialized (or already finalized): call MPI_Init_thread with MPI_THREAD_MULTIPLE before psls_init, and MPI_Finalize only after psls_finalize"),
-        ));
+        )));
     }
     // SAFETY: reading an MPI constant exported by the MPI shim.
     if comm == unsafe { mpi::ffi::RSMPI_COMM_NULL } {
-        return Err(Failure::arg(func, "comm is MPI_COMM_NULL"));
+        return Err(not_running(Failure::arg(func, "comm is MPI_COMM_NULL")));
     }
     // Keeps the Open MPI constructor (and its object file) in a static link.
     std::hint::black_box(&crate::openmpi::CHOOSE_OSC);
@@ -145,27 +205,26 @@ unsafe fn start(func: &str, comm: MPI_Comm, out: *mut *mut psls_t) -> Result<(),
     // SAFETY: psls_init's contract: comm is a valid communicator, the same on every rank.
     let psls = unsafe { runtime::init_on_env(comm) }.map_err(|e| {
         if let runtime::Error::AlreadyInitialized = e {
-            let mut f = Failure::runtime(func, e);
-            f.message = format!("{func}: PSLS is already running in this process: one psls_t at a time; call psls_finalize before psls_init again");
-            return f;
+            return already_running(func, Some(e));
         }
         let mut f = Failure::runtime(func, e);
         if let Some(h) = crate::openmpi::hint(&f.message) {
             f.message.push_str(&h);
         }
-        f
+        not_running(f)
     })?;
-    let comm = psls.dup_comm().map_err(|e| Failure::runtime(func, e))?;
+    let comm = psls
+        .dup_comm()
+        .map_err(|e| not_running(Failure::runtime(func, e)))?;
     let h = Box::into_raw(Box::new(psls_t {
         mutexes: Mutex::new(Vec::new()),
         arrays: Mutex::new(HashMap::new()),
         comm,
         psls: Box::new(psls),
     }));
-    lock(&LIVE).push(h as usize);
-    // SAFETY: checked above: out is not NULL and writable.
-    unsafe { *out = h };
-    Ok(())
+    let v = handle_value();
+    lock(&LIVE).push((v, h as usize));
+    Ok(v as *mut psls_t)
 }
 
 /// Starts PSLS on the ranks of `comm` (collective over `comm`).
@@ -175,12 +234,14 @@ unsafe fn start(func: &str, comm: MPI_Comm, out: *mut *mut psls_t) -> Result<(),
 /// come from the PSLS_* environment variables (docs/configuration.md).
 ///
 /// Ownership: on success `*out` receives a new handle that the caller owns and releases with
-/// psls_finalize; on failure `*out` is set to NULL (when `out` is not NULL). `comm` is
+/// psls_finalize; on failure `*out` is set to NULL (when `out` is not NULL), except when PSLS
+/// runs already in this process (PSLS_ERR_OTHER): then `*out` is left as it was, so that a
+/// second psls_init on the variable that holds the live handle does not lose it. `comm` is
 /// duplicated: the caller keeps it.
 ///
 /// Returns PSLS_ERR_NULL (out is NULL), PSLS_ERR_ARG (comm is MPI_COMM_NULL), PSLS_ERR_MPI (MPI
-/// not initialized, or not at MPI_THREAD_MULTIPLE), PSLS_ERR_CONFIG, or another code from the
-/// runtime.
+/// not initialized, or not at MPI_THREAD_MULTIPLE), PSLS_ERR_OTHER (PSLS runs already),
+/// PSLS_ERR_CONFIG, or another code from the runtime.
 ///
 /// # Safety
 /// `comm` must be a valid communicator, passed by every rank of it. `out` must be NULL or
@@ -194,7 +255,8 @@ pub unsafe extern "C" fn psls_init(comm: MPI_Comm, out: *mut *mut psls_t) -> c_i
 /// psls_init for Fortran: `comm` is a Fortran communicator handle (an MPI_Fint, such as
 /// MPI_COMM_WORLD in Fortran), turned into a C one with MPI_Comm_f2c.
 ///
-/// Ownership and errors as psls_init.
+/// Ownership and errors as psls_init; a handle MPI does not know is PSLS_ERR_ARG (the job
+/// is not aborted).
 ///
 /// # Safety
 /// As psls_init.
@@ -207,11 +269,60 @@ pub unsafe extern "C" fn psls_init_f(comm: RSMPI_Fint, out: *mut *mut psls_t) ->
             return unsafe { start("psls_init_f", mpi::ffi::RSMPI_COMM_NULL, out) };
         }
         // SAFETY: MPI is initialized; MPI_Comm_f2c accepts any integer and returns
-        // MPI_COMM_NULL (or an invalid handle that MPI_Comm_dup reports) for a bad one.
+        // MPI_COMM_NULL, or an invalid handle, for a bad one.
         let c = unsafe { mpi::ffi::RSMPI_Comm_f2c(comm) };
+        // SAFETY: MPI is initialized; c came from MPI_Comm_f2c. MPI_COMM_NULL is start()'s.
+        if c != unsafe { mpi::ffi::RSMPI_COMM_NULL } && !unsafe { known_comm(c) } {
+            if !out.is_null() {
+                // SAFETY: the contract: out is NULL or writable.
+                unsafe { *out = std::ptr::null_mut() };
+            }
+            return Err(Failure::arg(
+                "psls_init_f",
+                format!("{comm} is not a Fortran communicator handle that MPI knows (pass MPI_COMM_WORLD, or a communicator from MPI_Comm_dup or MPI_Comm_split)"),
+            ));
+        }
         // SAFETY: forwarded contract.
         unsafe { start("psls_init_f", c, out) }
     })
+}
+
+/// Whether MPI knows the communicator `c` that MPI_Comm_f2c gave: not all zero bits (Open MPI
+/// gives a null pointer for an index it does not know), and MPI_Comm_size succeeds on it.
+/// Meanwhile MPI_COMM_WORLD and MPI_COMM_SELF, whose error handlers are called for an invalid
+/// handle, return errors instead of aborting; the application's handlers are put back.
+///
+/// # Safety
+/// MPI must be initialized and not finalized; `c` must come from MPI_Comm_f2c.
+unsafe fn known_comm(c: MPI_Comm) -> bool {
+    use mpi::ffi::{
+        MPI_Comm_get_errhandler, MPI_Comm_set_errhandler, MPI_Comm_size, MPI_Errhandler_free,
+        RSMPI_COMM_SELF, RSMPI_COMM_WORLD, RSMPI_ERRORS_RETURN,
+    };
+    // SAFETY: reading the bytes of a plain handle value.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&raw const c).cast::<u8>(), std::mem::size_of::<MPI_Comm>())
+    };
+    if bytes.iter().all(|&b| b == 0) {
+        return false;
+    }
+    // SAFETY: MPI is initialized (the contract); the handler handles are valid out-pointers
+    // and are given back and freed below.
+    unsafe {
+        let comms = [RSMPI_COMM_WORLD, RSMPI_COMM_SELF];
+        let mut saved = [RSMPI_ERRORS_RETURN; 2];
+        for (c, s) in comms.iter().zip(saved.iter_mut()) {
+            MPI_Comm_get_errhandler(*c, s);
+            MPI_Comm_set_errhandler(*c, RSMPI_ERRORS_RETURN);
+        }
+        let mut size = 0;
+        let ok = MPI_Comm_size(c, &mut size) == mpi::ffi::MPI_SUCCESS as c_int && size > 0;
+        for (c, s) in comms.iter().zip(saved.iter_mut()) {
+            MPI_Comm_set_errhandler(*c, *s);
+            MPI_Errhandler_free(s);
+        }
+        ok
+    }
 }
 
 /// Stops PSLS (collective): closes the files the application left open (as psls_file_close
@@ -239,21 +350,21 @@ pub unsafe extern "C" fn psls_finalize(h: *mut *mut psls_t) -> c_int {
         if p.is_null() {
             return Err(Failure::null(F, "*h (the handle)"));
         }
-        {
+        let a = {
             let mut live = lock(&LIVE);
-            let Some(i) = live.iter().position(|&a| a == p as usize) else {
+            let Some(i) = live.iter().position(|&(v, _)| v == p as usize) else {
                 return Err(Failure::new(
                     PSLS_ERR_NOT_INIT,
                     format!("{F}: {p:p} is not a live psls_t handle (already finalized?)"),
                 ));
             };
-            live.swap_remove(i);
-        }
+            live.swap_remove(i).1
+        };
         // SAFETY: writable (the contract).
         unsafe { *h = std::ptr::null_mut() };
-        // SAFETY: p was a registered handle, a Box leaked by psls_init; it is unregistered now,
+        // SAFETY: a was a registered handle, a Box leaked by psls_init; it is unregistered now,
         // so no other call can reach it, and this is its only owner.
-        let handle = unsafe { Box::from_raw(p) };
+        let handle = unsafe { Box::from_raw(a as *mut psls_t) };
         finish(handle)
     })
 }

@@ -145,6 +145,31 @@ impl<'p> PfsFile<'p> {
     pub fn discard(self) -> Result<()> {
         self.psls.svm.unmap_file(&self.psls.comm, self.addr)
     }
+
+    /// Grows the file to `new_size` bytes where it has no room to grow in place (collective):
+    /// flushes (see [`Psls::flush`]: not in a job that checkpoints), maps the file again
+    /// elsewhere with room for `reserve` bytes (at least `new_size`), grows it there, and only
+    /// then unmaps the old place. On failure the file stays mapped where it was, at its size;
+    /// only the flush has happened. The address changes: see [`PfsFile::as_ptr`].
+    pub fn relocate(&mut self, new_size: u64, reserve: usize) -> Result<()> {
+        let p = self.psls;
+        if new_size < self.size {
+            return Err(Error::Argument(format!(
+                "cannot grow {:?} from {} to {new_size} bytes: files only grow",
+                self.name, self.size
+            )));
+        }
+        let need = usize::try_from(new_size).unwrap_or(usize::MAX);
+        p.flush()?;
+        let mut moved = p.map_named(&self.name, reserve.max(need))?;
+        if let Err(e) = moved.grow(new_size) {
+            // The old place stays; an error unmapping the new one is secondary.
+            let _ = moved.discard();
+            return Err(e);
+        }
+        std::mem::swap(self, &mut moved);
+        moved.discard()
+    }
 }
 
 impl Psls {
@@ -160,8 +185,20 @@ impl Psls {
         let (catalog, _) = self.with_new_file(st.catalog, st.epoch + 1, name, size)?;
         let vol = &self.volume;
         vol.publish(&self.comm, catalog, |_, _| Ok(()))?;
-        tracing::info!(target: "psls::pfs", "created PFS file {name:?} ({size} bytes)");
-        self.open_file_with(name, reserve)
+        match self.open_file_with(name, reserve) {
+            Ok(file) => {
+                tracing::info!(target: "psls::pfs", "created PFS file {name:?} ({size} bytes)");
+                Ok(file)
+            }
+            // A file that cannot be mapped (too large for the global range, …) is not left
+            // behind: the caller may try again with less room.
+            Err(e) => {
+                if let Err(r) = self.remove_file(name) {
+                    tracing::warn!(target: "psls::pfs", "PFS file {name:?} was created but cannot be mapped, nor removed: {r}");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// `catalog` with a new file `name` of `size` bytes, laid out on this job's nodes with the
@@ -201,7 +238,18 @@ impl Psls {
     }
 
     /// [`Psls::open_file`], reserving room for the file to grow to `reserve` bytes in place.
+    /// A file is mapped once at a time: two mappings would be two incoherent copies of it.
     pub fn open_file_with(&self, name: &str, reserve: usize) -> Result<PfsFile<'_>> {
+        if self.svm.mappings().iter().any(|m| m.meta.name == name) {
+            return Err(Error::Argument(format!(
+                "PFS file {name:?} is mapped already: use that mapping, or close it before opening the file again"
+            )));
+        }
+        self.map_named(name, reserve)
+    }
+
+    /// Maps the existing PFS file `name` with room for `reserve` bytes, mapped elsewhere or not.
+    fn map_named(&self, name: &str, reserve: usize) -> Result<PfsFile<'_>> {
         let Some(meta) = self.volume.file(name) else {
             return Err(Error::Store(format!(
                 "no PFS file named {name:?} (see `psls-pfs ls`; files are created with Psls::create_file or `psls-pfs import`)"

@@ -38,7 +38,10 @@ pub(crate) struct Volume {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
-        Error::Store(e.to_string())
+        match e {
+            StoreError::BadName { .. } => Error::Argument(e.to_string()),
+            e => Error::Store(e.to_string()),
+        }
     }
 }
 
