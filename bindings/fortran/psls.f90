@@ -431,6 +431,18 @@ contains
   ! ---------------------------------------------------------------------------------------
 
   ! A trimmed, NUL-terminated copy of a Fortran string.
+  ! Whether the name `s` holds a NUL character, which C would take for its end: then the
+  ! call `what` fails with PSLS_ERR_ARG (through ierr, or it stops).
+  logical function has_nul(what, s, ierr)
+    character(*), intent(in) :: what, s
+    integer, intent(out), optional :: ierr
+    has_nul = index(s, c_null_char) > 0
+    if (has_nul) then
+      call arg_error(what, 'the name contains a NUL character (char(0)), which would end ' // &
+           'it early in C: names are plain text', ierr)
+    end if
+  end function has_nul
+
   pure function to_c(s) result(c)
     character(*), intent(in) :: s
     character(kind=c_char, len=len_trim(s) + 1) :: c
@@ -818,6 +830,7 @@ contains
       call arg_error('psls_file_create', 'negative size', ierr)
       return
     end if
+    if (has_nul('psls_file_create', name, ierr)) return
     call done(c_psls_file_create(h, to_c(name), size, f, ptr), 'psls_file_create("' // &
          trim(name) // '")', ierr)
   end subroutine file_create_i8
@@ -842,6 +855,7 @@ contains
     f = c_null_ptr
     ptr = c_null_ptr
     size = 0
+    if (has_nul('psls_file_open', name, ierr)) return
     call done(c_psls_file_open(h, to_c(name), f, ptr, size), 'psls_file_open("' // &
          trim(name) // '")', ierr)
   end subroutine psls_file_open
@@ -946,6 +960,7 @@ contains
       call arg_error('psls_protect("' // trim(name) // '")', 'negative byte count', ierr)
       return
     end if
+    if (has_nul('psls_protect', name, ierr)) return
     call done(c_psls_protect(h, to_c(name), ptr, nbytes), 'psls_protect("' // trim(name) &
          // '")', ierr)
   end subroutine protect_ptr_i8
