@@ -35,7 +35,9 @@ with the next spare at the same position in the node map, and relaunches; the ru
 from the newest checkpoint that survived. An exit code from 1 to 128 with every node intact is
 the application's own error: it is returned as is, without a restart. After --max-restarts
 restarts, or when a lost node has no spare left, psls-launch stops with a report of what was lost
-and what remains, and exits with status 3. Bad options exit with status 2.
+and what remains, and exits with status 3. Bad options exit with status 2. SIGTERM (scancel) or
+SIGINT (Ctrl-C) stops the job (SIGTERM to mpirun/srun, SIGKILL 10 s later) without a relaunch:
+psls-launch exits with status 143 or 130.
 
 Fault injection (--inject SPEC, repeatable; for tests and demos):
   SPEC = KIND[:rank=R|:node=NAME][:epoch=E|:at=SECONDS][:launch=L]

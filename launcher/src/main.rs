@@ -34,9 +34,16 @@
 //! with `srun --nodelist --exclude --no-kill --distribution=arbitrary` (`SLURM_HOSTFILE` =
 //! `RUN_DIR/hostfile.L` keeps every rank where the node map puts it).
 //!
+//! **Stopping.** SIGTERM (`scancel`, `kill`), SIGINT (Ctrl-C) or SIGHUP sent to the launcher
+//! stops the job: SIGTERM to the MPI launcher, SIGKILL after a 10 s grace period (at once on a
+//! second signal), then any rank of this host still running is killed; there is no relaunch,
+//! and the launcher exits with status 128 + the signal (143, 130, 129). Each MPI launcher it
+//! starts gets SIGTERM if the launcher itself dies (`PR_SET_PDEATHSIG`), even of SIGKILL.
+//!
 //! Modules: [`cli`] (options), [`nodes`] (live nodes, spares, node map), [`inject`] (fault
 //! specs), [`mpi`] (command lines), [`probe`] (the probe and the classification), [`procs`]
-//! (rank processes), [`roots`] (node roots), [`supervise`] (the loop).
+//! (rank processes), [`roots`] (node roots), [`signals`] (stopping on SIGTERM/SIGINT),
+//! [`supervise`] (the loop).
 
 mod cli;
 mod inject;
@@ -45,6 +52,7 @@ mod nodes;
 mod probe;
 mod procs;
 mod roots;
+mod signals;
 mod supervise;
 
 use clap::Parser;
@@ -63,7 +71,10 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match prepare(cli) {
-        Ok(Some(job)) => job.supervise(),
+        Ok(Some(job)) => {
+            signals::install();
+            job.supervise()
+        }
         Ok(None) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("psls-launch: error: {msg}");

@@ -184,6 +184,7 @@ struct Collected {
 }
 
 fn collect(mut cmd: std::process::Command) -> std::io::Result<Collected> {
+    crate::signals::die_with_parent(&mut cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -238,7 +239,8 @@ pub fn run_on_nodes(
                 }
             }
         }
-        if !waiting || Instant::now() >= deadline {
+        // A stop signal: the launcher is ending, the answers no longer matter.
+        if !waiting || Instant::now() >= deadline || crate::signals::requested().is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -271,7 +273,12 @@ pub fn run_within(cmd: std::process::Command, timeout: Duration) -> Result<(bool
     let status = loop {
         match c.child.try_wait() {
             Ok(Some(s)) => break Some(s),
-            Ok(None) | Err(_) if Instant::now() >= deadline => break None,
+            // A stop signal: the launcher is ending, the answer no longer matters.
+            Ok(None) | Err(_)
+                if Instant::now() >= deadline || crate::signals::requested().is_some() =>
+            {
+                break None
+            }
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
     };

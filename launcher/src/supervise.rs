@@ -8,6 +8,7 @@ use crate::nodes::{map_text, NodeKind, Nodes};
 use crate::probe::{self, Class, Report};
 use crate::procs::{self, Owner, RankProc};
 use crate::roots;
+use crate::signals;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -190,6 +191,9 @@ impl Job {
         let _ = std::fs::remove_file(self.run_dir.join("dead-nodes"));
         let mut launch = 0u32;
         loop {
+            if let Some(sig) = signals::check() {
+                return self.stopped(&h, sig);
+            }
             let map = self.nodes.node_map(self.ranks);
             let r = match self.launch(launch, &map, &mut h) {
                 Ok(r) => r,
@@ -211,6 +215,9 @@ impl Job {
                 }
                 say!("{line}");
                 return ExitCode::SUCCESS;
+            }
+            if let Some(sig) = signals::check() {
+                return self.stopped(&h, sig);
             }
             let code = r.status.code();
             let killed =
@@ -250,6 +257,9 @@ impl Job {
                     h.started.insert(rep.node.clone());
                 }
                 say!("probe {}", rep.describe(h.started.contains(&rep.node)));
+            }
+            if let Some(sig) = signals::check() {
+                return self.stopped(&h, sig);
             }
             let class = probe::classify(&reports, &h.started);
             h.reports
@@ -459,6 +469,7 @@ impl Job {
         if scan {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
+        signals::die_with_parent(cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
@@ -478,6 +489,7 @@ impl Job {
         let mut resumed = false;
         let mut our_kill = false;
         let mut ended_hung = false;
+        let mut stopped = false;
         let mut last_check = t0;
         let mut dead_since: Option<(Instant, String)> = None;
         let status = loop {
@@ -490,6 +502,11 @@ impl Job {
                         .wait()
                         .map_err(|e| format!("cannot wait for the job: {e}"))?;
                 }
+            }
+            if signals::check().is_some() && !stopped {
+                stop_child(&mut child);
+                stopped = true;
+                continue;
             }
             if !resumed {
                 resumed = self.report_resumed(launch);
@@ -552,7 +569,7 @@ impl Job {
                 self.injects[i].spec
             );
         }
-        self.ensure_gone(launch);
+        self.ensure_gone(launch, Duration::from_secs(if stopped { 3 } else { 10 }));
         let deadline = Instant::now() + Duration::from_secs(2);
         while forwarders.iter().any(|f| !f.is_finished()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -563,7 +580,9 @@ impl Job {
         Ok(Launched {
             status,
             elapsed,
-            cause: if ended_hung {
+            cause: if stopped {
+                Some("the launcher stopped it on a signal")
+            } else if ended_hung {
                 Some("the launcher ended it: a rank had died and the job hung")
             } else if our_kill {
                 Some("the launcher killed a rank")
@@ -666,8 +685,8 @@ impl Job {
     }
 
     /// After the job's command exited: waits for its processes on this host to end, and kills
-    /// those that do not within 10 s.
-    fn ensure_gone(&self, launch: u32) {
+    /// those that do not within `grace`.
+    fn ensure_gone(&self, launch: u32, grace: Duration) {
         let ours = || -> Vec<RankProc> {
             procs::read_rank_files(&self.run_dir)
                 .into_iter()
@@ -676,7 +695,7 @@ impl Job {
                 })
                 .collect()
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + grace;
         while !ours().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -804,6 +823,22 @@ impl Job {
         }
     }
 
+    /// Ends the supervision after a stop signal (the job's processes are gone): exit status
+    /// 128 + the signal, as a shell reports a process killed by it.
+    fn stopped(&self, h: &History, sig: i32) -> ExitCode {
+        say!(
+            "job {} stopped by {} after {} restart{} in {:.1} s, not relaunched; run again with \
+             --job-id {} to resume from its checkpoints",
+            self.job_id,
+            signals::name(sig),
+            h.restarts,
+            if h.restarts == 1 { "" } else { "s" },
+            h.start.elapsed().as_secs_f64(),
+            self.job_id
+        );
+        ExitCode::from((128 + sig).clamp(0, 255) as u8)
+    }
+
     /// Stops with a report of what failed, what was lost and what remains.
     fn give_up(&self, h: &History, reason: &str) -> ExitCode {
         say!("giving up on job {}: {reason}", self.job_id);
@@ -896,6 +931,30 @@ fn forward<R: Read + Send + 'static, W: Write + Send + 'static>(
             tail.drain(..keep);
         }
     })
+}
+
+/// Stops the job on a stop signal: SIGTERM to its MPI launcher (which passes it on to the
+/// ranks), then SIGKILL after 10 s, or at once when the signal comes again.
+fn stop_child(child: &mut Child) {
+    procs::signal(child.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !signals::insisted() {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    say!(
+        "the job's MPI launcher (pid {}) did not end {}: killing it (SIGKILL)",
+        child.id(),
+        if signals::insisted() {
+            "before a second stop signal"
+        } else {
+            "within 10 s of SIGTERM"
+        }
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Ends a hung job: SIGTERM to its launcher, then SIGKILL.

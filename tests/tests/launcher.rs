@@ -10,6 +10,7 @@
 
 use psls_tests::{sibling_binary, MpiFlavor, Scratch};
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -872,4 +873,280 @@ fn mpi_arg_rejected_by_mpirun_is_named() {
     let (status, text) = supervise(&args, &m, &d);
     assert_eq!(status.code(), Some(64), "{text}");
     assert!(text.contains("an error of the application"), "{text}");
+}
+
+/// A `psls-launch` running in the background, its output collected.
+struct Background {
+    child: std::process::Child,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Background {
+    fn start(args: &[&str], mem: &Scratch, disk: &Scratch) -> Background {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(sibling_binary("psls-launch"));
+        cmd.args(args)
+            .env("PSLS_MEMORY_BASE", mem.path())
+            .env("PSLS_DISK_BASE", disk.path())
+            .env_remove("SLURM_JOB_ID")
+            .env_remove("PSLS_CKPT_NAME")
+            .env_remove("PSLS_FAULT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: between fork and exec only signal(), which is async-signal-safe: the test
+        // sends SIGINT and SIGTERM, which a shell may have left ignored for a background job.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("start psls-launch");
+        let mut o = child.stdout.take().expect("stdout");
+        let mut e = child.stderr.take().expect("stderr");
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = o.read_to_string(&mut s);
+            s
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = e.read_to_string(&mut s);
+            s
+        });
+        Background {
+            child,
+            out: Some(out),
+            err: Some(err),
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill() on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(r, 0, "kill {sig} {}", self.child.id());
+    }
+
+    /// Waits for the launcher to end within `limit` (else kills it): its status, if it ended,
+    /// and everything it printed.
+    fn wait(mut self, limit: Duration) -> (Option<ExitStatus>, String) {
+        let status = self.wait_status(limit);
+        (status, self.output())
+    }
+
+    /// Everything the launcher printed (once whatever holds its output has ended).
+    fn output(mut self) -> String {
+        self.out.take().unwrap().join().unwrap_or_default()
+            + &self.err.take().unwrap().join().unwrap_or_default()
+    }
+
+    /// Waits for the launcher to end within `limit` (else kills it): its status, if it ended.
+    fn wait_status(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait for psls-launch") {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in rank like `fake_rank` that runs for about `secs` seconds.
+fn slow_rank(dir: &Path, secs: u32) -> String {
+    script(
+        dir,
+        "slow-rank.sh",
+        &format!(
+            r#"#!/bin/sh
+r=${{OMPI_COMM_WORLD_RANK:-${{PMI_RANK:-0}}}}
+node=$(awk -v r="$r" '$1==r {{print $2}}' "$PSLS_NODE_MAP")
+mkdir -p "$PSLS_RUN_DIR/ranks"
+echo "$$ $(uname -n) $node" > "$PSLS_RUN_DIR/ranks/rank.$r.tmp"
+mv "$PSLS_RUN_DIR/ranks/rank.$r.tmp" "$PSLS_RUN_DIR/ranks/rank.$r"
+[ "$r" = 0 ] && echo fresh > "$PSLS_RUN_DIR/resumed"
+i=0
+while [ $i -lt {} ]; do sleep 0.1; i=$((i+1)); done
+echo "slow rank $r done"
+"#,
+            secs * 10
+        ),
+    )
+}
+
+/// The live (not zombie) processes of this host whose command line contains `needle`, but
+/// `except`.
+fn processes_with(needle: &str, except: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == except || pid == std::process::id() {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let i = s.rfind(')')?;
+                s[i + 1..].trim_start().chars().next()
+            })
+            .is_some_and(|c| c == 'Z' || c == 'X');
+        if cmdline.contains(needle) && !zombie {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// Kills, when dropped, whatever process still runs `needle` (what a failed test left).
+struct Reaper(String);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for (pid, _) in processes_with(&self.0, 0) {
+            // SAFETY: kill() on a process of the test's own job.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Waits until `n` ranks announced themselves in `run_dir/ranks`.
+fn wait_for_ranks(run_dir: &Path, n: usize, bg: &mut Background) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let k = (0..n)
+            .filter(|r| run_dir.join(format!("ranks/rank.{r}")).is_file())
+            .count();
+        if k == n {
+            return;
+        }
+        if let Ok(Some(s)) = bg.child.try_wait() {
+            panic!("psls-launch ended ({s}) before its ranks started");
+        }
+        assert!(Instant::now() < deadline, "the ranks did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM (`scancel`, `kill`) or SIGINT (Ctrl-C) sent to psls-launch alone stops the job:
+/// mpirun and every rank end, nothing is relaunched, and the launcher exits with 128 + the
+/// signal.
+#[test]
+fn stop_signal_ends_the_job_without_relaunch() {
+    for (sig, name, code) in [
+        (libc::SIGTERM, "SIGTERM", 143),
+        (libc::SIGINT, "SIGINT", 130),
+    ] {
+        let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+        let rank = slow_rank(&d.0, 120);
+        let _reaper = Reaper(rank.clone());
+        let run_dir = d.0.join("run");
+        let shown = run_dir.display().to_string();
+        let mut bg = Background::start(
+            &[
+                "-n",
+                "2",
+                "--virtual-nodes",
+                "2",
+                "--job-id",
+                "t-stop",
+                "--run-dir",
+                &shown,
+                "--",
+                &rank,
+            ],
+            &m,
+            &d,
+        );
+        wait_for_ranks(&run_dir, 2, &mut bg);
+        let launcher = bg.child.id();
+        let before = processes_with(&rank, launcher);
+        assert!(before.len() >= 3, "mpirun and 2 ranks expected: {before:?}");
+        let t0 = Instant::now();
+        bg.signal(sig);
+        let (status, text) = bg.wait(Duration::from_secs(40));
+        let status = status.unwrap_or_else(|| panic!("no exit within 40 s of {name}:\n{text}"));
+        assert_eq!(status.code(), Some(code), "{name}: {status}\n{text}");
+        assert!(t0.elapsed() < Duration::from_secs(30), "{text}");
+        assert!(
+            text.contains(&format!(
+                "psls-launch: got {name}: stopping the job (no relaunch)"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("job t-stop stopped by {name}")),
+            "{text}"
+        );
+        assert!(!text.contains("relaunching"), "{text}");
+        assert!(!text.contains("probe vnode"), "{text}");
+        let left = processes_with(&rank, launcher);
+        assert!(left.is_empty(), "{name}: left running: {left:?}\n{text}");
+    }
+}
+
+/// A SIGKILL of psls-launch, which it cannot catch, still ends mpirun and the ranks (mpirun
+/// gets SIGTERM when its parent dies).
+#[test]
+fn killed_launcher_leaves_no_job_behind() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let rank = slow_rank(&d.0, 120);
+    let _reaper = Reaper(rank.clone());
+    let run_dir = d.0.join("run");
+    let shown = run_dir.display().to_string();
+    let mut bg = Background::start(
+        &[
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--job-id",
+            "t-killed",
+            "--run-dir",
+            &shown,
+            "--",
+            &rank,
+        ],
+        &m,
+        &d,
+    );
+    wait_for_ranks(&run_dir, 2, &mut bg);
+    let launcher = bg.child.id();
+    assert!(processes_with(&rank, launcher).len() >= 3);
+    bg.signal(libc::SIGKILL);
+    // Not its output yet: mpirun, if left running, holds the pipes open.
+    let status = bg.wait_status(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = processes_with(&rank, launcher);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 30 s after psls-launch was killed: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
