@@ -232,6 +232,7 @@ fn prepare(cli: Cli) -> Result<Option<supervise::Job>, String> {
         lose_node_command: cli.lose_node_command.clone(),
         exe,
         local_host,
+        lock: None,
     };
     if cli.dry_run {
         job.dry_run();
@@ -239,7 +240,74 @@ fn prepare(cli: Cli) -> Result<Option<supervise::Job>, String> {
     }
     std::fs::create_dir_all(&job.run_dir)
         .map_err(|e| format!("cannot create run directory {}: {e}", job.run_dir.display()))?;
+    let mut job = job;
+    job.lock = lock_run_dir(&job.run_dir)?;
     Ok(Some(job))
+}
+
+/// Takes the run directory for this launcher: an exclusive `flock` on `RUN_DIR/.lock`, held
+/// while the file stays open (until the launcher ends, however it ends), with the launcher's
+/// pid written in it. Two launchers on one run directory would clear each other's rank files
+/// and node maps, and kill each other's ranks: the second is refused, naming the first. A file
+/// system without `flock` gets a warning, not a refusal.
+fn lock_run_dir(dir: &Path) -> Result<Option<std::fs::File>, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(".lock");
+    // Not truncated on open: it holds the pid of the launcher that may have it.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            format!(
+                "cannot open the run directory's lock {}: {e}",
+                path.display()
+            )
+        })?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            eprintln!(
+                "psls-launch: warning: cannot lock {} ({e}): nothing stops another psls-launch \
+                 from using run directory {} at the same time",
+                path.display(),
+                dir.display()
+            );
+            return Ok(None);
+        }
+        let mut text = String::new();
+        let _ = f.read_to_string(&mut text);
+        let mut w = text.split_whitespace();
+        let holder = match (w.next(), w.next()) {
+            (Some(pid), Some(host)) if pid.parse::<u32>().is_ok() => {
+                format!(" (pid {pid} on {host})")
+            }
+            (Some(pid), None) if pid.parse::<u32>().is_ok() => format!(" (pid {pid})"),
+            _ => String::new(),
+        };
+        return Err(format!(
+            "run directory {} is in use by another psls-launch{holder}, which holds {}: give \
+             each job its own --run-dir, or wait for that one to end",
+            dir.display(),
+            path.display()
+        ));
+    }
+    let pid = format!("{} {}\n", std::process::id(), roots::host_name());
+    let written = f
+        .set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|()| f.write_all(pid.as_bytes()));
+    if let Err(e) = written {
+        eprintln!(
+            "psls-launch: warning: cannot write the pid in {}: {e}",
+            path.display()
+        );
+    }
+    Ok(Some(f))
 }
 
 /// The program as a path: as given when it contains a slash, else looked up in PATH as a

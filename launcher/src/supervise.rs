@@ -55,6 +55,9 @@ pub struct Job {
     /// This executable, run on the nodes as `probe` and `wipe`.
     pub exe: PathBuf,
     pub local_host: String,
+    /// `RUN_DIR/.lock`, locked (`flock`) for as long as the launcher runs: no other launcher
+    /// may use the run directory meanwhile. `None` where the file system cannot lock.
+    pub lock: Option<std::fs::File>,
 }
 
 /// What one launch did.

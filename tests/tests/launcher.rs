@@ -1150,3 +1150,86 @@ fn killed_launcher_leaves_no_job_behind() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Two launchers on one run directory would clear each other's rank files and kill each
+/// other's ranks: the second is refused at once (exit status 2, naming the directory and the
+/// first launcher's pid), the first goes on, and the directory is free again once it ends.
+#[test]
+fn second_launcher_on_a_run_dir_is_refused() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let rank = slow_rank(&d.0, 6);
+    let _reaper = Reaper(rank.clone());
+    let run_dir = d.0.join("run");
+    let shown = run_dir.display().to_string();
+    let mut first = Background::start(
+        &[
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--job-id",
+            "t-lock1",
+            "--run-dir",
+            &shown,
+            "--",
+            &rank,
+        ],
+        &m,
+        &d,
+    );
+    wait_for_ranks(&run_dir, 2, &mut first);
+    let t0 = Instant::now();
+    let (status, text) = supervise(
+        &[
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--job-id",
+            "t-lock2",
+            "--run-dir",
+            &shown,
+            "--",
+            &rank,
+        ],
+        &m,
+        &d,
+    );
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{text}");
+    assert!(
+        text.contains(&format!(
+            "run directory {shown} is in use by another psls-launch (pid {}",
+            first.child.id()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("launch 0:"), "{text}");
+    let (status, text) = first.wait(Duration::from_secs(60));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{text}");
+    assert!(
+        text.contains("job t-lock1 finished successfully after 0 restarts"),
+        "{text}"
+    );
+    assert!(!text.contains("failure seen"), "{text}");
+
+    // The lock went with the first launcher: its run directory serves again.
+    let hello = sibling_binary("hello").display().to_string();
+    let (status, text) = supervise(
+        &[
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--job-id",
+            "t-lock3",
+            "--run-dir",
+            &shown,
+            "--",
+            &hello,
+        ],
+        &m,
+        &d,
+    );
+    assert!(status.success(), "{text}");
+}
