@@ -60,7 +60,8 @@ Fault injection (--inject SPEC, repeatable; for tests and demos):
             --inject power-cut:epoch=5 --inject kill-restore:rank=1
 
 Files in the run directory: nodemap.L (the `RANK NODE` map of launch L), dead-nodes (nodes
-marked dead by lose-node), resumed and ranks/rank.R (written by the runtime).
+marked dead by lose-node), resumed and ranks/rank.R (written by the runtime), .lock (locked by
+the launcher while it runs: a second psls-launch on the same directory is refused).
 
 On a node: `psls-launch probe --node NODE --job-id ID --ckpt-name SET [--run-dir DIR]` prints
 one line about that node's roots (see `psls-launch probe --help`).";
