@@ -38,7 +38,9 @@
 //! stops the job: SIGTERM to the MPI launcher, SIGKILL after a 10 s grace period (at once on a
 //! second signal), then any rank of this host still running is killed; there is no relaunch,
 //! and the launcher exits with status 128 + the signal (143, 130, 129). Each MPI launcher it
-//! starts gets SIGTERM if the launcher itself dies (`PR_SET_PDEATHSIG`), even of SIGKILL.
+//! starts gets SIGTERM if the launcher itself dies (`PR_SET_PDEATHSIG`), even of SIGKILL. A
+//! job that dies of SIGPIPE while the launcher's own standard output or error is closed (its
+//! reader ended, as in `psls-launch ... | head`) is not restarted either: exit status 141.
 //!
 //! Modules: [`cli`] (options), [`nodes`] (live nodes, spares, node map), [`inject`] (fault
 //! specs), [`mpi`] (command lines), [`probe`] (the probe and the classification), [`procs`]

@@ -231,6 +231,17 @@ impl Job {
                 describe_status(r.status, r.cause),
                 r.elapsed.as_secs_f64()
             );
+            if died_of_sigpipe(r.status) {
+                if let Some(closed) = closed_output() {
+                    say!(
+                        "job {} died of SIGPIPE: psls-launch's {closed} is closed (whatever read \
+                         it ended, as `| head` does), so the job could not write its output; not \
+                         restarted: a relaunch would die the same way",
+                        self.job_id
+                    );
+                    return ExitCode::from(128 + libc::SIGPIPE as u8);
+                }
+            }
             if launch == 0 && !r.ranks_started && r.cause.is_none() && !self.mpi_args.is_empty() {
                 if let Some(said) = self.rejected_command_line(&map) {
                     let (env, _) = self.launch_env(0, &map);
@@ -971,6 +982,29 @@ fn end_child(child: &mut Child) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = child.kill();
+}
+
+/// Whether the job's MPI launcher, or a rank as it reports, died of SIGPIPE.
+fn died_of_sigpipe(s: ExitStatus) -> bool {
+    s.signal() == Some(libc::SIGPIPE) || s.code() == Some(128 + libc::SIGPIPE)
+}
+
+/// Which of the launcher's standard output and standard error, if any, nobody reads any more
+/// (a pipe whose reader ended, a terminal hung up): the job's output goes there too.
+fn closed_output() -> Option<&'static str> {
+    for (fd, name) in [(1, "standard output"), (2, "standard error")] {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: polls one valid pollfd, without waiting.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        if n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            return Some(name);
+        }
+    }
+    None
 }
 
 fn describe_status(s: ExitStatus, cause: Option<&str>) -> String {

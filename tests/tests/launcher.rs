@@ -1233,3 +1233,90 @@ fn second_launcher_on_a_run_dir_is_refused() {
     );
     assert!(status.success(), "{text}");
 }
+
+/// A job that dies of SIGPIPE because psls-launch's own standard output was closed (`| head`)
+/// is not a crash to recover from: a relaunch would die the same way. The launcher says so and
+/// exits with 141 (128 + SIGPIPE), as a process of a pipeline killed by SIGPIPE does.
+#[test]
+fn sigpipe_from_closed_output_is_not_restarted() {
+    use std::io::BufRead;
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let rank = script(
+        &d.0,
+        "chatty-rank.sh",
+        r#"#!/bin/sh
+r=${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}
+mkdir -p "$PSLS_RUN_DIR/ranks"
+echo "$$ $(uname -n) vnode$r" > "$PSLS_RUN_DIR/ranks/rank.$r"
+i=0
+while [ $i -lt 400 ]; do echo "rank $r line $i"; sleep 0.05; i=$((i+1)); done
+"#,
+    );
+    let _reaper = Reaper(rank.clone());
+    let run_dir = d.0.join("run").display().to_string();
+    let mut child = Command::new(sibling_binary("psls-launch"))
+        .args([
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--max-restarts",
+            "2",
+            "--job-id",
+            "t-pipe",
+            "--run-dir",
+            &run_dir,
+            "--",
+            &rank,
+        ])
+        .env("PSLS_MEMORY_BASE", m.path())
+        .env("PSLS_DISK_BASE", d.path())
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("PSLS_CKPT_NAME")
+        .env_remove("PSLS_FAULT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start psls-launch");
+    let mut e = child.stderr.take().expect("stderr");
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = e.read_to_string(&mut s);
+        s
+    });
+    // Read the first line of the job's output, then close the pipe, as `| head -1` does.
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read the job's output");
+    assert!(first.contains("line"), "{first}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for psls-launch") {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = err.join().unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("no exit within 60 s:\n{text}"));
+    assert!(!text.contains("relaunching"), "{text}");
+    if MpiFlavor::from_env() == MpiFlavor::Mpich {
+        // The launcher reads MPICH's output itself: the job does not see the closed pipe.
+        assert!(
+            status.code() == Some(141) || status.success(),
+            "{status}\n{text}"
+        );
+    } else {
+        assert_eq!(status.code(), Some(141), "{status}\n{text}");
+        assert!(
+            text.contains("job t-pipe died of SIGPIPE: psls-launch's standard output is closed"),
+            "{text}"
+        );
+    }
+}
