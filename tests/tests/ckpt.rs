@@ -140,6 +140,28 @@ fn a_restart_with_other_settings_names_them() {
     out.assert_success();
 }
 
+/// A restart on another node layout (4 ranks on 2 nodes, then on 4) is not reported as lost
+/// node memory alone: the error says which rank ran on which node before, and the restart on
+/// the old layout still works.
+#[test]
+fn a_restart_on_another_node_layout_says_so() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let crashed = case("private_crash", 4, 2, &m, &d).run();
+    assert!(!crashed.success());
+    let out = case("private_restart", 4, 4, &m, &d).run();
+    assert!(
+        !out.success(),
+        "a restart on another layout cannot restore the memory checkpoint"
+    );
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("the node layout changed") && all.contains("rank 1 ran on vnode0"),
+        "the error names the layout change and where rank 1 ran:\n{all}"
+    );
+    let out = case("private_restart", 4, 2, &m, &d).run();
+    out.assert_success();
+}
+
 /// Each cleaning policy leaves the copies its definition says (see `ckpt_cases policy` for the
 /// pages): (active, readable recovery, evicted) over the job.
 #[test]
