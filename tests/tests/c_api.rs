@@ -464,6 +464,14 @@ fn a_grow_the_ranks_disagree_on_fails_everywhere() {
     misuse("grow-disagree");
 }
 
+/// Collective calls whose arguments are bad on one rank only (psls_alloc, psls_free,
+/// psls_checkpoint_now, psls_file_create/open/flush/close) fail on every rank instead of leaving
+/// the others waiting in the collective.
+#[test]
+fn a_collective_refused_on_one_rank_fails_everywhere() {
+    misuse("one-rank-refuses");
+}
+
 /// A second psls_init on a live handle fails without overwriting the handle.
 #[test]
 fn a_second_init_leaves_the_live_handle_alone() {

@@ -94,15 +94,15 @@ pub unsafe extern "C" fn psls_checkpoint_now(h: *mut psls_t, kind: c_int) -> c_i
         // SAFETY: the contract.
         let h = unsafe { live(F, h.cast_const())? };
         let kind = match kind {
-            PSLS_CKPT_MEMORY => CheckpointKind::Memory,
-            PSLS_CKPT_PERMANENT => CheckpointKind::Permanent,
-            k => {
-                return Err(Failure::arg(
-                    F,
-                    format!("kind {k} is neither PSLS_CKPT_MEMORY (0) nor PSLS_CKPT_PERMANENT (1)"),
-                ))
-            }
+            PSLS_CKPT_MEMORY => Ok(CheckpointKind::Memory),
+            PSLS_CKPT_PERMANENT => Ok(CheckpointKind::Permanent),
+            k => Err(Failure::arg(
+                F,
+                format!("kind {k} is neither PSLS_CKPT_MEMORY (0) nor PSLS_CKPT_PERMANENT (1)"),
+            )),
         };
+        // Every rank refuses together: one that left alone would hang the others.
+        let kind = crate::handle::agree_args(h, F, kind)?;
         h.rt()
             .checkpoint_now(kind)
             .map(drop)

@@ -8,10 +8,10 @@
 
 use crate::boundary::boundary;
 use crate::error::{
-    Failure, PSLS_ERR_ARG, PSLS_ERR_CHECKPOINT, PSLS_ERR_EXISTS, PSLS_ERR_IO, PSLS_ERR_NOT_FOUND,
+    Failure, PSLS_ERR_CHECKPOINT, PSLS_ERR_EXISTS, PSLS_ERR_IO, PSLS_ERR_NOT_FOUND,
     PSLS_ERR_NOT_INIT,
 };
-use crate::handle::{handle_value, live, lock, name_arg, psls_t, put};
+use crate::handle::{agree_args, handle_value, live, lock, name_arg, psls_t, put};
 use runtime::rma::ReduceOp;
 use runtime::{PfsFile, Psls};
 use std::ffi::{c_char, c_int, c_void};
@@ -52,6 +52,29 @@ unsafe fn open<'a>(
     // unregistered; its owner is live while it is registered (psls_finalize unregisters the
     // files of a handle before releasing it). The caller keeps both calls away meanwhile.
     unsafe { Ok((&*a, &*(*a).owner)) }
+}
+
+/// [`open`] for a collective call, agreed: if `f` is not an open file on some rank, every rank
+/// returns an error (over the live runtime handle of this process, the only one there is)
+/// instead of the others waiting in the collective.
+///
+/// # Safety
+/// As [`open`].
+unsafe fn open_agreed<'a>(
+    func: &str,
+    f: *const psls_file_t,
+) -> Result<(&'a psls_file_t, &'a psls_t), Failure> {
+    // SAFETY: forwarded.
+    let opened = unsafe { open(func, f) };
+    let h = match &opened {
+        Ok((_, h)) => Some(*h),
+        // SAFETY: as open's result: not used after a psls_finalize has started.
+        Err(_) => unsafe { crate::handle::sole_live() },
+    };
+    match h {
+        Some(h) => agree_args(h, func, opened),
+        None => opened,
+    }
 }
 
 fn not_open(func: &str, f: *const psls_file_t) -> Failure {
@@ -121,12 +144,16 @@ pub unsafe extern "C" fn psls_file_create(
     const F: &str = "psls_file_create";
     boundary(F, || {
         // SAFETY: the contract.
-        let (h, name) = unsafe { (live(F, h.cast_const())?, name_arg(F, "name", name)?) };
+        let h = unsafe { live(F, h.cast_const())? };
         // SAFETY: the contract. NULL until success.
-        unsafe {
-            put(F, "f", f, std::ptr::null_mut())?;
-            put(F, "ptr", ptr, std::ptr::null_mut())?;
-        }
+        let args = unsafe {
+            name_arg(F, "name", name).and_then(|name| {
+                put(F, "f", f, std::ptr::null_mut())?;
+                put(F, "ptr", ptr, std::ptr::null_mut())?;
+                Ok(name)
+            })
+        };
+        let name = agree_args(h, F, args)?;
         // SAFETY: the file is registered with h; psls_finalize closes it before the runtime.
         let rt = unsafe { h.rt_static() };
         if exists(rt, name) {
@@ -171,13 +198,17 @@ pub unsafe extern "C" fn psls_file_open(
     const F: &str = "psls_file_open";
     boundary(F, || {
         // SAFETY: the contract.
-        let (h, name) = unsafe { (live(F, h.cast_const())?, name_arg(F, "name", name)?) };
+        let h = unsafe { live(F, h.cast_const())? };
         // SAFETY: the contract. NULL (and 0) until success.
-        unsafe {
-            put(F, "f", f, std::ptr::null_mut())?;
-            put(F, "ptr", ptr, std::ptr::null_mut())?;
-            put(F, "size", size, 0)?;
-        }
+        let args = unsafe {
+            name_arg(F, "name", name).and_then(|name| {
+                put(F, "f", f, std::ptr::null_mut())?;
+                put(F, "ptr", ptr, std::ptr::null_mut())?;
+                put(F, "size", size, 0)?;
+                Ok(name)
+            })
+        };
+        let name = agree_args(h, F, args)?;
         // SAFETY: the file is registered with h; psls_finalize closes it before the runtime.
         let rt = unsafe { h.rt_static() };
         let Some(info) = rt.files().into_iter().find(|i| i.name == name) else {
@@ -249,31 +280,16 @@ pub unsafe extern "C" fn psls_file_grow(
             )),
             Some(_) => Ok(()),
         };
-        let code = local.as_ref().err().map_or(0, |e| e.code);
+        agree_args(h, F, local)?;
         let reduce = |v, op| {
             h.comm
                 .allreduce_u64(v, op)
                 .map_err(|e| Failure::runtime(F, e))
         };
-        let worst = reduce(code as u64, ReduceOp::Max)?;
         let (lo, hi) = (
             reduce(new_size, ReduceOp::Min)?,
             reduce(new_size, ReduceOp::Max)?,
         );
-        if worst != 0 {
-            // The highest code of any rank, on every rank.
-            let code = c_int::try_from(worst).unwrap_or(PSLS_ERR_ARG);
-            return Err(match local {
-                Err(mut e) => {
-                    e.code = code;
-                    e
-                }
-                Ok(()) => Failure::new(
-                    code,
-                    format!("{F}: another rank refused this call (its psls_last_error says why); this rank's arguments were fine"),
-                ),
-            });
-        }
         if lo != hi {
             return Err(Failure::arg(
                 F,
@@ -341,7 +357,7 @@ pub unsafe extern "C" fn psls_file_flush(f: *mut psls_file_t) -> c_int {
     const F: &str = "psls_file_flush";
     boundary(F, || {
         // SAFETY: the contract.
-        let (file, _) = unsafe { open(F, f.cast_const())? };
+        let (file, _) = unsafe { open_agreed(F, f.cast_const())? };
         let slot = lock(&file.file);
         let pf = slot.as_ref().ok_or_else(|| unmapped(F))?;
         pf.flush().map(drop).map_err(|e| Failure::runtime(F, e))
@@ -390,7 +406,7 @@ pub unsafe extern "C" fn psls_file_close(f: *mut *mut psls_file_t) -> c_int {
         // SAFETY: not NULL, and readable (the contract).
         let p = unsafe { *f };
         // SAFETY: the contract.
-        let (file, _) = unsafe { open(F, p.cast_const())? };
+        let (file, _) = unsafe { open_agreed(F, p.cast_const())? };
         close_file(F, file)?;
         let a = unregister(p);
         // SAFETY: writable (the contract).

@@ -93,6 +93,16 @@ pub(crate) unsafe fn live<'a>(func: &str, h: *const psls_t) -> Result<&'a psls_t
     Ok(unsafe { &*(a as *const psls_t) })
 }
 
+/// The live handle of this process, if there is one (there is at most one).
+///
+/// # Safety
+/// As [`live`].
+pub(crate) unsafe fn sole_live<'a>() -> Option<&'a psls_t> {
+    let a = lock(&LIVE).first()?.1;
+    // SAFETY: as in live().
+    Some(unsafe { &*(a as *const psls_t) })
+}
+
 /// Writes `v` to the out-pointer `out` (named `what` in messages).
 ///
 /// # Safety
@@ -127,6 +137,39 @@ pub(crate) unsafe fn name_arg<'a>(
         return Err(Failure::arg(func, format!("{what} is empty")));
     }
     Ok(s)
+}
+
+/// Agrees on this rank's checks of a collective call's arguments, before the collective
+/// (collective over `h`'s ranks): a rank that refused alone would leave the others waiting in
+/// it. If any rank's checks failed, every rank returns an error with the highest code of any
+/// rank: its own message, or one that says another rank refused.
+pub(crate) fn agree_args<T>(
+    h: &psls_t,
+    func: &str,
+    local: Result<T, Failure>,
+) -> Result<T, Failure> {
+    let code = local.as_ref().err().map_or(0, |e| e.code);
+    let worst = h
+        .comm
+        .allreduce_u64(
+            u64::try_from(code).unwrap_or(0),
+            runtime::rma::ReduceOp::Max,
+        )
+        .map_err(|e| Failure::runtime(func, e))?;
+    if worst == 0 {
+        return local;
+    }
+    let worst = c_int::try_from(worst).unwrap_or(crate::error::PSLS_ERR_ARG);
+    Err(match local {
+        Err(mut e) => {
+            e.code = worst;
+            e
+        }
+        Ok(_) => Failure::new(
+            worst,
+            format!("{func}: another rank refused this call (its psls_last_error says why); this rank's arguments were fine"),
+        ),
+    })
 }
 
 /// `v` as a C int.

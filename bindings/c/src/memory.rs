@@ -3,7 +3,8 @@
 
 use crate::boundary::boundary;
 use crate::error::Failure;
-use crate::handle::{live, lock, put};
+use crate::handle::{agree_args, live, lock, put};
+use runtime::rma::ReduceOp;
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
@@ -29,16 +30,19 @@ pub unsafe extern "C" fn psls_alloc(h: *mut psls_t, bytes: u64, ptr: *mut *mut c
         // SAFETY: the contract.
         let h = unsafe { live(F, h.cast_const())? };
         // SAFETY: the contract. NULL until success.
-        unsafe { put(F, "ptr", ptr, std::ptr::null_mut())? };
-        if bytes == 0 {
-            return Err(Failure::arg(
-                F,
-                "bytes is 0: a global array holds at least one byte",
-            ));
-        }
-        let len = usize::try_from(bytes).map_err(|_| {
-            Failure::arg(F, format!("{bytes} bytes do not fit in the address space"))
-        })?;
+        let args = unsafe { put(F, "ptr", ptr, std::ptr::null_mut()) }.and_then(|()| {
+            if bytes == 0 {
+                return Err(Failure::arg(
+                    F,
+                    "bytes is 0: a global array holds at least one byte",
+                ));
+            }
+            usize::try_from(bytes).map_err(|_| {
+                Failure::arg(F, format!("{bytes} bytes do not fit in the address space"))
+            })
+        });
+        // Every rank refuses together: one that left alone would hang the others.
+        let len = agree_args(h, F, args)?;
         // SAFETY: the array is kept in h.arrays, which psls_finalize drops before the runtime.
         let rt = unsafe { h.rt_static() };
         let a = rt.alloc::<u8>(len).map_err(|e| Failure::runtime(F, e))?;
@@ -67,15 +71,35 @@ pub unsafe extern "C" fn psls_free(h: *mut psls_t, ptr: *mut c_void) -> c_int {
     boundary(F, || {
         // SAFETY: the contract.
         let h = unsafe { live(F, h.cast_const())? };
-        if ptr.is_null() {
-            return Err(Failure::null(F, "ptr"));
-        }
-        let a = lock(&h.arrays).remove(&(ptr as usize)).ok_or_else(|| {
-            Failure::arg(
+        let args = if ptr.is_null() {
+            Err(Failure::null(F, "ptr"))
+        } else if !lock(&h.arrays).contains_key(&(ptr as usize)) {
+            Err(Failure::arg(
                 F,
                 format!("{ptr:p} is not a global array from psls_alloc (or it was freed already)"),
-            )
-        })?;
+            ))
+        } else {
+            Ok(())
+        };
+        // Every rank refuses together: one that left alone would hang the others.
+        agree_args(h, F, args)?;
+        // The same array everywhere (an array has the same address on every rank), checked
+        // before it leaves the table: a refused free keeps it.
+        let reduce = |op| {
+            h.comm
+                .allreduce_u64(ptr as u64, op)
+                .map_err(|e| Failure::runtime(F, e))
+        };
+        let (lo, hi) = (reduce(ReduceOp::Min)?, reduce(ReduceOp::Max)?);
+        if lo != hi {
+            return Err(Failure::arg(
+                F,
+                format!("every rank must free the same array (they passed {lo:#x} to {hi:#x}): each keeps its array"),
+            ));
+        }
+        let a = lock(&h.arrays)
+            .remove(&(ptr as usize))
+            .ok_or_else(|| Failure::arg(F, format!("{ptr:p} was freed meanwhile")))?;
         h.rt().free(a).map_err(|e| Failure::runtime(F, e))
     })
 }

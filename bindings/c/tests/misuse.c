@@ -68,6 +68,39 @@ static void grow_disagree(psls_t *h) {
     expect(psls_file_close(&f), PSLS_OK, "psls_file_close");
 }
 
+/* Collective calls whose arguments are bad on one rank only: every rank returns an error, none
+ * waits forever in the collective, and the next good call works. */
+static void one_rank_refuses(psls_t *h) {
+    void *a = NULL, *b = NULL;
+    expect(psls_alloc(h, rank == 0 ? 0 : 4096, &a), PSLS_ERR_ARG, "psls_alloc of 0 bytes on rank 0 only");
+    check(a == NULL, "the refused psls_alloc sets *ptr to NULL");
+    expect(psls_alloc(h, 4096, rank == 1 ? NULL : &a), PSLS_ERR_NULL, "psls_alloc with ptr NULL on rank 1 only");
+    expect(psls_alloc(h, 8192, &a), PSLS_OK, "psls_alloc of 8192 bytes afterwards");
+    expect(psls_alloc(h, 4096, &b), PSLS_OK, "a second psls_alloc");
+    expect(psls_free(h, rank == 1 ? (char *)a + 8 : a), PSLS_ERR_ARG, "psls_free of an interior pointer on rank 1 only");
+    expect(psls_free(h, rank == 0 ? b : a), PSLS_ERR_ARG, "psls_free of different arrays on the two ranks");
+    expect(psls_free(h, a), PSLS_OK, "psls_free of the array afterwards");
+    expect(psls_free(h, b), PSLS_OK, "psls_free of the other array");
+    expect(psls_checkpoint_now(h, rank == 0 ? 7 : PSLS_CKPT_MEMORY), PSLS_ERR_ARG,
+           "psls_checkpoint_now of kind 7 on rank 0 only");
+    psls_file_t *f = NULL, *g = NULL;
+    void *p = NULL;
+    uint64_t size = 0;
+    expect(psls_file_create(h, rank == 1 ? "" : "one-rank", 4096, &f, &p), PSLS_ERR_ARG,
+           "psls_file_create with an empty name on rank 1 only");
+    expect(psls_file_open(h, "one-rank", &f, &p, &size), PSLS_ERR_NOT_FOUND, "the refused create made no file");
+    expect(psls_file_create(h, "one-rank", 4096, rank == 0 ? NULL : &f, &p), PSLS_ERR_NULL,
+           "psls_file_create with f NULL on rank 0 only");
+    expect(psls_file_create(h, "one-rank", 4096, &f, &p), PSLS_OK, "psls_file_create afterwards");
+    expect(psls_file_open(h, rank == 0 ? NULL : "one-rank", &g, &p, &size), PSLS_ERR_NULL,
+           "psls_file_open with name NULL on rank 0 only");
+    psls_file_t *bad = (psls_file_t *)&size;
+    expect(psls_file_flush(rank == 1 ? bad : f), PSLS_ERR_NOT_INIT, "psls_file_flush of a bad handle on rank 1 only");
+    psls_file_t *closing = rank == 0 ? bad : f;
+    expect(psls_file_close(&closing), PSLS_ERR_NOT_INIT, "psls_file_close of a bad handle on rank 0 only");
+    expect(psls_file_close(&f), PSLS_OK, "psls_file_close afterwards");
+}
+
 /* A second psls_init on a live handle fails and leaves the handle alone. */
 static void second_init(psls_t *h) {
     psls_t *h2 = h;
@@ -231,6 +264,8 @@ int main(int argc, char **argv) {
         psls_t *h = start();
         if (!strcmp(s, "grow-disagree"))
             grow_disagree(h);
+        else if (!strcmp(s, "one-rank-refuses"))
+            one_rank_refuses(h);
         else if (!strcmp(s, "second-init"))
             second_init(h);
         else if (!strcmp(s, "grow-huge"))
