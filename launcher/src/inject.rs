@@ -186,8 +186,27 @@ pub fn parse(spec: &str) -> Result<Inject, String> {
 }
 
 impl Inject {
-    /// Checks the spec against the job: the rank and node exist, the launch can happen.
-    pub fn validate(&self, ranks: usize, nodes: &Nodes, max_restarts: u32) -> Result<(), String> {
+    /// Checks the spec against the job: the rank and node exist, the node runs ranks in the
+    /// fault's launch, the launch can happen. `losses_before`: the lose-node faults of earlier
+    /// launches (each brings in at most one spare, in order).
+    pub fn validate(
+        &self,
+        ranks: usize,
+        nodes: &Nodes,
+        max_restarts: u32,
+        losses_before: usize,
+    ) -> Result<(), String> {
+        let names = || {
+            let mut s = nodes.live.join(", ");
+            if !nodes.spares.is_empty() {
+                s.push_str(&format!(
+                    " (spare{}: {})",
+                    if nodes.spares.len() == 1 { "" } else { "s" },
+                    nodes.spares.join(", ")
+                ));
+            }
+            s
+        };
         match &self.target {
             Some(Target::Rank(r)) if *r >= ranks => {
                 return Err(format!(
@@ -197,12 +216,35 @@ impl Inject {
                 ))
             }
             Some(Target::Node(n)) if !nodes.all().any(|x| x == n) => {
-                let all: Vec<&str> = nodes.all().map(String::as_str).collect();
                 return Err(format!(
                     "--inject {:?}: node {n} does not exist: the job's nodes are {}",
                     self.spec,
-                    all.join(", ")
+                    names()
                 ));
+            }
+            Some(Target::Node(n)) => {
+                if let Some(k) = nodes.spares.iter().position(|x| x == n) {
+                    if k >= losses_before {
+                        return Err(format!(
+                            "--inject {:?}: node {n} is a spare: it runs no rank in launch {} \
+                             (a spare runs ranks only once it replaces a lost node, in order, \
+                             and {}), so the fault would never fire; name a node that runs \
+                             ranks: {}",
+                            self.spec,
+                            self.launch,
+                            match losses_before {
+                                0 => "no lose-node fault comes before that launch".to_string(),
+                                l => format!(
+                                    "the lose-node faults before that launch bring in only \
+                                     {} spare{}",
+                                    l,
+                                    if l == 1 { "" } else { "s" }
+                                ),
+                            },
+                            names()
+                        ));
+                    }
+                }
             }
             _ => {}
         }
@@ -339,29 +381,40 @@ mod tests {
         let n = nodes();
         assert!(parse("kill-rank:rank=7:epoch=1")
             .unwrap()
-            .validate(8, &n, 3)
+            .validate(8, &n, 3, 0)
             .is_ok());
         let e = parse("kill-rank:rank=8:epoch=1")
             .unwrap()
-            .validate(8, &n, 3)
+            .validate(8, &n, 3, 0)
             .unwrap_err();
         assert!(e.contains("rank 8 does not exist"), "{e}");
         let e = parse("lose-node:node=vnode9:at=1")
             .unwrap()
-            .validate(8, &n, 3)
+            .validate(8, &n, 3, 0)
             .unwrap_err();
         assert!(
             e.contains("node vnode9 does not exist") && e.contains("vnode4"),
             "{e}"
         );
-        // The spare is a node of the job: it may be named for a later launch.
+        // A spare runs ranks only after a node loss has brought it in.
         assert!(parse("reboot:node=vnode4:at=1:launch=1")
             .unwrap()
-            .validate(8, &n, 3)
+            .validate(8, &n, 3, 1)
             .is_ok());
+        for (spec, losses) in [
+            ("lose-node:node=vnode4:at=1", 0),
+            ("reboot:node=vnode4:at=1:launch=1", 0),
+        ] {
+            let e = parse(spec).unwrap().validate(8, &n, 3, losses).unwrap_err();
+            assert!(
+                e.contains("node vnode4 is a spare")
+                    && e.contains("vnode0, vnode1, vnode2, vnode3 (spare: vnode4)"),
+                "{e}"
+            );
+        }
         let e = parse("kill-rank:epoch=1:launch=4")
             .unwrap()
-            .validate(8, &n, 3)
+            .validate(8, &n, 3, 0)
             .unwrap_err();
         assert!(e.contains("launch 4 never happens"), "{e}");
     }

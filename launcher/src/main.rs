@@ -145,12 +145,16 @@ fn prepare(cli: Cli) -> Result<Option<supervise::Job>, String> {
     let injects = cli
         .inject
         .iter()
-        .map(|s| {
-            let i = inject::parse(s)?;
-            i.validate(ranks, &nodes, cli.max_restarts)?;
-            Ok(i)
-        })
+        .map(|s| inject::parse(s))
         .collect::<Result<Vec<_>, String>>()?;
+    for i in &injects {
+        // The nodes that lose-node faults of earlier launches free: as many spares come in.
+        let losses_before = injects
+            .iter()
+            .filter(|x| x.kind == inject::Kind::LoseNode && x.launch < i.launch)
+            .count();
+        i.validate(ranks, &nodes, cli.max_restarts, losses_before)?;
+    }
     let program = resolve_program(&cli.program[0])?;
     let mpi = match cli.mpi {
         MpiKind::Auto => detect_mpi(&program),
@@ -189,6 +193,7 @@ fn prepare(cli: Cli) -> Result<Option<supervise::Job>, String> {
         .unwrap_or_else(|| PathBuf::from(format!("psls-run-{job_id}")));
     let run_dir = std::path::absolute(&run_dir)
         .map_err(|e| format!("run directory {}: {e}", run_dir.display()))?;
+    check_run_dir(&run_dir, cli.run_dir.is_some())?;
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find psls-launch's own path (for the probe): {e}"))?;
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
@@ -242,9 +247,89 @@ fn prepare(cli: Cli) -> Result<Option<supervise::Job>, String> {
     }
     std::fs::create_dir_all(&job.run_dir)
         .map_err(|e| format!("cannot create run directory {}: {e}", job.run_dir.display()))?;
+    check_writable(&job.run_dir)?;
     let mut job = job;
     job.lock = lock_run_dir(&job.run_dir)?;
     Ok(Some(job))
+}
+
+/// Refuses a run directory that exists but is not a directory (or that lies under something
+/// that is not one), before anything is written: `create_dir_all` would only say "File
+/// exists" or "Not a directory". `given`: named by --run-dir (else the default).
+fn check_run_dir(dir: &Path, given: bool) -> Result<(), String> {
+    let what = if given {
+        "--run-dir"
+    } else {
+        "the run directory"
+    };
+    // The path itself, then its nearest ancestor that exists.
+    for p in dir.ancestors() {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(m) => {
+                let kind = describe_file_type(&m);
+                return Err(if p == dir {
+                    format!(
+                        "{what} {} is not a directory (it is {kind}): give a directory, or a \
+                         path that does not exist yet (it is created)",
+                        dir.display()
+                    )
+                } else {
+                    format!(
+                        "{what} {}: {} is not a directory (it is {kind}), so the run \
+                         directory cannot be created under it",
+                        dir.display(),
+                        p.display()
+                    )
+                });
+            }
+            // Missing, or under a file (ENOTDIR): look further up.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(format!("{what} {}: {}: {e}", dir.display(), p.display())),
+        }
+    }
+    Ok(())
+}
+
+fn describe_file_type(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "neither a file nor a directory"
+    }
+}
+
+/// Refuses a run directory this user cannot write in (and enter): the launcher writes its
+/// lock, node maps and rank files there.
+fn check_writable(dir: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| format!("run directory {}: a NUL in the path", dir.display()))?;
+    // SAFETY: access(2) on a NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!(
+            "run directory {} is not writable ({e}): the launcher writes its lock, node maps \
+             and rank files there; give a directory you can write in (--run-dir)",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Takes the run directory for this launcher: an exclusive `flock` on `RUN_DIR/.lock`, held

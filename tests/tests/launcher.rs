@@ -253,7 +253,53 @@ fn bad_options_are_refused_clearly() {
                 "--",
                 &hello,
             ],
-            vec!["node vnode7 does not exist: the job's nodes are vnode0, vnode1, vnode2"],
+            vec!["node vnode7 does not exist: the job's nodes are vnode0, vnode1 (spare: vnode2)"],
+        ),
+        // A spare runs no rank in the first launch: a fault on it would never fire.
+        (
+            vec![
+                "-n",
+                "2",
+                "--virtual-nodes",
+                "2",
+                "--spares",
+                "1",
+                "--inject",
+                "lose-node:node=vnode2:epoch=7",
+                "--",
+                &hello,
+            ],
+            vec![
+                "--inject \"lose-node:node=vnode2:epoch=7\": node vnode2 is a spare: it runs no \
+                 rank in launch 0",
+                "name a node that runs ranks: vnode0, vnode1 (spare: vnode2)",
+            ],
+        ),
+        // Nor in a later launch without a node loss before it to bring it in.
+        (
+            vec![
+                "-n",
+                "2",
+                "--virtual-nodes",
+                "2",
+                "--spares",
+                "1",
+                "--inject",
+                "kill-rank:rank=1:epoch=2",
+                "--inject",
+                "reboot:node=vnode2:epoch=4:launch=1",
+                "--",
+                &hello,
+            ],
+            vec!["node vnode2 is a spare: it runs no rank in launch 1"],
+        ),
+        (
+            vec!["--run-dir", "/etc/passwd", "--", &hello],
+            vec!["--run-dir /etc/passwd is not a directory (it is a regular file)"],
+        ),
+        (
+            vec!["--run-dir", "/etc/passwd/run", "--dry-run", "--", &hello],
+            vec!["--run-dir /etc/passwd/run: /etc/passwd is not a directory"],
         ),
         (
             vec![
@@ -284,6 +330,68 @@ fn bad_options_are_refused_clearly() {
             );
         }
     }
+}
+
+/// A spare may be named for a launch that a lose-node fault before it brings the spare into.
+#[test]
+fn spare_can_be_named_after_a_node_loss() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let hello = sibling_binary("hello").display().to_string();
+    let (out, text) = launch(
+        &[
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--spares",
+            "1",
+            "--inject",
+            "lose-node:node=vnode1:epoch=2",
+            "--inject",
+            "reboot:node=vnode2:epoch=4:launch=1",
+            "--dry-run",
+            "--",
+            &hello,
+        ],
+        &m,
+        &d,
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+}
+
+/// A --run-dir that is a regular file is refused, naming it, and so is one the user cannot
+/// write in (unless root, whom permissions do not stop).
+#[test]
+fn run_dir_must_be_a_writable_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let hello = sibling_binary("hello").display().to_string();
+    let file = d.0.join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let shown = file.display().to_string();
+    let (out, text) = launch(&["--run-dir", &shown, "--", &hello], &m, &d);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "--run-dir {shown} is not a directory (it is a regular file)"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("cannot create run directory"), "{text}");
+    if uid() == "0" {
+        return;
+    }
+    let ro = d.0.join("read-only");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let shown = ro.display().to_string();
+    let (out, text) = launch(&["--run-dir", &shown, "--", &hello], &m, &d);
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!("run directory {shown} is not writable")),
+        "{text}"
+    );
 }
 
 /// A hostfile that is a FIFO (nobody writes it) or /dev/zero (never ends) is refused at once,
