@@ -35,9 +35,20 @@ with the next spare at the same position in the node map, and relaunches; the ru
 from the newest checkpoint that survived. An exit code from 1 to 128 with every node intact is
 the application's own error: it is returned as is, without a restart. After --max-restarts
 restarts, or when a lost node has no spare left, psls-launch stops with a report of what was lost
-and what remains, and exits with status 3. Bad options exit with status 2. SIGTERM (scancel) or
+and what remains, and exits with status 3. Bad options exit with status 2. When the job succeeds
+but an --inject fault never fired (its epoch never came, its launch never happened, its node ran
+no rank), psls-launch names it (`--inject SPEC never fired: ...`) and exits with status 4: the
+fault was not tested. SIGTERM (scancel) or
 SIGINT (Ctrl-C) stops the job (SIGTERM to mpirun/srun, SIGKILL 10 s later) without a relaunch:
 psls-launch exits with status 143 or 130.
+
+Hangs (--hang-timeout): the launcher does not time the job out as such. Once a second it checks
+the ranks' processes that it can see (every rank with virtual nodes; under --hostfile or srun,
+only the ranks on its own host, from RUN_DIR/ranks/rank.R); when one of them has died while the
+job is still running (MPI waiting on a dead rank), it waits --hang-timeout seconds more, then
+ends the job (SIGTERM, SIGKILL 10 s later) and treats it as a failure: probe, classify,
+relaunch. A job whose ranks are all alive, however long it runs or however stuck it is, is
+never ended; neither is one whose dead rank is on another host.
 
 Fault injection (--inject SPEC, repeatable; for tests and demos):
   SPEC = KIND[:rank=R|:node=NAME][:epoch=E|:at=SECONDS][:launch=L]
@@ -126,8 +137,11 @@ pub struct Cli {
     #[arg(long, value_name = "COMMAND")]
     pub lose_node_command: Option<String>,
 
-    /// When a rank's process has died (on this host) and the job is still running this many
-    /// seconds later, end the job as failed rather than wait for it (0: wait forever).
+    /// Only after a rank has died: when a rank process the launcher can see (any rank on
+    /// virtual nodes, else one on this host) has died and the job is still running this many
+    /// seconds later, end the job as failed (then probe and relaunch) rather than wait for it.
+    /// A job whose ranks are all alive is never timed out, however long it runs (0: never end
+    /// a job, even with a dead rank).
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub hang_timeout: u64,
 

@@ -25,7 +25,11 @@
 //! **replaced** by the next spare at the same position of the node map, and the job is
 //! **relaunched**; the runtime restarts from the newest checkpoint that survived. After
 //! `--max-restarts` restarts, or when a lost node has no spare left, the launcher stops with a
-//! report and exit status 3.
+//! report and exit status 3. When the job succeeds but an injected fault never fired, the
+//! launcher names it and exits with status 4 (the fault was not tested). While a launch runs,
+//! `--hang-timeout` ends it as failed only once a rank process the launcher can see has died
+//! and the job has gone on running that long (MPI waiting on a dead rank); a job whose ranks
+//! are all alive is never timed out.
 //!
 //! **Nodes.** Virtual nodes (`--virtual-nodes N` or `--nodes N` on one host) are `vnode0..`,
 //! the spares after them; a lost one is emulated by `lose-node` (its roots wiped, its name in

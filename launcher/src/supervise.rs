@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 /// Exit status when the launcher gives up (restarts exhausted, or no spare left).
 pub const GAVE_UP: u8 = 3;
 
+/// Exit status when the job succeeded but some `--inject` fault never fired: the fault was not
+/// tested, and a test that counted on it must not pass.
+pub const NOT_FIRED: u8 = 4;
+
 /// Prints one line of the launcher's to standard error, in one write, so that the job's own
 /// output (on the same pipe) never cuts it in two.
 macro_rules! say {
@@ -75,6 +79,10 @@ struct Launched {
 /// What the supervision has seen so far.
 struct History {
     start: Instant,
+    /// The injected faults that fired (indices into `Job::injects`).
+    fired: BTreeSet<usize>,
+    /// Why each fault of a launch that ran did not fire (indices into `Job::injects`).
+    not_fired: std::collections::BTreeMap<usize, String>,
     restarts: u32,
     /// Nodes the job started on (from the rank files and probes).
     started: BTreeSet<String>,
@@ -184,6 +192,8 @@ impl Job {
     pub fn supervise(mut self) -> ExitCode {
         let mut h = History {
             start: Instant::now(),
+            fired: BTreeSet::new(),
+            not_fired: Default::default(),
             restarts: 0,
             started: BTreeSet::new(),
             failures: Vec::new(),
@@ -205,6 +215,7 @@ impl Job {
                     return ExitCode::from(2);
                 }
             };
+            self.note_fired(launch, &map, &r, &mut h);
             if r.status.success() {
                 let mut line = format!(
                     "job {} finished successfully after {} restart{} in {:.1} s",
@@ -217,7 +228,7 @@ impl Job {
                     line.push_str(&format!(" (recovered from: {})", h.failures.join("; ")));
                 }
                 say!("{line}");
-                return ExitCode::SUCCESS;
+                return self.check_fired(launch, &h);
             }
             if let Some(sig) = signals::check() {
                 return self.stopped(&h, sig);
@@ -336,6 +347,95 @@ impl Job {
                 self.nodes.live.join(" ")
             );
         }
+    }
+
+    /// Records which of launch `launch`'s faults fired, and why the others did not. A fault
+    /// at a time fired when the launcher killed its ranks. A fault at an epoch is the
+    /// runtime's, which kills its rank when it fires: in a launch that succeeded it did not
+    /// fire; in one that failed it counts as fired (the runtime leaves no other trace).
+    fn note_fired(&self, launch: u32, map: &[String], r: &Launched, h: &mut History) {
+        for (i, inj) in self.launch_injects(launch) {
+            let why = match inj.when {
+                When::At(at) => {
+                    if r.fired.contains(&i) {
+                        None
+                    } else if let Err(e) = inj.ranks_to_kill(map) {
+                        Some(format!("it hits no rank of launch {launch} ({e})"))
+                    } else if r.elapsed.as_secs_f64() < at {
+                        Some(format!(
+                            "launch {launch} ended {:.1} s after it started, before at={at}",
+                            r.elapsed.as_secs_f64()
+                        ))
+                    } else {
+                        Some(format!(
+                            "its ranks had not all started (ranks/rank.R files) when launch \
+                             {launch} ended"
+                        ))
+                    }
+                }
+                _ => match inj.fault_spec(map) {
+                    Err(e) => Some(format!("it hits no rank of launch {launch} ({e})")),
+                    Ok(_) if !r.status.success() => None,
+                    Ok(f) => {
+                        let f = f.unwrap_or_default();
+                        Some(match inj.when {
+                            When::Epoch(e) if inj.kind == Kind::KillRestore => format!(
+                                "launch {launch} ended without restoring checkpoint {e} \
+                                 (PSLS_FAULT {f})"
+                            ),
+                            When::Epoch(e) => format!(
+                                "the job ended before epoch {e}: launch {launch} finished \
+                                 without its rank beginning checkpoint {e} (PSLS_FAULT {f}); \
+                                 does the program take that many checkpoints?"
+                            ),
+                            _ => format!(
+                                "launch {launch} ended without restoring a checkpoint \
+                                 (PSLS_FAULT {f})"
+                            ),
+                        })
+                    }
+                },
+            };
+            match why {
+                None => {
+                    h.fired.insert(i);
+                }
+                Some(w) => {
+                    h.not_fired.insert(i, w);
+                }
+            }
+        }
+    }
+
+    /// After the job succeeded in launch `last`: success only if every injected fault fired.
+    /// One that did not was never tested, and a test run must not pass as if it had been.
+    fn check_fired(&self, last: u32, h: &History) -> ExitCode {
+        let mut missed = 0;
+        for (i, inj) in self.injects.iter().enumerate() {
+            if h.fired.contains(&i) {
+                continue;
+            }
+            let why = h.not_fired.get(&i).cloned().unwrap_or_else(|| {
+                format!(
+                    "launch {} never happened: the job succeeded in launch {last}",
+                    inj.launch
+                )
+            });
+            say!("--inject {} never fired: {why}", inj.spec);
+            missed += 1;
+        }
+        if missed == 0 {
+            return ExitCode::SUCCESS;
+        }
+        say!(
+            "job {} succeeded, but {missed} of the {} injected fault{} never fired, so {} not \
+             tested: exit status {NOT_FIRED}",
+            self.job_id,
+            self.injects.len(),
+            if self.injects.len() == 1 { "" } else { "s" },
+            if missed == 1 { "it was" } else { "they were" }
+        );
+        ExitCode::from(NOT_FIRED)
     }
 
     fn launcher_name(&self) -> &'static str {

@@ -394,6 +394,67 @@ fn run_dir_must_be_a_writable_directory() {
     );
 }
 
+/// --help says what exit status 4 means and that --hang-timeout acts only after a rank died.
+#[test]
+fn help_documents_never_fired_and_hang_timeout() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let (out, text) = launch(&["--help"], &m, &d);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "never fired: ...`) and exits with status 4",
+        "Only after a rank has died",
+        "A job whose ranks are all alive, however long it runs or however stuck it is, is never \
+         ended",
+    ] {
+        assert!(text.contains(needle), "expected {needle:?} in {text}");
+    }
+}
+
+/// A job that succeeds although an --inject fault never fired (its epoch never came, its launch
+/// never happened, its time never came) is not a success: the fault was not tested. Each such
+/// fault is named, and the exit status is 4.
+#[test]
+fn injection_that_never_fired_is_not_a_success() {
+    let (m, d) = (Scratch::shm("launch-mem"), Scratch::new("launch-disk"));
+    let rank = fake_rank(&d.0);
+    let run_dir = d.0.join("run");
+    let (status, text) = supervise(
+        &[
+            "-n",
+            "2",
+            "--virtual-nodes",
+            "2",
+            "--job-id",
+            "t-unfired",
+            "--run-dir",
+            &run_dir.display().to_string(),
+            "--inject",
+            "kill-rank:rank=1:epoch=999",
+            "--inject",
+            "kill-rank:rank=0:at=100",
+            "--inject",
+            "reboot:node=vnode1:epoch=2:launch=1",
+            "--",
+            &rank,
+        ],
+        &m,
+        &d,
+    );
+    assert_eq!(status.code(), Some(4), "{text}");
+    for needle in [
+        "job t-unfired finished successfully after 0 restarts",
+        "--inject kill-rank:rank=1:epoch=999 never fired: the job ended before epoch 999",
+        "--inject kill-rank:rank=0:at=100 never fired: launch 0 ended",
+        "before at=100",
+        "--inject reboot:node=vnode1:epoch=2:launch=1 never fired: launch 1 never happened",
+        "job t-unfired succeeded, but 3 of the 3 injected faults never fired",
+        "exit status 4",
+    ] {
+        assert!(text.contains(needle), "expected {needle:?} in {text}");
+    }
+}
+
 /// A hostfile that is a FIFO (nobody writes it) or /dev/zero (never ends) is refused at once,
 /// not read forever.
 #[test]
