@@ -151,6 +151,17 @@ impl Psls {
         let ps = self.cfg.page_size;
         let npages = size.div_ceil(ps as u64);
         let chunk = chunk_pages(ps);
+        // One scatter per chunk carries both copies of its pages (one to the primary's node,
+        // one to the mirror's), unless that would take the scatter's send buffer, whose
+        // offsets MPI counts in ints, past 1 GiB (pages of 256 MiB and more): then one scatter
+        // per role, so that each page is in a scatter once.
+        let both: &[&[usize]] = &[&[0, 1]];
+        let apart: &[&[usize]] = &[&[0], &[1]];
+        let scatters = if 2 * chunk.saturating_mul(ps) <= 1 << 30 {
+            both
+        } else {
+            apart
+        };
         vol.publish(&self.comm, catalog, |epoch, catalog| {
             let mut page = 0u64;
             // Every rank learns which pages of every chunk are not zeros, so every rank marks
@@ -165,12 +176,10 @@ impl Psls {
             while page < npages {
                 let n = (npages - page).min(chunk as u64) as usize;
                 let nb = n.div_ceil(8);
-                // Rank 0 reads the chunk, then sends each rank a part, once for the primary
-                // copies and once for the mirrors: byte 0 says whether the read worked; then
-                // a bitmap of the chunk's non-zero pages, then the non-zero pages whose copy of
-                // that role the rank keeps, in page order. Each node gets only its own pages,
-                // not the whole file, and the parts of one scatter hold each page at most once,
-                // so that they stay below MPI's 2 GiB even with 1 GiB pages.
+                // Rank 0 reads the chunk, then sends each rank a part in each of `scatters`:
+                // byte 0 says whether the read worked; then a bitmap of the chunk's non-zero
+                // pages, then the non-zero pages whose copy (of the scatter's roles) the rank
+                // keeps, in page order. Each node gets only its own pages, not the whole file.
                 let mut read: Option<Result<Vec<u8>, String>> = None;
                 if let Some(f) = file.as_mut() {
                     let want = ((size - page * ps as u64) as usize).min(n * ps);
@@ -186,7 +195,13 @@ impl Psls {
                         bitmap
                     }));
                 }
-                for role in 0..2 {
+                // What this rank received per scatter: the pages it keeps, and the part.
+                let mut received: Vec<(Vec<u64>, Vec<u8>)> = Vec::with_capacity(2);
+                for (g, roles) in scatters.iter().enumerate() {
+                    let ours = |p: u64| {
+                        let h = vol.holders(&meta, p);
+                        roles.iter().any(|&role| h[role] == Some(self.rank))
+                    };
                     let parts: Vec<Vec<u8>> = match &read {
                         None => Vec::new(),
                         Some(Err(why)) => vec![[&[1u8][..], why.as_bytes()].concat(); self.size],
@@ -198,9 +213,11 @@ impl Psls {
                                 if bitmap[k / 8] & (1 << (k % 8)) == 0 {
                                     continue;
                                 }
-                                let holder = vol.holders(&meta, page + k as u64)[role];
-                                if let Some(p) = holder.and_then(|r| parts.get_mut(r)) {
-                                    p.extend_from_slice(data);
+                                let holders = vol.holders(&meta, page + k as u64);
+                                for &role in *roles {
+                                    if let Some(p) = holders[role].and_then(|r| parts.get_mut(r)) {
+                                        p.extend_from_slice(data);
+                                    }
                                 }
                             }
                             parts
@@ -230,20 +247,24 @@ impl Psls {
                         )));
                     }
                     if failed.is_none() {
-                        let kept: Vec<u64> = written
-                            .iter()
-                            .copied()
-                            .filter(|&p| vol.holders(&meta, p)[role] == Some(self.rank))
-                            .collect();
-                        let stored = write_kept(vol, &meta, epoch, ps, &kept, &got[1 + nb..]);
-                        if let Err(e) = stored {
-                            // This rank goes on receiving the chunks (the others would wait
-                            // for it in the scatter), and the vote fails the import everywhere.
-                            failed = Some(e);
-                        }
+                        let kept: Vec<u64> = written.iter().copied().filter(|&p| ours(p)).collect();
+                        received.push((kept, got));
                     }
-                    if role == 0 {
+                    if g == 0 {
                         nonzero.extend_from_slice(&written);
+                    }
+                }
+                if failed.is_none() {
+                    // Both roles' pages in one write: a node's primary and mirror pages of a
+                    // chunk interleave (one-page stripes), and together they make longer runs.
+                    let parts: Vec<(&[u64], &[u8])> = received
+                        .iter()
+                        .map(|(kept, got)| (&kept[..], got.get(1 + nb..).unwrap_or_default()))
+                        .collect();
+                    if let Err(e) = write_kept(vol, &meta, epoch, ps, &parts) {
+                        // This rank goes on receiving the chunks (the others would wait for it
+                        // in the scatter), and the vote fails the import everywhere.
+                        failed = Some(e);
                     }
                 }
                 vol.start_writeback();
@@ -794,33 +815,42 @@ fn create_temporary(tmp: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// Writes the pages `kept` (ascending) of an imported chunk, their data one after the other in
-/// `data`, to this node's store at `epoch`: runs of consecutive pages in one call.
+/// Writes the pages of an imported chunk that this node keeps to its store at `epoch`, in one
+/// call: `parts` holds, for each role (primary, mirror), the pages (ascending) and their data
+/// one after the other. The pages of both are merged in page order, so that runs of
+/// consecutive pages, whichever role each page has, go out together.
 fn write_kept(
     vol: &crate::pfs::Volume,
     meta: &FileMeta,
     epoch: u64,
     ps: usize,
-    kept: &[u64],
-    mut data: &[u8],
+    parts: &[(&[u64], &[u8])],
 ) -> Result<()> {
-    let mut runs: Vec<(u64, &[u8])> = Vec::new();
-    for run in kept.chunk_by(|a, b| *b == a + 1) {
-        let bytes = run.len() * ps;
-        if data.len() < bytes {
+    let mut pages: Vec<(u64, &[u8])> = Vec::new();
+    for &(kept, data) in parts {
+        if data.len() < kept.len() * ps {
             return Err(Error::Protocol(format!(
-                "import: rank 0 sent {} bytes for pages {}..={}",
+                "import: rank 0 sent {} bytes for {} pages",
                 data.len(),
-                run[0],
-                run[run.len() - 1]
+                kept.len()
             )));
         }
-        let (d, rest) = data.split_at(bytes);
-        runs.push((run[0], d));
-        data = rest;
+        pages.extend(kept.iter().copied().zip(data.chunks_exact(ps)));
     }
-    if runs.is_empty() {
+    if pages.is_empty() {
         return Ok(());
+    }
+    pages.sort_unstable_by_key(|&(p, _)| p);
+    let mut all: Vec<u8> = Vec::with_capacity(pages.len() * ps);
+    for &(_, d) in &pages {
+        all.extend_from_slice(d);
+    }
+    let mut runs: Vec<(u64, &[u8])> = Vec::new();
+    let mut at = 0;
+    for run in pages.chunk_by(|a, b| b.0 == a.0 + 1) {
+        let bytes = run.len() * ps;
+        runs.push((run[0].0, &all[at..at + bytes]));
+        at += bytes;
     }
     vol.write_local_runs(meta, epoch, &runs)
 }
