@@ -212,6 +212,9 @@ fn writes_with_pages_claimed_ahead_reach_disk_whole() {
     t.expect("ahead", 6, 512 * PAGE + 7).unwrap();
 }
 
+/// Files grow in place within their room, keep their size through close and open, are mapped
+/// once at a time, and move (PfsFile::relocate) beyond their room: a move that fails leaves
+/// the file where it was.
 #[test]
 fn files_grow_in_place_and_keep_their_size() {
     let t = Pfs::new();

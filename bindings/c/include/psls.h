@@ -304,7 +304,8 @@ int psls_file_create(struct psls_t *h,
 // Ownership as psls_file_create.
 //
 // Returns PSLS_ERR_NOT_FOUND if there is no such file (`psls-pfs ls` lists them; `psls-pfs
-// import` brings one in), PSLS_ERR_ARG if it is mapped already (close it first). On failure `*f` and `*ptr` are NULL and `*size` is 0.
+// import` brings one in), PSLS_ERR_ARG if it is mapped already (close it first). On failure
+// `*f` and `*ptr` are NULL and `*size` is 0.
 //
 // # Safety
 // `h` must be NULL or a pointer psls_init returned; `name` NULL or a NUL-terminated string;

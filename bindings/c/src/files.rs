@@ -11,7 +11,7 @@ use crate::error::{
     Failure, PSLS_ERR_CHECKPOINT, PSLS_ERR_EXISTS, PSLS_ERR_IO, PSLS_ERR_NOT_FOUND,
     PSLS_ERR_NOT_INIT,
 };
-use crate::handle::{agree_args, handle_value, live, lock, name_arg, psls_t, put};
+use crate::handle::{agree_args, agree_on_sole, handle_value, live, lock, name_arg, psls_t, put};
 use runtime::rma::ReduceOp;
 use runtime::{PfsFile, Psls};
 use std::ffi::{c_char, c_int, c_void};
@@ -65,16 +65,7 @@ unsafe fn open_agreed<'a>(
     f: *const psls_file_t,
 ) -> Result<(&'a psls_file_t, &'a psls_t), Failure> {
     // SAFETY: forwarded.
-    let opened = unsafe { open(func, f) };
-    let h = match &opened {
-        Ok((_, h)) => Some(*h),
-        // SAFETY: as open's result: not used after a psls_finalize has started.
-        Err(_) => unsafe { crate::handle::sole_live() },
-    };
-    match h {
-        Some(h) => agree_args(h, func, opened),
-        None => opened,
-    }
+    agree_on_sole(func, unsafe { open(func, f) })
 }
 
 fn not_open(func: &str, f: *const psls_file_t) -> Failure {
@@ -182,7 +173,8 @@ pub unsafe extern "C" fn psls_file_create(
 /// Ownership as psls_file_create.
 ///
 /// Returns PSLS_ERR_NOT_FOUND if there is no such file (`psls-pfs ls` lists them; `psls-pfs
-/// import` brings one in), PSLS_ERR_ARG if it is mapped already (close it first). On failure `*f` and `*ptr` are NULL and `*size` is 0.
+/// import` brings one in), PSLS_ERR_ARG if it is mapped already (close it first). On failure
+/// `*f` and `*ptr` are NULL and `*size` is 0.
 ///
 /// # Safety
 /// `h` must be NULL or a pointer psls_init returned; `name` NULL or a NUL-terminated string;
@@ -400,13 +392,16 @@ fn close_file(func: &str, file: &psls_file_t) -> Result<(), Failure> {
 pub unsafe extern "C" fn psls_file_close(f: *mut *mut psls_file_t) -> c_int {
     const F: &str = "psls_file_close";
     boundary(F, || {
-        if f.is_null() {
-            return Err(Failure::null(F, "f (the address of the file handle)"));
-        }
-        // SAFETY: not NULL, and readable (the contract).
-        let p = unsafe { *f };
-        // SAFETY: the contract.
-        let (file, _) = unsafe { open_agreed(F, p.cast_const())? };
+        let local = if f.is_null() {
+            Err(Failure::null(F, "f (the address of the file handle)"))
+        } else {
+            // SAFETY: not NULL, and readable (the contract).
+            let p = unsafe { *f };
+            // SAFETY: the contract.
+            unsafe { open(F, p.cast_const()) }.map(|(file, _)| (p, file))
+        };
+        // Every rank refuses together: one that left alone would hang the others.
+        let (p, file) = agree_on_sole(F, local)?;
         close_file(F, file)?;
         let a = unregister(p);
         // SAFETY: writable (the contract).

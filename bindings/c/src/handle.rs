@@ -93,6 +93,18 @@ pub(crate) unsafe fn live<'a>(func: &str, h: *const psls_t) -> Result<&'a psls_t
     Ok(unsafe { &*(a as *const psls_t) })
 }
 
+/// [`agree_args`] over the live handle of this process, for a collective call whose own
+/// handle argument may be what is wrong (a file handle that is not open, a NULL): without a
+/// live handle there is nobody to agree with, and `local` is returned as it is.
+pub(crate) fn agree_on_sole<T>(func: &str, local: Result<T, Failure>) -> Result<T, Failure> {
+    // SAFETY: used only for this agreement, within the call (the C contract keeps
+    // psls_finalize away meanwhile).
+    match unsafe { sole_live() } {
+        Some(h) => agree_args(h, func, local),
+        None => local,
+    }
+}
+
 /// The live handle of this process, if there is one (there is at most one).
 ///
 /// # Safety

@@ -98,6 +98,8 @@ static void one_rank_refuses(psls_t *h) {
     expect(psls_file_flush(rank == 1 ? bad : f), PSLS_ERR_NOT_INIT, "psls_file_flush of a bad handle on rank 1 only");
     psls_file_t *closing = rank == 0 ? bad : f;
     expect(psls_file_close(&closing), PSLS_ERR_NOT_INIT, "psls_file_close of a bad handle on rank 0 only");
+    expect(psls_file_close(rank == 1 ? NULL : &f), PSLS_ERR_NULL, "psls_file_close(NULL) on rank 1 only");
+    check(f != NULL, "the refused psls_file_close leaves the handle");
     expect(psls_file_close(&f), PSLS_OK, "psls_file_close afterwards");
 }
 

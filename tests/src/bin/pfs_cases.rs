@@ -212,6 +212,37 @@ fn grow(p: &Psls) -> Result<()> {
         .count();
     check!(p, bad == 0, "reopened content is right ({bad} wrong)");
     p.barrier()?;
+    // A file is mapped once at a time.
+    let again = p.open_file(&name);
+    check!(
+        p,
+        matches!(again, Err(psls::Error::Argument(_))),
+        "a second open of the mapped file is refused ({again:?})"
+    );
+    // Growing beyond the room: a move that fails leaves the file where it was; one that
+    // succeeds keeps the bytes, and the new ones read as zeros.
+    let mut f = f;
+    let (addr, far) = (f.as_ptr() as usize, 10 * ps + 1);
+    let huge = f.relocate(1 << 62, 0);
+    check!(
+        p,
+        huge.is_err() && f.as_ptr() as usize == addr && f.size() == big,
+        "a move too large for the range fails and leaves the file ({huge:?})"
+    );
+    f.relocate(far, 0)?;
+    let b = f.bytes();
+    let bad = (0..big as usize)
+        .filter(|&i| b.get(i) != pattern(1, i as u64))
+        .count();
+    let nonzero = (big as usize..far as usize)
+        .filter(|&i| b.get(i) != 0)
+        .count();
+    check!(
+        p,
+        f.size() == far && bad == 0 && nonzero == 0,
+        "moved to {far} bytes with its content ({bad} wrong, {nonzero} new bytes not zero)"
+    );
+    p.barrier()?;
     f.discard()?;
     Ok(())
 }
