@@ -415,6 +415,19 @@ fn a_checkpoint_on_one_node_is_a_clear_error() {
     out.assert_lines("PASS", 2);
 }
 
+/// Ranks that ask checkpoint_now for different kinds all get an error instead of going on into
+/// different collectives (a hang), and the next agreed checkpoint works.
+#[test]
+fn checkpoint_kinds_that_differ_between_ranks_are_refused() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let out = case("kind_mismatch", 3, 3, &m, &d)
+        .timeout(std::time::Duration::from_secs(120))
+        .run();
+    assert!(out.status.is_some(), "mismatched kinds hung:\n{out:?}");
+    out.assert_success();
+    out.assert_lines("PASS", 3);
+}
+
 /// Every copy of rank `rank`'s private state of checkpoint `epoch` under the memory roots `m`.
 fn private_copies(m: &Scratch, rank: usize, epoch: u64) -> Vec<std::path::PathBuf> {
     fn walk(dir: &std::path::Path, name: &str, out: &mut Vec<std::path::PathBuf>) {

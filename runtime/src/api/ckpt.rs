@@ -155,8 +155,8 @@ impl Psls {
         // Every rank's service thread is quiet before the agreement below, which every rank
         // enters only once it has stopped touching global memory: phase 1 needs no barrier.
         self.svm.quiesce();
+        let (area, epoch) = self.svm.next_checkpoint(comm, self.ckpt.epoch_floor(), 0)?;
         let place = agree(comm, self.placement())?;
-        let (area, epoch) = self.svm.next_checkpoint(comm, self.ckpt.epoch_floor())?;
         let t0 = Instant::now();
         // Phase 1, then the vote: phase 1 ends in an agreement, and so does saving the private
         // state; a failure anywhere fails every rank here, and the checkpoint is abandoned.
@@ -276,7 +276,7 @@ impl Psls {
     /// `PSLS_CKPT_CLEANING`.
     fn permanent_checkpoint(&self) -> Result<CheckpointStats> {
         let comm = &self.comm;
-        let (area, epoch) = self.svm.next_checkpoint(comm, self.ckpt.epoch_floor())?;
+        let (area, epoch) = self.svm.next_checkpoint(comm, self.ckpt.epoch_floor(), 1)?;
         let t0 = Instant::now();
         self.svm.quiesce();
         comm.barrier()?;

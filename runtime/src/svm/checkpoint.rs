@@ -200,11 +200,34 @@ impl Svm {
 
     /// Opens the recovery area (collective) if needed, and returns it with the epoch the next
     /// checkpoint takes: above every rank's committed epoch and above `floor` (the epoch a
-    /// restart came from).
-    pub(crate) fn next_checkpoint(&self, comm: &Comm, floor: u64) -> Result<(&RecoveryArea, u64)> {
+    /// restart came from). `kind` is the checkpoint's kind (0 memory, 1 permanent), checked in
+    /// the same collective: ranks that asked for different kinds would go on into different
+    /// collectives, so every rank returns an error instead.
+    pub(crate) fn next_checkpoint(
+        &self,
+        comm: &Comm,
+        floor: u64,
+        kind: u64,
+    ) -> Result<(&RecoveryArea, u64)> {
         self.open_recovery(comm, true)?;
         let area = self.core.area()?;
-        let epoch = comm.allreduce_u64(area.committed().max(floor), ReduceOp::Max)? + 1;
+        let all = comm.allgather_words(&[area.committed().max(floor), kind])?;
+        let kinds: Vec<u64> = all.chunks_exact(2).map(|w| w[1]).collect();
+        if kinds.iter().any(|&k| k != kind) {
+            let ranks = |k: u64| {
+                let r: Vec<String> = (0..kinds.len())
+                    .filter(|&r| kinds[r] == k)
+                    .map(|r| r.to_string())
+                    .collect();
+                r.join(", ")
+            };
+            return Err(Error::Checkpoint(format!(
+                "the ranks asked for different kinds of checkpoint (memory: ranks {}; permanent: ranks {}): checkpoint_now is collective, and every rank must pass the same kind; nothing was taken",
+                ranks(0),
+                ranks(1)
+            )));
+        }
+        let epoch = all.chunks_exact(2).map(|w| w[0]).max().unwrap_or(0) + 1;
         Ok((area, epoch))
     }
 

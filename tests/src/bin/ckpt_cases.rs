@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         ("flush_refused", flush_refused),
         ("policy", policy),
         ("abandoned", abandoned),
+        ("kind_mismatch", kind_mismatch),
     ];
     psls_tests::cases::run("ckpt_cases", cases, report)
 }
@@ -359,6 +360,35 @@ fn flush_refused(p: &Psls) -> Result<()> {
 
 /// On one node there is no second node for the second copy: `checkpoint()` takes permanent
 /// checkpoints, and an explicit memory checkpoint is a clear error.
+/// `checkpoint_now` with a kind that differs between ranks (rank 0 memory, the others
+/// permanent) fails on every rank, naming the kinds, and the next agreed one works.
+fn kind_mismatch(p: &Psls) -> Result<()> {
+    use psls::CheckpointKind::{Memory, Permanent};
+    match p.checkpoint_now(if p.rank() == 0 { Memory } else { Permanent }) {
+        Ok(s) => check!(p, false, "mismatched kinds took checkpoint {}", s.epoch),
+        Err(e) => check!(
+            p,
+            e.to_string().contains("different kinds of checkpoint"),
+            "mismatched kinds are an error naming them: {e}"
+        ),
+    }
+    let s = p.checkpoint_now(Memory)?;
+    check!(
+        p,
+        s.epoch == 1,
+        "the next agreed checkpoint is epoch 1 ({})",
+        s.epoch
+    );
+    let s = p.checkpoint_now(Permanent)?;
+    check!(
+        p,
+        s.epoch == 2,
+        "then a permanent one, epoch 2 ({})",
+        s.epoch
+    );
+    Ok(())
+}
+
 fn one_node(p: &Psls) -> Result<()> {
     let s = p.checkpoint()?;
     check!(
