@@ -144,15 +144,19 @@ pub unsafe extern "C" fn psls_file_create(
                 Ok(name)
             })
         };
-        let name = agree_args(h, F, args)?;
         // SAFETY: the file is registered with h; psls_finalize closes it before the runtime.
         let rt = unsafe { h.rt_static() };
-        if exists(rt, name) {
-            return Err(Failure::new(
-                PSLS_ERR_EXISTS,
-                format!("{F}: the PFS file {name:?} exists already: open it with psls_file_open, or remove it (`psls-pfs rm`)"),
-            ));
-        }
+        // Agreed: ranks that passed different names may disagree on this too.
+        let args = args.and_then(|name| {
+            if exists(rt, name) {
+                return Err(Failure::new(
+                    PSLS_ERR_EXISTS,
+                    format!("{F}: the PFS file {name:?} exists already: open it with psls_file_open, or remove it (`psls-pfs rm`)"),
+                ));
+            }
+            Ok(name)
+        });
+        let name = agree_args(h, F, args)?;
         // A create that cannot be mapped leaves no file behind, so it can be tried again.
         let file = map_with_room(size, |reserve| rt.create_file_with(name, size, reserve))
             .map_err(|e| Failure::runtime(F, e))?;
@@ -200,15 +204,17 @@ pub unsafe extern "C" fn psls_file_open(
                 Ok(name)
             })
         };
-        let name = agree_args(h, F, args)?;
         // SAFETY: the file is registered with h; psls_finalize closes it before the runtime.
         let rt = unsafe { h.rt_static() };
-        let Some(info) = rt.files().into_iter().find(|i| i.name == name) else {
-            return Err(Failure::new(
+        // Agreed: ranks that passed different names may disagree on this too.
+        let args = args.and_then(|name| match rt.files().into_iter().find(|i| i.name == name) {
+            Some(info) => Ok((name, info)),
+            None => Err(Failure::new(
                 PSLS_ERR_NOT_FOUND,
                 format!("{F}: there is no PFS file named {name:?} (`psls-pfs ls` lists the files; psls_file_create or `psls-pfs import` makes one)"),
-            ));
-        };
+            )),
+        });
+        let (name, info) = agree_args(h, F, args)?;
         let file = map_with_room(info.size, |reserve| rt.open_file_with(name, reserve))
             .map_err(|e| Failure::runtime(F, e))?;
         let (addr, len) = (file.as_ptr(), file.size());

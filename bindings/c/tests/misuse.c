@@ -91,7 +91,16 @@ static void one_rank_refuses(psls_t *h) {
     expect(psls_file_open(h, "one-rank", &f, &p, &size), PSLS_ERR_NOT_FOUND, "the refused create made no file");
     expect(psls_file_create(h, "one-rank", 4096, rank == 0 ? NULL : &f, &p), PSLS_ERR_NULL,
            "psls_file_create with f NULL on rank 0 only");
+    expect(psls_file_create(h, rank == 0 ? "one-rank" : "other-rank", 4096, &f, &p), PSLS_ERR_ARG,
+           "psls_file_create with different names on the two ranks");
+    expect(psls_file_open(h, "other-rank", &f, &p, &size), PSLS_ERR_NOT_FOUND, "the refused create made no file either");
+    expect(psls_file_create(h, "one-rank", rank == 0 ? 4096 : 8192, &f, &p), PSLS_ERR_ARG,
+           "psls_file_create with different sizes on the two ranks");
     expect(psls_file_create(h, "one-rank", 4096, &f, &p), PSLS_OK, "psls_file_create afterwards");
+    expect(psls_file_create(h, rank == 0 ? "one-rank" : "other-rank", 4096, &g, &p), PSLS_ERR_EXISTS,
+           "psls_file_create of an existing name on rank 0 only");
+    expect(psls_file_open(h, rank == 0 ? "one-rank" : "other-rank", &g, &p, &size), PSLS_ERR_NOT_FOUND,
+           "psls_file_open of a missing name on rank 1 only");
     expect(psls_file_open(h, rank == 0 ? NULL : "one-rank", &g, &p, &size), PSLS_ERR_NULL,
            "psls_file_open with name NULL on rank 0 only");
     psls_file_t *bad = (psls_file_t *)&size;

@@ -181,6 +181,7 @@ impl Psls {
 
     /// [`Psls::create_file`], reserving room for the file to grow to `reserve` bytes in place.
     pub fn create_file_with(&self, name: &str, size: u64, reserve: usize) -> Result<PfsFile<'_>> {
+        super::same_arguments(&self.comm, "create_file", name, &[size, reserve as u64])?;
         let st = self.volume.state();
         let (catalog, _) = self.with_new_file(st.catalog, st.epoch + 1, name, size)?;
         let vol = &self.volume;
@@ -240,6 +241,7 @@ impl Psls {
     /// [`Psls::open_file`], reserving room for the file to grow to `reserve` bytes in place.
     /// A file is mapped once at a time: two mappings would be two incoherent copies of it.
     pub fn open_file_with(&self, name: &str, reserve: usize) -> Result<PfsFile<'_>> {
+        super::same_arguments(&self.comm, "open_file", name, &[reserve as u64])?;
         if self.svm.mappings().iter().any(|m| m.meta.name == name) {
             return Err(Error::Argument(format!(
                 "PFS file {name:?} is mapped already: use that mapping, or close it before opening the file again"
@@ -298,6 +300,7 @@ impl Psls {
 
     /// Removes the PFS file `name` (collective). It must not be mapped.
     pub fn remove_file(&self, name: &str) -> Result<()> {
+        super::same_arguments(&self.comm, "remove_file", name, &[])?;
         let Some(meta) = self.volume.file(name) else {
             return Err(Error::Store(format!("no PFS file named {name:?}")));
         };

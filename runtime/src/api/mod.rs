@@ -530,6 +530,35 @@ fn job_id(cfg: &Config, comm: &Comm) -> Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Checks that every rank passed the same arguments to the collective call `call` (one
+/// allgather): `name` and `numbers` (sizes, reserves) must be the same everywhere. Ranks that
+/// passed different ones would otherwise go on with different catalogs or mappings; every
+/// rank gets an error naming the ranks that differ from rank 0 and its own arguments.
+pub(crate) fn same_arguments(comm: &Comm, call: &str, name: &str, numbers: &[u64]) -> Result<()> {
+    let mut words = vec![
+        u64::from(crc32c::crc32c(name.as_bytes())),
+        name.len() as u64,
+    ];
+    words.extend_from_slice(numbers);
+    let all = comm.allgather_words(&words)?;
+    let n = words.len();
+    let differ: Vec<String> = all
+        .chunks_exact(n)
+        .enumerate()
+        .filter(|(_, w)| *w != &all[..n])
+        .map(|(r, _)| r.to_string())
+        .collect();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Argument(format!(
+        "{call} is collective, and every rank must pass the same arguments: rank{} {} passed others than rank 0 (this rank, {}, passed {name:?} and {numbers:?}); nothing was done",
+        if differ.len() == 1 { "" } else { "s" },
+        differ.join(", "),
+        comm.rank()
+    )))
+}
+
 /// Makes a local result collective: if any rank failed, every rank fails. The failing rank
 /// returns its own error; the others return an error that quotes it.
 pub(crate) fn agree<T>(comm: &Comm, local: Result<T>) -> Result<T> {

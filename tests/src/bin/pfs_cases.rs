@@ -212,6 +212,18 @@ fn grow(p: &Psls) -> Result<()> {
         .count();
     check!(p, bad == 0, "reopened content is right ({bad} wrong)");
     p.barrier()?;
+    // Collective calls with arguments that differ between ranks are refused everywhere.
+    let other = format!("{name}-rank{}", p.rank());
+    let differ = p.create_file(&other, ps);
+    check!(
+        p,
+        matches!(differ, Err(psls::Error::Argument(_)))
+            && !p
+                .files()
+                .iter()
+                .any(|i| i.name.starts_with(&format!("{name}-rank"))),
+        "a create with a name per rank is refused and makes no file ({differ:?})"
+    );
     // A file is mapped once at a time.
     let again = p.open_file(&name);
     check!(
