@@ -11,8 +11,9 @@ use crate::error::{
     Failure, PSLS_ERR_CHECKPOINT, PSLS_ERR_EXISTS, PSLS_ERR_IO, PSLS_ERR_NOT_FOUND,
     PSLS_ERR_NOT_INIT,
 };
-use crate::handle::{agree_args, agree_on_sole, handle_value, live, lock, name_arg, psls_t, put};
-use runtime::rma::ReduceOp;
+use crate::handle::{
+    agree_args, agree_on_sole, handle_value, live, lock, name_arg, psls_t, put, spread,
+};
 use runtime::{PfsFile, Psls};
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::Mutex;
@@ -279,15 +280,7 @@ pub unsafe extern "C" fn psls_file_grow(
             Some(_) => Ok(()),
         };
         agree_args(h, F, local)?;
-        let reduce = |v, op| {
-            h.comm
-                .allreduce_u64(v, op)
-                .map_err(|e| Failure::runtime(F, e))
-        };
-        let (lo, hi) = (
-            reduce(new_size, ReduceOp::Min)?,
-            reduce(new_size, ReduceOp::Max)?,
-        );
+        let (lo, hi) = spread(h, F, new_size)?;
         if lo != hi {
             return Err(Failure::arg(
                 F,

@@ -93,6 +93,18 @@ pub(crate) unsafe fn live<'a>(func: &str, h: *const psls_t) -> Result<&'a psls_t
     Ok(unsafe { &*(a as *const psls_t) })
 }
 
+/// The smallest and the largest `v` of the ranks of `h`, in one collective: a collective
+/// call's argument that every rank must pass alike differs where they differ.
+pub(crate) fn spread(h: &psls_t, func: &str, v: u64) -> Result<(u64, u64), Failure> {
+    let all = h
+        .comm
+        .allgather_words(&[v])
+        .map_err(|e| Failure::runtime(func, e))?;
+    let lo = all.iter().copied().min().unwrap_or(v);
+    let hi = all.iter().copied().max().unwrap_or(v);
+    Ok((lo, hi))
+}
+
 /// [`agree_args`] over the live handle of this process, for a collective call whose own
 /// handle argument may be what is wrong (a file handle that is not open, a NULL): without a
 /// live handle there is nobody to agree with, and `local` is returned as it is.

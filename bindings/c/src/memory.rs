@@ -3,8 +3,7 @@
 
 use crate::boundary::boundary;
 use crate::error::Failure;
-use crate::handle::{agree_args, live, lock, put};
-use runtime::rma::ReduceOp;
+use crate::handle::{agree_args, live, lock, put, spread};
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
@@ -85,12 +84,7 @@ pub unsafe extern "C" fn psls_free(h: *mut psls_t, ptr: *mut c_void) -> c_int {
         agree_args(h, F, args)?;
         // The same array everywhere (an array has the same address on every rank), checked
         // before it leaves the table: a refused free keeps it.
-        let reduce = |op| {
-            h.comm
-                .allreduce_u64(ptr as u64, op)
-                .map_err(|e| Failure::runtime(F, e))
-        };
-        let (lo, hi) = (reduce(ReduceOp::Min)?, reduce(ReduceOp::Max)?);
+        let (lo, hi) = spread(h, F, ptr as u64)?;
         if lo != hi {
             return Err(Failure::arg(
                 F,
