@@ -188,6 +188,49 @@ fn writes_reach_disk_only_through_the_flush() {
     t.expect("old", 5, 6 * PAGE + 1).unwrap();
 }
 
+/// A flush whose pages come from owners interleaved all along the file, in many rounds of its
+/// exchange: both copies of every page reach disk (verify finds nothing wrong, and the file
+/// reads the same with either node of a pair gone), unwritten pages stay zeros.
+#[test]
+fn interleaved_writers_flush_whole_primaries_and_mirrors() {
+    let t = Pfs::new();
+    let pages = 3000; // 12 MiB: several rounds of the flush's exchange.
+    t.case(&["scatter", "sc", &pages.to_string(), "9"]);
+    let size = pages * PAGE + 7;
+    let want: Vec<u8> = (0..size)
+        .map(|i| {
+            let written = (i / PAGE) % 3 != 0;
+            if written {
+                pattern(9, i)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let exported = || {
+        let dst = t.file("sc.out");
+        let _ = std::fs::remove_file(&dst);
+        t.ok(&["export", "sc", dst.to_str().unwrap()]);
+        std::fs::read(&dst).unwrap()
+    };
+    let same = |got: &[u8]| {
+        got.len() == want.len() && got.iter().zip(&want).filter(|(a, b)| a != b).count() == 0
+    };
+    let v = t.tool(&["verify"]);
+    assert_eq!(v.status.and_then(|s| s.code()), Some(0), "{}", v.stdout);
+    assert!(
+        same(&exported()),
+        "the export differs from what was written"
+    );
+    // Each page's primary and mirror are on two nodes; without node 1, the pages it kept come
+    // from their other copy.
+    std::fs::remove_dir_all(t.node_root(1)).unwrap();
+    assert!(
+        same(&exported()),
+        "without node 1 the export differs from what was written"
+    );
+}
+
 #[test]
 fn writes_with_pages_claimed_ahead_reach_disk_whole() {
     // PSLS_PREFETCH: first writes claim the untouched pages ahead, in the background; the

@@ -237,6 +237,67 @@ impl Comm {
         Ok(out)
     }
 
+    /// `MPI_Alltoallv` of bytes whose counts both sides already know: `send` holds the parts
+    /// for rank 0, 1, ... back to back, `send_counts[r]` bytes for rank `r`; `recv` receives
+    /// `recv_counts[r]` bytes from rank `r`, back to back, and must be their sum long. Every
+    /// rank's `send_counts[r]` must equal rank `r`'s `recv_counts` entry for it (the caller's
+    /// contract: both come from the same plan). A count or offset of 2 GiB or more is refused
+    /// before the call, on the rank that has it.
+    pub fn alltoallv_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+        recv: &mut [u8],
+        recv_counts: &[usize],
+    ) -> Result<()> {
+        let layout =
+            |counts: &[usize], len: usize, what: &str| -> Result<(Vec<c_int>, Vec<c_int>)> {
+                if counts.len() != self.size || counts.iter().sum::<usize>() != len {
+                    return Err(Error::Protocol(format!(
+                        "alltoallv: the {what} counts do not match the buffer or the communicator"
+                    )));
+                }
+                let too_big = || Error::Protocol(format!("alltoallv: a {what} part reaches 2 GiB"));
+                let (mut n, mut d, mut at) = (Vec::new(), Vec::new(), 0usize);
+                for &c in counts {
+                    n.push(c_int::try_from(c).map_err(|_| too_big())?);
+                    d.push(c_int::try_from(at).map_err(|_| too_big())?);
+                    at += c;
+                }
+                Ok((n, d))
+            };
+        let (sn, sd) = layout(send_counts, send.len(), "send")?;
+        let (rn, rd) = layout(recv_counts, recv.len(), "receive")?;
+        // Never hand MPI a dangling pointer for an empty buffer.
+        let mut one = [0u8; 1];
+        let sp = if send.is_empty() {
+            one.as_ptr()
+        } else {
+            send.as_ptr()
+        };
+        let rp = if recv.is_empty() {
+            one.as_mut_ptr()
+        } else {
+            recv.as_mut_ptr()
+        };
+        // SAFETY: the send buffer holds sum(sn) bytes at the offsets sd, the receive buffer
+        // sum(rn) bytes at rd (checked above), typed MPI_BYTE; the receive parts do not
+        // overlap; self.raw is valid.
+        check("MPI_Alltoallv", unsafe {
+            ffi::MPI_Alltoallv(
+                sp.cast::<c_void>(),
+                sn.as_ptr(),
+                sd.as_ptr(),
+                handle!(psls_mpi_byte),
+                rp.cast::<c_void>(),
+                rn.as_ptr(),
+                rd.as_ptr(),
+                handle!(psls_mpi_byte),
+                self.raw,
+            )
+        })
+    }
+
     /// Gathers one byte string from every rank, in rank order, on every rank.
     pub fn allgather_bytes(&self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.allgather_bytes_unless_failed(Some(mine))?

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         ("write_flush", write_flush),
         ("rewrite", rewrite),
         ("grow", grow),
+        ("scatter", scatter),
     ];
     psls_tests::cases::run("pfs_cases", cases, report)
 }
@@ -153,6 +154,37 @@ fn write_flush(p: &Psls) -> Result<()> {
         "mapped again, {name} reads the flushed version ({bad} wrong)"
     );
     f.discard()?;
+    Ok(())
+}
+
+/// Whether page `p` is written by `scatter`, and by which of `size` ranks.
+fn scatter_writer(p: u64, size: u64) -> Option<u64> {
+    (p % 3 != 0).then_some((p / 2) % size)
+}
+
+/// `scatter NAME PAGES SEED`: creates NAME of PAGES pages and 7 bytes; the ranks write every
+/// page but each third one, two consecutive pages per rank in turn (owners interleaved all
+/// along the file, as a flush's exchange sees them), with pattern SEED; flushes and closes.
+fn scatter(p: &Psls) -> Result<()> {
+    let name = arg(2);
+    let pages: u64 = arg(3).parse().unwrap_or(0);
+    let seed: u64 = arg(4).parse().unwrap_or(0);
+    let ps = p.page_size() as u64;
+    let size = pages * ps + 7;
+    let f = p.create_file(&name, size)?;
+    let b = f.bytes();
+    let mut mine = 0;
+    for page in 0..size.div_ceil(ps) {
+        if scatter_writer(page, p.size() as u64) == Some(p.rank() as u64) {
+            for i in page * ps..((page + 1) * ps).min(size) {
+                b.set(i as usize, pattern(seed, i));
+            }
+            mine += 1;
+        }
+    }
+    p.flush()?;
+    check!(p, mine > 0, "wrote {mine} pages of {name} and flushed");
+    f.close()?;
     Ok(())
 }
 
