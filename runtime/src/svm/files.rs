@@ -493,11 +493,10 @@ impl Svm {
         //    nodes, in rounds of one MPI_Alltoallv each, and the leaders write them at the new
         //    epoch; then the volume votes and commits.
         let t_start = std::time::Instant::now();
-        let mut t_move = std::time::Duration::ZERO;
-        let mut t_write = std::time::Duration::ZERO;
+        let mut times = FlushTimes::default();
         let mut t_written = std::time::Duration::ZERO;
         let epoch = vol.publish(comm, catalog, |epoch, _| {
-            let r = self.push_pages(comm, vol, epoch, &files, &dirty, &mut t_move, &mut t_write);
+            let r = self.push_pages(comm, vol, epoch, &files, &dirty, &mut times);
             t_written = t_start.elapsed();
             r
         })?;
@@ -523,14 +522,24 @@ impl Svm {
             .fetch_add(mine.len() as u64, Ordering::Relaxed);
         tracing::debug!(
             target: "psls::pfs",
-            "flush: {total} dirty pages published as epoch {epoch} in {:.1} ms: moving pages to their nodes {:.1} ms, writing them {:.1} ms, prepare, vote and commit {:.1} ms",
+            "flush: {total} dirty pages published as epoch {epoch} in {:.1} ms: copying pages out of the frames {:.1} ms, exchanging them {:.1} ms, writing them {:.1} ms, prepare, vote and commit {:.1} ms",
             t_start.elapsed().as_secs_f64() * 1e3,
-            t_move.as_secs_f64() * 1e3,
-            t_write.as_secs_f64() * 1e3,
+            times.copy_out.as_secs_f64() * 1e3,
+            times.exchange.as_secs_f64() * 1e3,
+            times.write.as_secs_f64() * 1e3,
             (t_start.elapsed() - t_written).as_secs_f64() * 1e3
         );
         Ok(epoch)
     }
+}
+
+/// Where a flush's time went on this rank, for the debug log. The exchange includes waiting
+/// for the ranks still writing the round before.
+#[derive(Default)]
+struct FlushTimes {
+    copy_out: std::time::Duration,
+    exchange: std::time::Duration,
+    write: std::time::Duration,
 }
 
 /// The most bytes one rank sends, or one leader receives, in one round of a flush's exchange
@@ -549,7 +558,6 @@ impl Svm {
     /// enters MPI (`docs/design.md`), and every owner is busy in the flush itself. A rank that
     /// fails (a write refused, a disk full) still takes part in every round, so that nobody
     /// waits in a collective, and returns its first error at the end.
-    #[allow(clippy::too_many_arguments)]
     fn push_pages(
         &self,
         comm: &Comm,
@@ -557,8 +565,7 @@ impl Svm {
         epoch: u64,
         files: &[FileMap],
         dirty: &[(usize, usize)],
-        t_move: &mut std::time::Duration,
-        t_write: &mut std::time::Duration,
+        times: &mut FlushTimes,
     ) -> Result<()> {
         let c = &self.core;
         let ps = c.page_size;
@@ -632,6 +639,8 @@ impl Svm {
                     at += part.len();
                 }
             }
+            let tx = std::time::Instant::now();
+            times.copy_out += tx - t0;
             // What this rank receives from each rank: the pages it keeps, by owner.
             let mut recv_counts = vec![0usize; n];
             let mut parts: Vec<Vec<(usize, usize, &FileMap)>> = vec![Vec::new(); n];
@@ -652,7 +661,7 @@ impl Svm {
                 &recv_counts,
             )?;
             let t1 = std::time::Instant::now();
-            *t_move += t1 - t0;
+            times.exchange += t1 - tx;
             if first_error.is_none() {
                 let mut at = 0;
                 for part in &parts {
@@ -664,7 +673,7 @@ impl Svm {
                     at += len;
                 }
             }
-            *t_write += t1.elapsed();
+            times.write += t1.elapsed();
         }
         first_error.map_or(Ok(()), Err)
     }
