@@ -303,7 +303,7 @@ impl Psls {
                     self.with_new_file(catalog, st.epoch + 1, &name, a.pages as u64 * ps)?;
                 // An array's checkpoint file is laid out in one stripe per node, in view order:
                 // a block-distributed array then has each node's block as its primary there
-                // (written from its own frames) and as its mirror on the next node (pulled in
+                // (written from its own frames) and as its mirror on the next node (sent there in
                 // large runs), and a flush writes long runs instead of two pages at a time.
                 let layout = array_layout(a.pages, meta.nodes.len(), self.cfg.stripe_pages);
                 meta.layout = layout;
