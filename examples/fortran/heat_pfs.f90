@@ -120,6 +120,10 @@ program heat_pfs
     if (rank == 0) write (error_unit, '(a)') 'heat_pfs: no PFS file "' // trim(fname) // &
          '" (' // psls_error_message(e) // '): import the initial grid first, e.g. ' // &
          'psls-launch -n 4 --virtual-nodes 4 -- psls-pfs import grid.dat ' // trim(fname)
+    ! Every rank is here (the open agreed on it): wait until rank 0 has said why before any
+    ! rank exits, or the launcher may kill rank 0 first and the message is lost (seen under
+    ! MPICH's hydra).
+    call MPI_Barrier(MPI_COMM_WORLD, ierr)
     call quit(1)
   end if
   call check(e, 'psls_file_open("' // trim(fname) // '")')
@@ -127,6 +131,7 @@ program heat_pfs
   if (mod(fsize, 8_int64) /= 0 .or. n * n * 8 /= fsize .or. n < 3) then
     if (rank == 0) write (error_unit, '(a)') 'heat_pfs: PFS file "' // trim(fname) // &
          '" holds ' // itoa(fsize) // ' bytes: not an N x N grid of 8-byte reals with N >= 3'
+    call MPI_Barrier(MPI_COMM_WORLD, ierr)  ! as above: the size is the same on every rank
     call quit(1)
   end if
   call c_f_pointer(p, grid, [n, n])
