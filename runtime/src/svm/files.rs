@@ -572,7 +572,8 @@ impl Svm {
         let n = comm.size();
         let me = c.rank;
         // Each dirty page of a mapped file with the leaders that keep it.
-        let mut copies: Vec<(usize, usize, &FileMap, [Option<usize>; 2])> = Vec::new();
+        type Copy<'a> = (usize, usize, &'a FileMap, [Option<usize>; 2]); // (page, owner, ..)
+        let mut copies: Vec<Copy> = Vec::new();
         for &(page, owner) in dirty {
             let Some(m) = files
                 .iter()
@@ -589,65 +590,70 @@ impl Svm {
             let second = h[1].filter(|&r| h[0] != Some(r));
             h[0].into_iter().chain(second)
         };
+        // Each owner's pages, ascending.
+        copies.sort_unstable_by_key(|&(page, owner, ..)| (owner, page));
+        let mut queues: Vec<&[Copy]> = (0..n)
+            .map(|o| {
+                let lo = copies.partition_point(|x| x.1 < o);
+                let hi = copies.partition_point(|x| x.1 <= o);
+                &copies[lo..hi]
+            })
+            .collect();
         let mut first_error: Option<Error> = None;
         let (mut send, mut recv): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
-        let mut lo = 0;
-        while lo < copies.len() {
-            // The round: the pages from `lo` on, in page order, until a sender or a receiver
-            // would pass ROUND_BYTES (its first page always goes). Page order, not a share of
-            // every owner's pages: where owners hold blocks, few ranks send in a round, and on
-            // a host with fewer cores than ranks that measured faster (82-113 ms against
-            // 130-158 ms for a 64 MiB flush on 4 ranks and 2 cores).
+        let mut round: Vec<Copy> = Vec::new();
+        while queues.iter().any(|q| !q.is_empty()) {
+            // The round: from each owner in turn, its next pages until it or one of their
+            // receivers would pass ROUND_BYTES (the round's first page always goes), so that
+            // the number of rounds follows what one rank sends, not what the job does.
+            round.clear();
             let (mut sent, mut got) = (vec![0usize; n], vec![0usize; n]);
-            let mut hi = lo;
-            while let Some((_, owner, _, h)) = copies.get(hi) {
-                let k = dests(h).count();
-                let over = sent[*owner] + k * ps > ROUND_BYTES
-                    || dests(h).any(|r| got[r] + ps > ROUND_BYTES);
-                if over && hi > lo {
-                    break;
+            for (o, q) in queues.iter_mut().enumerate() {
+                while let Some(x) = q.first() {
+                    let k = dests(&x.3).count();
+                    let over = sent[o] + k * ps > ROUND_BYTES
+                        || dests(&x.3).any(|r| got[r] + ps > ROUND_BYTES);
+                    if over && !round.is_empty() {
+                        break;
+                    }
+                    sent[o] += k * ps;
+                    dests(&x.3).for_each(|r| got[r] += ps);
+                    round.push(*x);
+                    *q = &q[1..];
                 }
-                sent[*owner] += k * ps;
-                dests(h).for_each(|r| got[r] += ps);
-                hi += 1;
             }
-            let round = &copies[lo..hi];
-            lo = hi;
             let t0 = std::time::Instant::now();
-            // What this rank sends to each rank, in rank order, each part ascending; runs of
-            // consecutive pages copied out of the frames at once.
+            // What this rank sends: (receiver, page), by receiver then page; runs of
+            // consecutive pages for one receiver are copied out of the frames at once.
+            let mut mine: Vec<(usize, usize)> = round
+                .iter()
+                .filter(|x| x.1 == me)
+                .flat_map(|x| dests(&x.3).map(move |r| (r, x.0)))
+                .collect();
+            mine.sort_unstable();
             let mut send_counts = vec![0usize; n];
-            for x in round.iter().filter(|x| x.1 == me) {
-                dests(&x.3).for_each(|r| send_counts[r] += ps);
-            }
-            let send_len: usize = send_counts.iter().sum();
+            mine.iter().for_each(|&(r, _)| send_counts[r] += ps);
+            let send_len = mine.len() * ps;
             if send.len() < send_len {
                 send.resize(send_len, 0);
             }
             let mut at = 0;
-            for dest in 0..n {
-                let mine: Vec<usize> = round
-                    .iter()
-                    .filter(|x| x.1 == me && dests(&x.3).any(|r| r == dest))
-                    .map(|x| x.0)
-                    .collect();
-                for run in mine.chunk_by(|a, b| a + 1 == *b) {
-                    let part = &mut send[at..at + run.len() * ps];
-                    if let Err(e) = c.frames_win.window().local_read(run[0] * ps, part) {
-                        first_error.get_or_insert(e);
-                    }
-                    at += part.len();
+            for run in mine.chunk_by(|a, b| a.0 == b.0 && a.1 + 1 == b.1) {
+                let part = &mut send[at..at + run.len() * ps];
+                if let Err(e) = c.frames_win.window().local_read(run[0].1 * ps, part) {
+                    first_error.get_or_insert(e);
                 }
+                at += part.len();
             }
             let tx = std::time::Instant::now();
             times.copy_out += tx - t0;
             // What this rank receives from each rank: the pages it keeps, by owner.
             let mut recv_counts = vec![0usize; n];
-            let mut parts: Vec<Vec<(usize, usize, &FileMap)>> = vec![Vec::new(); n];
-            for &(page, owner, m, h) in round {
+            let mut parts: Vec<Vec<(usize, &FileMap)>> = vec![Vec::new(); n];
+            for &(page, owner, m, h) in &round {
                 if dests(&h).any(|r| r == me) {
                     recv_counts[owner] += ps;
-                    parts[owner].push((page, owner, m));
+                    parts[owner].push((page, m));
                 }
             }
             let recv_len: usize = recv_counts.iter().sum();
@@ -679,17 +685,17 @@ impl Svm {
     }
 }
 
-/// Writes received `pages` (`(page, owner, file)`, ascending, their data in `buf`) to this
+/// Writes received `pages` (`(page, file)`, ascending, their data in `buf`) to this
 /// node's store at `epoch`: runs of consecutive pages of one file in one write. Bytes past the
 /// end of a file are not part of it: they are stored as zeros.
 fn write_chunk(
     vol: &Volume,
     epoch: u64,
     ps: usize,
-    pages: &[(usize, usize, &FileMap)],
+    pages: &[(usize, &FileMap)],
     buf: &mut [u8],
 ) -> Result<()> {
-    for ((page, _, m), data) in pages.iter().zip(buf.chunks_mut(ps)) {
+    for ((page, m), data) in pages.iter().zip(buf.chunks_mut(ps)) {
         let fpage = (page - m.first) as u64;
         let end = m.meta.size.saturating_sub(fpage * ps as u64);
         if end < ps as u64 {
@@ -704,16 +710,16 @@ fn write_chunk(
     let mut runs: Vec<(u64, &[u8])> = Vec::new();
     let mut k = 0;
     while k < pages.len() {
-        let m = &pages[k].2;
+        let m = &pages[k].1;
         let mut e = k + 1;
-        while e < pages.len() && pages[e].0 == pages[e - 1].0 + 1 && pages[e].2.first == m.first {
+        while e < pages.len() && pages[e].0 == pages[e - 1].0 + 1 && pages[e].1.first == m.first {
             e += 1;
         }
         runs.push(((pages[k].0 - m.first) as u64, &buf[k * ps..e * ps]));
         let end = (pages[e - 1].0 - m.first) as u64 + 1;
         if pages
             .get(e)
-            .is_none_or(|next| next.2.first != m.first || (next.0 - m.first) as u64 > end + GAP)
+            .is_none_or(|next| next.1.first != m.first || (next.0 - m.first) as u64 > end + GAP)
         {
             vol.write_local_runs(&m.meta, epoch, &runs)?;
             runs.clear();
