@@ -121,6 +121,51 @@ fn private_state_and_arrays_come_back_after_a_restart() {
     out.assert_lines("PASS", 4);
 }
 
+/// Scattered pages written between memory checkpoints (every third, then every fourth page of
+/// each rank's block) are sent to the buddy node from scattered frames into reused slots; with
+/// one node's memory gone after the crash, its ranks' pages come back from those replicas,
+/// every word as checkpointed.
+#[test]
+fn scattered_pages_come_back_from_the_buddy_after_a_reboot() {
+    let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
+    let crashed = case("scattered_crash", 4, 4, &m, &d).run();
+    assert!(
+        !crashed.success() && crashed.stdout.contains("CRASHING"),
+        "scattered_crash must die at the planned point\n{}\n{}",
+        crashed.stdout,
+        crashed.stderr
+    );
+    assert_eq!(
+        crashed.stdout.matches("CHECK rank=").count(),
+        4 * 6,
+        "every check passed before the crash\n{}",
+        crashed.stdout
+    );
+    // A reboot of vnode1: its memory root is gone.
+    let mut wiped = 0;
+    for user in std::fs::read_dir(&m.0).expect("memory base").flatten() {
+        for job in std::fs::read_dir(user.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let root = job.path().join("vnode1");
+            if root.is_dir() {
+                std::fs::remove_dir_all(&root).expect("wipe vnode1");
+                wiped += 1;
+            }
+        }
+    }
+    assert!(
+        wiped > 0,
+        "vnode1 had no memory root under {}",
+        m.0.display()
+    );
+    let out = case("scattered_restart", 4, 4, &m, &d).run();
+    out.assert_success();
+    out.assert_lines("PASS", 4);
+}
+
 #[test]
 fn a_restart_with_other_settings_names_them() {
     let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));

@@ -6,8 +6,9 @@
 //!   recovery copy is write-protected; the first write copies it out to a pure recovery slot
 //!   (copy-on-write) and clears the word before the write proceeds.
 //! - `slots.rankR`: page-sized slots for the recovery copies that are not frames: *pure
-//!   recovery* copies moved out of frames, and the replicas that buddy nodes put here with
-//!   `MPI_Put` in phase 1. The file is an RMA window.
+//!   recovery* copies moved out of frames, and the replicas that buddy nodes send here in
+//!   phase 1 (MPI receives them straight into the slots). The file is an RMA window, whose
+//!   lengths tell every rank every other rank's slot count.
 //! - `slots.rankR.idx`: two words per slot: the page number + 1 (0: the slot is free), and the
 //!   copy's state and epoch. A slot's data is always written before its index words, and its
 //!   index is cleared before the slot is reused, so after a crash the index only names slots
@@ -453,7 +454,7 @@ impl RecoveryArea {
             .collect()
     }
 
-    /// The slots' RMA window (buddies put their replicas into it).
+    /// The slots' RMA window (buddies' replicas are received into its memory).
     pub fn window(&self) -> &LockedWindow<'static> {
         &self.slots
     }

@@ -710,3 +710,140 @@ impl Drop for Comm {
         }
     }
 }
+
+/// One message of [`Comm::exchange_blocks`]: blocks at `offsets` (bytes from the base given
+/// there), to or from `peer`.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocks<'a> {
+    /// The rank at the other end.
+    pub peer: usize,
+    /// Where each block starts, in bytes from the base, in the order they travel.
+    pub offsets: &'a [usize],
+}
+
+impl Comm {
+    /// Sends every message of `sends` (blocks of `block` bytes read from `send_base` plus
+    /// their offsets) and receives every message of `recvs` (written to `recv_base` plus
+    /// theirs), all posted at once (`MPI_Isend`, `MPI_Irecv`) and waited for together
+    /// (`MPI_Waitall`): no copy through a buffer of ours, and every rank progresses while it
+    /// waits. Scattered blocks travel as one message of an indexed datatype. The messages
+    /// between two ranks are matched in order, so both sides must list them in the same order,
+    /// with the same block counts. `tag` must be used by nothing else on this communicator
+    /// meanwhile.
+    ///
+    /// # Safety
+    /// Every send block lies in memory readable for the whole call, every receive block in
+    /// memory writable for the whole call that nothing else reads or writes meanwhile; receive
+    /// blocks do not overlap one another or a send block.
+    pub unsafe fn exchange_blocks(
+        &self,
+        tag: i32,
+        block: usize,
+        send_base: *const u8,
+        sends: &[Blocks],
+        recv_base: *mut u8,
+        recvs: &[Blocks],
+    ) -> Result<()> {
+        let too_big = || Error::Protocol("exchange_blocks: a message reaches 2 GiB".into());
+        let blen = c_int::try_from(block).map_err(|_| too_big())?;
+        for m in sends.iter().chain(recvs) {
+            self.check_rank(m.peer)?;
+            c_int::try_from(m.offsets.len().saturating_mul(block)).map_err(|_| too_big())?;
+        }
+        let mut reqs: Vec<ffi::MPI_Request> = Vec::with_capacity(sends.len() + recvs.len());
+        let post = |m: &Blocks, base: *mut u8, send: bool, reqs: &mut Vec<ffi::MPI_Request>| {
+            let Some(&first) = m.offsets.first() else {
+                return Ok(());
+            };
+            let n = m.offsets.len();
+            let dense = m.offsets.windows(2).all(|w| w[0] + block == w[1]);
+            let mut ty: ffi::MPI_Datatype = handle!(psls_mpi_byte);
+            let (ptr, count) = if dense {
+                // The caller vouches that base + offset lies in its buffer.
+                (base.wrapping_add(first), (n * block) as c_int)
+            } else {
+                let displs: Vec<ffi::MPI_Aint> = m
+                    .offsets
+                    .iter()
+                    .map(|&o| ffi::MPI_Aint::try_from(o).map_err(|_| too_big()))
+                    .collect::<Result<_>>()?;
+                // SAFETY: displs holds n displacements; ty is a valid out-pointer.
+                check("MPI_Type_create_hindexed_block", unsafe {
+                    ffi::MPI_Type_create_hindexed_block(
+                        n as c_int,
+                        blen,
+                        displs.as_ptr(),
+                        handle!(psls_mpi_byte),
+                        &mut ty,
+                    )
+                })?;
+                // SAFETY: ty was just created.
+                check("MPI_Type_commit", unsafe { ffi::MPI_Type_commit(&mut ty) })?;
+                (base, 1)
+            };
+            let mut req: ffi::MPI_Request = handle!(psls_mpi_request_null);
+            // SAFETY: the caller vouches for the blocks' memory until the wait below; peer was
+            // checked; req is a valid out-pointer.
+            let rc = unsafe {
+                if send {
+                    ffi::MPI_Isend(
+                        ptr.cast::<c_void>(),
+                        count,
+                        ty,
+                        m.peer as c_int,
+                        tag,
+                        self.raw,
+                        &mut req,
+                    )
+                } else {
+                    ffi::MPI_Irecv(
+                        ptr.cast::<c_void>(),
+                        count,
+                        ty,
+                        m.peer as c_int,
+                        tag,
+                        self.raw,
+                        &mut req,
+                    )
+                }
+            };
+            if !dense {
+                // A datatype freed while a transfer uses it lives until the transfer ends.
+                // SAFETY: ty is a committed datatype of ours.
+                unsafe { ffi::MPI_Type_free(&mut ty) };
+            }
+            check(if send { "MPI_Isend" } else { "MPI_Irecv" }, rc)?;
+            reqs.push(req);
+            Ok::<(), Error>(())
+        };
+        // Receives first, so that the messages find them posted.
+        let mut posted = Ok(());
+        for m in recvs {
+            posted = post(m, recv_base, false, &mut reqs);
+            if posted.is_err() {
+                break;
+            }
+        }
+        if posted.is_ok() {
+            for m in sends {
+                posted = post(m, send_base.cast_mut(), true, &mut reqs);
+                if posted.is_err() {
+                    break;
+                }
+            }
+        }
+        // Whatever was posted is waited for, even after an error, so that no transfer
+        // outlives the call.
+        // SAFETY: MPI_Status is plain data; all-zero is a valid value.
+        let mut statuses: Vec<ffi::MPI_Status> = vec![unsafe { std::mem::zeroed() }; reqs.len()];
+        // SAFETY: reqs holds reqs.len() active requests, statuses as many slots.
+        let waited = check("MPI_Waitall", unsafe {
+            ffi::MPI_Waitall(
+                reqs.len() as c_int,
+                reqs.as_mut_ptr(),
+                statuses.as_mut_ptr(),
+            )
+        });
+        posted.and(waited)
+    }
+}

@@ -12,7 +12,7 @@
 mod comm;
 mod window;
 
-pub use comm::{Comm, PendingSend, ReduceOp, MSG_WORDS};
+pub use comm::{Blocks, Comm, PendingSend, ReduceOp, MSG_WORDS};
 
 /// The MPI library's communicator handle (`MPI_Comm` of `mpi.h`), as the C and Fortran
 /// bindings pass it to [`crate::init_on`].

@@ -190,6 +190,13 @@ impl<'m> Window<'m> {
         self.len == 0
     }
 
+    /// Where this rank's part of the window starts in its memory, for a transfer that MPI makes
+    /// straight from or into it ([`crate::rma::Comm::exchange_blocks`]); the caller answers for
+    /// what else touches that memory meanwhile.
+    pub fn local_base(&self) -> *mut u8 {
+        self.base
+    }
+
     /// Length of `rank`'s part of the window.
     #[inline]
     pub fn len_of(&self, rank: usize) -> Result<usize> {

@@ -7,7 +7,8 @@
 //! - a **replicated** page, of which a rank on another node holds a read copy, turns the owner's
 //!   frame and that reader's frame into pre-recovery copies in place: no data moves;
 //! - a **unique** page turns the owner's frame into a pre-recovery copy, and a pre-recovery
-//!   replica is `MPI_Put` into a slot of the buddy node's recovery area.
+//!   replica is sent (point to point, straight from the frames) into a slot of the buddy
+//!   node's recovery area.
 //!
 //! Every written page is write-protected, so that the first write after the checkpoint faults:
 //! the service thread then copies the recovery frame out to a *pure recovery* slot before the
@@ -59,7 +60,7 @@ pub struct MemoryCounts {
     pub pages: u64,
     /// Of them, pages replicated on another node, checkpointed without moving data.
     pub reused: u64,
-    /// Bytes this rank put into its buddy's recovery area.
+    /// Bytes this rank sent into its buddy's recovery area.
     pub bytes_sent: u64,
     /// Recovery slots freed in phase 2.
     pub slots_freed: u64,
@@ -68,8 +69,13 @@ pub struct MemoryCounts {
 const MARK: u64 = 1;
 const REPLICA: u64 = 2;
 
-/// The most a checkpoint's staging buffer holds (scattered pages gathered for one put).
-pub(super) const STAGE_MAX: usize = 8 << 20;
+/// The most pages one message of a memory checkpoint's replicas carries (4 MiB of 4 KiB
+/// pages).
+const REPLICA_MSG_PAGES: usize = 1024;
+
+/// The tag of the replicas' messages on the job's communicator (nothing else sends point to
+/// point there; the service threads use their own).
+const TAG_REPLICA: i32 = 201;
 
 /// Write-protects pages in runs, one `mprotect` per run. A run bridges pages that are read-only
 /// already, so a sparse writer's pages take one call, not one each. Pages are visited in
@@ -324,17 +330,16 @@ impl Svm {
         })();
         out.all_pages.sort_unstable();
         out.all_pages.dedup();
-        // 3. Owners put their unique pages into the slots their buddies assigned (once every
+        // 3. Owners send their unique pages into the slots their buddies assigned (once every
         //    rank's step 2 succeeded).
         let all = crate::api::agree_gather(comm, step2.map(|()| assigned.clone()))?;
         let t2 = std::time::Instant::now();
-        let mut t_copy = std::time::Duration::ZERO;
-        let mut n_runs = 0;
-        let step3 = self.put_replicas(area, &all, &mut t_copy, &mut n_runs);
+        let step3 = self.send_replicas(comm, area, &all);
         if let Ok(bytes) = step3 {
             out.counts.bytes_sent += bytes;
         }
-        // 4. Every put has landed (each sender flushed before agreeing): index the slots.
+        // 4. Every page has landed (each rank waited for its sends and receives before
+        //    agreeing): index the slots.
         crate::api::agree(comm, step3)?;
         let t3 = std::time::Instant::now();
         for t in assigned.chunks_exact(3) {
@@ -342,110 +347,96 @@ impl Svm {
         }
         tracing::debug!(
             target: "psls::ckpt",
-            "phase 1 of checkpoint {epoch}: {} pages; scan and protect {:.2} ms, plan exchange {:.2} ms, replicas {:.2} ms ({n_runs} runs; staging copies {:.2} ms), index {:.2} ms",
+            "phase 1 of checkpoint {epoch}: {} pages; scan and protect {:.2} ms, plan exchange {:.2} ms, replicas {:.2} ms, index {:.2} ms",
             out.counts.pages,
             (t1 - t0).as_secs_f64() * 1e3,
             (t2 - t1).as_secs_f64() * 1e3,
             (t3 - t2).as_secs_f64() * 1e3,
-            t_copy.as_secs_f64() * 1e3,
             t3.elapsed().as_secs_f64() * 1e3
         );
         Ok(())
     }
 
-    /// Puts this rank's pages into the slots their keepers assigned: `all[dest]` holds
-    /// `(src, page, slot)` triples from rank `dest`. Returns the bytes sent; adds the time spent
-    /// staging and the number of runs to `t_copy` and `n_runs`. Every put has completed when it
-    /// returns.
-    fn put_replicas(
-        &self,
-        area: &RecoveryArea,
-        all: &[Vec<u64>],
-        t_copy: &mut std::time::Duration,
-        n_runs: &mut usize,
-    ) -> Result<u64> {
+    /// Sends this rank's pages into the slots their keepers assigned, and receives the pages
+    /// other ranks send into this rank's slots (collective): `all[keeper]` holds `(src, page,
+    /// slot)` triples from rank `keeper`. Each owner sends its pages for one keeper in
+    /// messages of up to [`REPLICA_MSG_PAGES`] pages, straight from its frames into the slots
+    /// ([`Comm::exchange_blocks`]); every rank derives the same messages from `all`. Not
+    /// `MPI_Put`: a put into a window over the memory root's file waits for the keeper's
+    /// progress, which on a shared host costs a scheduler time slice (`docs/design.md`).
+    /// Returns the bytes this rank sent; every page has landed when it returns without error.
+    fn send_replicas(&self, comm: &Comm, area: &RecoveryArea, all: &[Vec<u64>]) -> Result<u64> {
         let c = &self.core;
         let ps = c.page_size;
-        let mut puts: Vec<(usize, usize, usize)> = Vec::new(); // (dest, slot, page)
-        for (dest, b) in all.iter().enumerate() {
-            for t in b.chunks_exact(3) {
-                if t[0] as usize == c.rank {
-                    puts.push((dest, t[2] as usize, t[1] as usize));
-                }
-            }
-        }
-        // Pages going to consecutive slots of one keeper move in one MPI_Put each (keepers
-        // hand out slots in ascending order), up to RUN pages: straight out of the frames'
-        // alias when the pages are consecutive too, else gathered in the staging buffer first.
-        const RUN: usize = 1024;
-        puts.sort_unstable();
-        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (dest, slot, at, n)
-        for (k, &(dest, slot, _)) in puts.iter().enumerate() {
-            match runs.last_mut() {
-                Some((d, s, _, n)) if *d == dest && *s + *n == slot && *n < RUN => *n += 1,
-                _ => runs.push((dest, slot, k, 1)),
-            }
-        }
-        // Every page of the run follows the one before it: slots are handed out in ascending
-        // order, but a reused slot may follow one whose page comes after its own.
-        let dense = |at: usize, n: usize| {
-            puts[at..at + n]
-                .windows(2)
-                .all(|w| w[0].2.checked_add(1) == Some(w[1].2))
-        };
-        *n_runs += runs.len();
         let frames = c.frames_win.window();
-        let mut staging = c.staging.lock().unwrap_or_else(|p| p.into_inner());
-        let mut sent = 0;
-        let mut k = 0;
-        while k < runs.len() {
-            // A batch: as many runs as the staging buffer takes.
-            let (mut e, mut staged) = (k, 0);
-            while e < runs.len() {
-                let (_, _, at, n) = runs[e];
-                let need = if dense(at, n) { 0 } else { n * ps };
-                if e > k && staged + need > STAGE_MAX {
-                    break;
-                }
-                staged += need;
-                e += 1;
+        let slots = area.window().window();
+        // (src, keeper, page, slot), by pair, then page.
+        let mut moves: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for (keeper, b) in all.iter().enumerate() {
+            for t in b.chunks_exact(3) {
+                moves.push((t[0] as usize, keeper, t[1] as usize, t[2] as usize));
             }
-            if staging.len() < staged {
-                staging.resize(staged, 0);
-            }
-            let tc = std::time::Instant::now();
-            let mut off = 0;
-            for &(_, _, at, n) in &runs[k..e] {
-                if !dense(at, n) {
-                    for &(_, _, page) in &puts[at..at + n] {
-                        frames.local_read(page * ps, &mut staging[off..off + ps])?;
-                        off += ps;
-                    }
-                }
-            }
-            *t_copy += tc.elapsed();
-            let staging = &staging[..];
-            area.window().epoch().batch(|b| {
-                let mut off = 0;
-                for &(dest, slot, at, n) in &runs[k..e] {
-                    if dense(at, n) {
-                        // SAFETY: the frames' alias outlives the batch, and nothing writes
-                        // these frames until it ends: the application is inside this
-                        // collective with its view of the pages write-protected (step 1),
-                        // every rank is in phase 1 so none fetches over them, and a
-                        // copy-on-write only reads a frame.
-                        unsafe { b.put_from(dest, slot * ps, frames, puts[at].2 * ps, n * ps)? };
-                    } else {
-                        b.put(dest, slot * ps, &staging[off..off + n * ps])?;
-                        off += n * ps;
-                    }
-                    sent += (n * ps) as u64;
-                }
-                Ok::<(), Error>(())
-            })??;
-            k = e;
         }
-        Ok(sent)
+        moves.sort_unstable();
+        // Every rank checks every transfer against the windows' lengths, which every rank
+        // knows, so that all of them refuse the same plan before anything moves.
+        for &(src, keeper, page, slot) in &moves {
+            let fits = |w: &crate::rma::Window, rank: usize, at: usize| {
+                w.len_of(rank)
+                    .is_ok_and(|len| at.checked_mul(ps).is_some_and(|o| o < len && len - o >= ps))
+            };
+            if src == keeper || !fits(frames, src, page) || !fits(slots, keeper, slot) {
+                return Err(Error::Protocol(format!(
+                    "checkpoint: rank {keeper} assigned slot {slot} to rank {src}'s page {page}, outside their windows"
+                )));
+            }
+        }
+        if let Some(w) = moves.windows(2).find(|w| w[0].2 == w[1].2) {
+            return Err(Error::Protocol(format!(
+                "checkpoint: page {} was assigned two replica slots",
+                w[0].2
+            )));
+        }
+        let mut send_offsets: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut recv_offsets: Vec<(usize, Vec<usize>)> = Vec::new();
+        for pair in moves.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            let (src, keeper) = (pair[0].0, pair[0].1);
+            for msg in pair.chunks(REPLICA_MSG_PAGES) {
+                if src == c.rank {
+                    send_offsets.push((keeper, msg.iter().map(|m| m.2 * ps).collect()));
+                }
+                if keeper == c.rank {
+                    recv_offsets.push((src, msg.iter().map(|m| m.3 * ps).collect()));
+                }
+            }
+        }
+        fn blocks(v: &[(usize, Vec<usize>)]) -> Vec<crate::rma::Blocks<'_>> {
+            v.iter()
+                .map(|(peer, offsets)| crate::rma::Blocks {
+                    peer: *peer,
+                    offsets,
+                })
+                .collect()
+        }
+        // SAFETY: every block was checked to lie in its window above; the frames' pages are
+        // not written until this returns (the application is inside this collective with its
+        // view of them write-protected since step 1, every rank is in phase 1 so none fetches
+        // over them, and a copy-on-write only reads a frame); the slots were assigned to these
+        // pages in step 2, nothing else uses them, and two pages never share one.
+        unsafe {
+            comm.exchange_blocks(
+                TAG_REPLICA,
+                ps,
+                frames.local_base(),
+                &blocks(&send_offsets),
+                slots.local_base(),
+                &blocks(&recv_offsets),
+            )?;
+        }
+        Ok(send_offsets
+            .iter()
+            .map(|(_, o)| (o.len() * ps) as u64)
+            .sum())
     }
 
     /// Undoes phase 1 after a failed vote: the pre-recovery copies are dropped; the pages stay
@@ -719,8 +710,7 @@ impl Svm {
         })();
         crate::api::agree(comm, step)?;
         let all = comm.allgather_u64s(&assigned)?;
-        let (mut t_copy, mut runs) = (std::time::Duration::ZERO, 0);
-        let sent = self.put_replicas(area, &all, &mut t_copy, &mut runs);
+        let sent = self.send_replicas(comm, area, &all);
         crate::api::agree(comm, sent)?;
         for (slot, page, epoch) in index {
             let copy = Copy {

@@ -112,10 +112,6 @@ pub(crate) struct Core {
     unlocks_in_flight: std::sync::atomic::AtomicUsize,
     /// Pages this rank's service thread is sending (`MPI_Isend`) and MPI may still be reading.
     pending_sends: Mutex<Vec<crate::rma::PendingSend>>,
-    /// Where a checkpoint gathers scattered pages that go to consecutive recovery slots, so
-    /// that they leave in one put; kept from one checkpoint to the next (at most
-    /// `checkpoint::STAGE_MAX` bytes).
-    staging: Mutex<Vec<u8>>,
     allocated: Vec<AtomicBool>,
     counters: Counters,
     seq: AtomicU64,
@@ -298,7 +294,6 @@ impl Svm {
             home_requests,
             unlocks_in_flight: std::sync::atomic::AtomicUsize::new(0),
             pending_sends: Mutex::new(Vec::new()),
-            staging: Mutex::new(Vec::new()),
             allocated: (0..npages).map(|_| AtomicBool::new(false)).collect(),
             counters: Counters::default(),
             seq: AtomicU64::new(0),

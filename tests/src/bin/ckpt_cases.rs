@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         ("replicated", replicated),
         ("private_crash", private_crash),
         ("private_restart", private_restart),
+        ("scattered_crash", scattered_crash),
+        ("scattered_restart", scattered_restart),
         ("one_node", one_node),
         ("flush_refused", flush_refused),
         ("policy", policy),
@@ -121,6 +123,88 @@ fn replicated(p: &Psls) -> Result<()> {
 }
 
 const N: usize = 3000;
+
+/// Pages per rank of `scattered_*`'s array.
+const SCATTERED_PAGES: usize = 24;
+
+/// What word `i` of `scattered_*`'s array holds after checkpoint `epoch` (1 to 3): every word
+/// is written for checkpoint 1, every third page for 2, every fourth page (from the third) for 3.
+fn scattered_value(i: usize, words: usize, epoch: u64) -> u64 {
+    let page = i / words;
+    let last = match epoch {
+        3 if page % 4 == 2 => 3,
+        2.. if page % 3 == 1 => 2,
+        _ => 1,
+    };
+    i as u64 * 1_000_003 + last
+}
+
+/// Scattered pages through three memory checkpoints (every page, then every third, then every
+/// fourth: each rank's replicas leave from scattered frames and land in reused slots), then
+/// everything overwritten and every rank killed.
+fn scattered_crash(p: &Psls) -> Result<()> {
+    let words = p.page_size() / 8;
+    let n = SCATTERED_PAGES * words * p.size();
+    let a: GlobalArray<u64> = p.alloc(n)?;
+    for epoch in 1..=3u64 {
+        for i in p.local_range(n) {
+            let v = scattered_value(i, words, epoch);
+            if v != scattered_value(i, words, epoch - 1) || epoch == 1 {
+                a.set(i, v);
+            }
+        }
+        p.barrier()?;
+        let s = p.checkpoint()?;
+        let want = match epoch {
+            1 => SCATTERED_PAGES,
+            2 => SCATTERED_PAGES / 3,
+            _ => SCATTERED_PAGES / 4,
+        } * p.size();
+        check!(
+            p,
+            s.epoch == epoch && s.pages as usize == want,
+            "checkpoint {epoch} took the {want} pages written ({:?}: {} pages)",
+            s.epoch,
+            s.pages
+        );
+        check!(
+            p,
+            s.bytes_transferred as usize == want * p.page_size(),
+            "every page of checkpoint {epoch} went to a buddy ({} bytes)",
+            s.bytes_transferred
+        );
+    }
+    for i in p.local_range(n) {
+        a.set(i, 0);
+    }
+    p.barrier()?;
+    println!("CRASHING rank={}", p.rank());
+    std::process::abort();
+}
+
+/// The run after `scattered_crash` (with a node's memory gone): the array of checkpoint 3.
+fn scattered_restart(p: &Psls) -> Result<()> {
+    check!(
+        p,
+        p.restarted_from() == Some(3),
+        "restarted from checkpoint 3 ({:?})",
+        p.restarted_from()
+    );
+    let words = p.page_size() / 8;
+    let n = SCATTERED_PAGES * words * p.size();
+    let a: GlobalArray<u64> = p.alloc(n)?;
+    let bad: Vec<usize> = (0..n)
+        .filter(|&i| a.get(i) != scattered_value(i, words, 3))
+        .map(|i| i / words)
+        .collect();
+    check!(
+        p,
+        bad.is_empty(),
+        "the array is as checkpointed (wrong words in pages {:?})",
+        bad.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    p.barrier()
+}
 
 /// Registers private state and fills an array, checkpoints, changes both, and dies.
 fn private_crash(p: &Psls) -> Result<()> {
