@@ -817,21 +817,11 @@ impl Comm {
             Ok::<(), Error>(())
         };
         // Receives first, so that the messages find them posted.
-        let mut posted = Ok(());
-        for m in recvs {
-            posted = post(m, recv_base, false, &mut reqs);
-            if posted.is_err() {
-                break;
-            }
-        }
-        if posted.is_ok() {
-            for m in sends {
-                posted = post(m, send_base.cast_mut(), true, &mut reqs);
-                if posted.is_err() {
-                    break;
-                }
-            }
-        }
+        let posted = recvs
+            .iter()
+            .map(|m| (m, recv_base, false))
+            .chain(sends.iter().map(|m| (m, send_base.cast_mut(), true)))
+            .try_for_each(|(m, base, send)| post(m, base, send, &mut reqs));
         // Whatever was posted is waited for, even after an error, so that no transfer
         // outlives the call.
         // SAFETY: MPI_Status is plain data; all-zero is a valid value.
