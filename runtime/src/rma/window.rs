@@ -280,6 +280,13 @@ impl<'m> Window<'m> {
     }
 
     #[inline]
+    /// Whether `len` bytes at `offset` lie inside `rank`'s memory of this window: the check
+    /// every operation of this layer makes, for code that hands the window's memory to MPI
+    /// itself (every rank knows every rank's length, so all of them come to the same answer).
+    pub(crate) fn holds(&self, rank: usize, offset: usize, len: usize) -> bool {
+        self.target("range check", rank, offset, len).is_ok()
+    }
+
     fn target(&self, op: &'static str, target: usize, offset: usize, len: usize) -> Result<c_int> {
         let window_len = self.len_of(target)?;
         check_bounds(op, target, offset, len, window_len)?;

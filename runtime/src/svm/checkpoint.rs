@@ -380,21 +380,31 @@ impl Svm {
         moves.sort_unstable();
         // Every rank checks every transfer against the windows' lengths, which every rank
         // knows, so that all of them refuse the same plan before anything moves.
+        let page_in = |w: &crate::rma::Window, rank: usize, at: usize| {
+            at.checked_mul(ps).is_some_and(|o| w.holds(rank, o, ps))
+        };
         for &(src, keeper, page, slot) in &moves {
-            let fits = |w: &crate::rma::Window, rank: usize, at: usize| {
-                w.len_of(rank)
-                    .is_ok_and(|len| at.checked_mul(ps).is_some_and(|o| o < len && len - o >= ps))
-            };
-            if src == keeper || !fits(frames, src, page) || !fits(slots, keeper, slot) {
+            if src == keeper || !page_in(frames, src, page) || !page_in(slots, keeper, slot) {
                 return Err(Error::Protocol(format!(
                     "checkpoint: rank {keeper} assigned slot {slot} to rank {src}'s page {page}, outside their windows"
                 )));
             }
         }
-        if let Some(w) = moves.windows(2).find(|w| w[0].2 == w[1].2) {
+        // A page travels once, and a slot takes one page: the receives never overlap.
+        let mut pages: Vec<usize> = moves.iter().map(|m| m.2).collect();
+        pages.sort_unstable();
+        if let Some(w) = pages.windows(2).find(|w| w[0] == w[1]) {
             return Err(Error::Protocol(format!(
                 "checkpoint: page {} was assigned two replica slots",
-                w[0].2
+                w[0]
+            )));
+        }
+        let mut taken: Vec<(usize, usize)> = moves.iter().map(|m| (m.1, m.3)).collect();
+        taken.sort_unstable();
+        if let Some(w) = taken.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::Protocol(format!(
+                "checkpoint: rank {} assigned its slot {} to two pages",
+                w[0].0, w[0].1
             )));
         }
         let mut send_offsets: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -422,7 +432,8 @@ impl Svm {
         // not written until this returns (the application is inside this collective with its
         // view of them write-protected since step 1, every rank is in phase 1 so none fetches
         // over them, and a copy-on-write only reads a frame); the slots were assigned to these
-        // pages in step 2, nothing else uses them, and two pages never share one.
+        // pages in step 2, nothing else uses them, and two pages never share one (checked
+        // above).
         unsafe {
             comm.exchange_blocks(
                 TAG_REPLICA,
