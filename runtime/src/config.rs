@@ -67,6 +67,28 @@ impl std::fmt::Display for DirectoryRequests {
     }
 }
 
+/// How the application's view write-protects its readable pages (`PSLS_WRITE_PROTECT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteProtection {
+    /// `userfaultfd` where the kernel offers it for shared memory, else `mprotect`.
+    #[default]
+    Auto,
+    /// `userfaultfd` write-protection; `init` fails where the kernel does not offer it.
+    Userfaultfd,
+    /// `mprotect` only.
+    Mprotect,
+}
+
+impl std::fmt::Display for WriteProtection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteProtection::Auto => "auto",
+            WriteProtection::Userfaultfd => "userfaultfd",
+            WriteProtection::Mprotect => "mprotect",
+        })
+    }
+}
+
 /// The runtime's configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -101,6 +123,8 @@ pub struct Config {
     pub prefetch: Prefetch,
     /// How faults take directory entries homed on other ranks.
     pub directory: DirectoryRequests,
+    /// How the view write-protects readable pages.
+    pub write_protect: WriteProtection,
     /// Every how-manieth `checkpoint()` call is a permanent checkpoint (0: none by count).
     pub ckpt_permanent_every: u64,
     /// A `checkpoint()` call at least this long after the last permanent checkpoint (or the
@@ -141,6 +165,7 @@ impl Default for Config {
             svm_size: 16 << 30,
             service_max_sleep: std::time::Duration::from_micros(200),
             prefetch: Prefetch::Auto,
+            write_protect: WriteProtection::Auto,
             directory: DirectoryRequests::Auto,
             ckpt_permanent_every: 10,
             ckpt_permanent_interval: std::time::Duration::ZERO,
@@ -340,6 +365,20 @@ pub const KEYS: &[Key] = &[
                 "auto" => DirectoryRequests::Auto,
                 "rma" => DirectoryRequests::Rma,
                 "home" => DirectoryRequests::Home,
+                _ => return Err(()),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        name: "write_protect",
+        env: "PSLS_WRITE_PROTECT",
+        allowed: "auto, userfaultfd or mprotect",
+        set: |c, v| {
+            c.write_protect = match v.trim().to_ascii_lowercase().as_str() {
+                "auto" => WriteProtection::Auto,
+                "userfaultfd" => WriteProtection::Userfaultfd,
+                "mprotect" => WriteProtection::Mprotect,
                 _ => return Err(()),
             };
             Ok(())

@@ -27,7 +27,7 @@ pub use api::{
     Psls, VerifyReport,
 };
 pub use ckpt::{CheckpointKind, CheckpointStats, CleanCounts, Cleaning, Protected, ProtectedBytes};
-pub use config::{Config, DirectoryRequests, Prefetch};
+pub use config::{Config, DirectoryRequests, Prefetch, WriteProtection};
 pub use error::{Error, Result};
 pub use svm::{PageInfo, SvmStats};
 pub use sys::global::{GlobalArray, Pod};

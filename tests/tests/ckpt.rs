@@ -127,8 +127,18 @@ fn private_state_and_arrays_come_back_after_a_restart() {
 /// every word as checkpointed.
 #[test]
 fn scattered_pages_come_back_from_the_buddy_after_a_reboot() {
+    // Under both ways of write-protecting pages (the checkpoint protects the scattered pages,
+    // their next writes copy the recovery frames out).
+    for mode in ["mprotect", "auto"] {
+        scattered_reboot(mode);
+    }
+}
+
+fn scattered_reboot(mode: &str) {
     let (m, d) = (Scratch::shm("ckpt-mem"), Scratch::new("ckpt-disk"));
-    let crashed = case("scattered_crash", 4, 4, &m, &d).run();
+    let crashed = case("scattered_crash", 4, 4, &m, &d)
+        .env("PSLS_WRITE_PROTECT", mode)
+        .run();
     assert!(
         !crashed.success() && crashed.stdout.contains("CRASHING"),
         "scattered_crash must die at the planned point\n{}\n{}",
@@ -161,7 +171,9 @@ fn scattered_pages_come_back_from_the_buddy_after_a_reboot() {
         "vnode1 had no memory root under {}",
         m.0.display()
     );
-    let out = case("scattered_restart", 4, 4, &m, &d).run();
+    let out = case("scattered_restart", 4, 4, &m, &d)
+        .env("PSLS_WRITE_PROTECT", mode)
+        .run();
     out.assert_success();
     out.assert_lines("PASS", 4);
 }

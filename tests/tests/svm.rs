@@ -91,6 +91,85 @@ fn peterson_mutual_exclusion_holds() {
     svm("peterson", 3, 3);
 }
 
+/// Whether this kernel offers `userfaultfd` write-protection of shared memory (Linux 6.4 or
+/// later), so that `PSLS_WRITE_PROTECT=userfaultfd` must work.
+fn kernel_has_shmem_uffd_wp() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release
+        .trim()
+        .split(['.', '-'])
+        .map(|s| s.parse::<u32>().ok());
+    matches!((it.next(), it.next()), (Some(Some(a)), Some(Some(b))) if (a, b) >= (6, 4))
+}
+
+/// How many ranks' `STATS` lines report write-protection `mode`.
+fn reporting(out: &psls_tests::Outcome, mode: &str) -> usize {
+    out.lines_with("STATS")
+        .iter()
+        .filter(|l| l.contains(&format!(" write_protection={mode} ")))
+        .count()
+}
+
+#[test]
+fn both_write_protections_keep_every_guarantee() {
+    // The coherence cases that write most (upgrades, downgrades, invalidations, threads) under
+    // each way of write-protecting pages; the ranks must report the one asked for.
+    for mode in ["mprotect", "userfaultfd"] {
+        for (case, ranks, nodes) in [
+            ("mutex_counter", 4, 2),
+            ("false_sharing", 3, 3),
+            ("random", 4, 2),
+            ("threads", 3, 3),
+            ("alloc_free", 2, 2),
+        ] {
+            let (m, d) = (Scratch::shm("svm-mem"), Scratch::new("svm-disk"));
+            let out = Launch::program(sibling_binary("svm_cases"), ranks)
+                .arg(case)
+                .nodes(nodes)
+                .roots(&m, &d)
+                .env("PSLS_WRITE_PROTECT", mode)
+                .run();
+            if mode == "userfaultfd" && !kernel_has_shmem_uffd_wp() && !out.success() {
+                out.assert_output_contains("PSLS_WRITE_PROTECT");
+                eprintln!("userfaultfd half skipped: this kernel predates Linux 6.4");
+                return;
+            }
+            out.assert_success();
+            out.assert_lines("PASS", ranks);
+            assert_eq!(
+                reporting(&out, mode),
+                ranks,
+                "{case} under {mode}: {}",
+                out.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn userfaultfd_asked_where_it_cannot_work_is_a_clear_error() {
+    // A memory root on a disk file system (PSLS_REQUIRE_TMPFS=false): userfaultfd
+    // write-protects shared memory only. Asked for, init refuses with the setting and what to
+    // do; `auto` falls back to mprotect and runs.
+    let (m, d) = (Scratch::new("svm-mem-disk"), Scratch::new("svm-disk"));
+    let run = |mode: &str| {
+        Launch::program(sibling_binary("svm_cases"), 2)
+            .arg("stripes")
+            .nodes(2)
+            .roots(&m, &d)
+            .env("PSLS_REQUIRE_TMPFS", "false")
+            .env("PSLS_WRITE_PROTECT", mode)
+            .run()
+    };
+    let out = run("userfaultfd");
+    out.assert_failure();
+    out.assert_output_contains("PSLS_WRITE_PROTECT");
+    out.assert_output_contains("auto or mprotect");
+    let out = run("auto");
+    out.assert_success();
+    assert_eq!(reporting(&out, "mprotect"), 2, "{}", out.stdout);
+}
+
 #[test]
 fn racing_atomics_are_exact() {
     svm("atomics", 4, 4);

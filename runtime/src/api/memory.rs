@@ -203,6 +203,12 @@ impl Psls {
         self.svm.stats()
     }
 
+    /// How this rank write-protects readable pages of the global range: `Userfaultfd` or
+    /// `Mprotect` (`PSLS_WRITE_PROTECT=auto` takes the first where the kernel offers it).
+    pub fn write_protection(&self) -> crate::WriteProtection {
+        self.svm.write_protection()
+    }
+
     /// Sets, on this rank, how far the SVM works ahead of misses ([`crate::Prefetch`]: `Auto`,
     /// for sequential misses only, or a fixed number of pages, at most 64, 0 for none). The
     /// default comes from `PSLS_PREFETCH`. A fixed number helps around a phase that scans

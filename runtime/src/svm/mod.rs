@@ -206,6 +206,33 @@ impl std::fmt::Debug for Svm {
     }
 }
 
+/// Sets up how `view` write-protects readable pages, as `PSLS_WRITE_PROTECT` asks.
+fn write_protection(
+    asked: crate::config::WriteProtection,
+    view: &mut crate::sys::vm::AppView,
+) -> Result<()> {
+    use crate::config::WriteProtection as W;
+    if asked == W::Mprotect {
+        return Ok(());
+    }
+    match view.use_userfaultfd() {
+        Ok(()) => {
+            tracing::debug!(target: "psls::svm", "write-protection: userfaultfd");
+            Ok(())
+        }
+        Err(e) if asked == W::Auto => {
+            tracing::debug!(target: "psls::svm", "write-protection: mprotect (userfaultfd: {e})");
+            Ok(())
+        }
+        Err(e) => Err(Error::Config {
+            key: "PSLS_WRITE_PROTECT".into(),
+            value: "userfaultfd".into(),
+            source_name: format!("unavailable here: {e}"),
+            allowed: "auto or mprotect here; userfaultfd needs Linux 6.4 or later, userfaultfd allowed (root, vm.unprivileged_userfaultfd, no seccomp filter against it) and the memory root on tmpfs".into(),
+        }),
+    }
+}
+
 impl Svm {
     /// Sets up the global range on this rank (collective over `comm`'s ranks, which must all
     /// pass the same base, size and page size).
@@ -247,7 +274,7 @@ impl Svm {
                 )
             })
             .and_then(|frames| {
-                let view = frames.map_view(cfg.svm_base).map_err(|e| match e {
+                let mut view = frames.map_view(cfg.svm_base).map_err(|e| match e {
                     VmError::Taken => Error::AddressTaken {
                         base: cfg.svm_base,
                         len,
@@ -262,6 +289,7 @@ impl Svm {
                         e,
                     ),
                 })?;
+                write_protection(cfg.write_protect, &mut view)?;
                 let alias = frames.map_alias().map_err(|e| {
                     Error::io(format!("mapping the alias of {}", frames_path.display()), e)
                 })?;
@@ -279,6 +307,9 @@ impl Svm {
                 .map_err(|e| Error::io("installing the SIGSEGV handler", e)),
         )?;
         faults.watch(Watched::FramesAlias, alias_range.0, alias_range.1);
+        faults.set_write_protect_bus(
+            view.write_protect() == crate::sys::vm::WriteProtect::Userfaultfd,
+        );
         let core = Arc::new(Core {
             rank,
             page_size,
@@ -576,6 +607,15 @@ impl Svm {
         self.core
             .prefetch
             .store(service::encode_prefetch(p), Ordering::Relaxed);
+    }
+
+    /// How this rank's view write-protects readable pages (`PSLS_WRITE_PROTECT`, as it came
+    /// out on this kernel).
+    pub fn write_protection(&self) -> crate::WriteProtection {
+        match self.core.view.write_protect() {
+            crate::sys::vm::WriteProtect::Userfaultfd => crate::WriteProtection::Userfaultfd,
+            crate::sys::vm::WriteProtect::Mprotect => crate::WriteProtection::Mprotect,
+        }
     }
 
     /// A snapshot of the counters.

@@ -599,6 +599,23 @@ impl Core {
         let have = self.access(page);
         // Another thread's fault on the same page may have been served already.
         if have == Access::Write || (!f.write && have == Access::Read) {
+            if f.bus && have == Access::Write {
+                // A SIGBUS on a writable page: another thread's fault made it writable after
+                // this store was write-protected, or the store found the memory root full.
+                // Giving the frame its memory settles it: a full root fails here, with its
+                // message, instead of faulting again and again.
+                self.frames
+                    .allocate(page * self.page_size, self.page_size)
+                    .map_err(|e| {
+                        Error::io(
+                            format!(
+                                "giving page {page}'s frame memory in {} (the memory root may be full; free space there or lower the job's memory use)",
+                                self.ckpt_dir.display()
+                            ),
+                            e,
+                        )
+                    })?;
+            }
             return Ok(Served::Other);
         }
         if !self.allocated(page) {

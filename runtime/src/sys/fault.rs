@@ -48,6 +48,7 @@ struct Slot {
     state: AtomicU32,
     addr: AtomicUsize,
     write: AtomicBool,
+    bus: AtomicBool,
     tid: AtomicI32,
     message_len: AtomicUsize,
     message: UnsafeCell<[u8; MESSAGE_MAX]>,
@@ -64,6 +65,7 @@ impl Slot {
             state: AtomicU32::new(FREE),
             addr: AtomicUsize::new(0),
             write: AtomicBool::new(false),
+            bus: AtomicBool::new(false),
             tid: AtomicI32::new(0),
             message_len: AtomicUsize::new(0),
             message: UnsafeCell::new([0; MESSAGE_MAX]),
@@ -102,6 +104,9 @@ static GENERATION: AtomicU32 = AtomicU32::new(0);
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static LEN: AtomicUsize = AtomicUsize::new(0);
 static SERVICE_TID: AtomicI32 = AtomicI32::new(0);
+/// Whether a `SIGBUS` in the range is a store to a page `userfaultfd` write-protects (the view
+/// write-protects that way), rather than a full memory root.
+static WP_BUS: AtomicBool = AtomicBool::new(false);
 /// Other mappings of memory-root files (the frames' read-write alias, the recovery area), in
 /// which a `SIGBUS` means the same as in the range: the tmpfs is full. `(base, len)`; `len == 0`:
 /// unused. Only the message differs, by [`Watched`] index.
@@ -129,6 +134,9 @@ pub struct Fault {
     pub addr: usize,
     /// Whether the access was a store.
     pub write: bool,
+    /// Whether it came as a `SIGBUS` (a store to a page `userfaultfd` write-protects, or, if
+    /// the page is writable, a store that found the memory root full).
+    pub bus: bool,
     /// The faulting thread's id, for diagnostics.
     pub tid: i32,
     slot: u32,
@@ -208,6 +216,13 @@ impl FaultHandler {
         SERVICE_TID.store(gettid(), SeqCst);
     }
 
+    /// Says whether the view write-protects readable pages with `userfaultfd`, whose faults
+    /// come as `SIGBUS`: such a fault in the range is then a write fault, posted with
+    /// [`Fault::bus`] set, instead of the end of the process.
+    pub fn set_write_protect_bus(&self, on: bool) {
+        WP_BUS.store(on, SeqCst);
+    }
+
     /// The doorbell's current value; read it before [`take`](Self::take), and pass it to
     /// [`wait_doorbell`](Self::wait_doorbell) so a fault posted in between is not slept through.
     pub fn doorbell(&self) -> u32 {
@@ -227,6 +242,7 @@ impl FaultHandler {
                 out.push(Fault {
                     addr: slot.addr.load(Relaxed),
                     write: slot.write.load(Relaxed),
+                    bus: slot.bus.load(Relaxed),
                     tid: slot.tid.load(Relaxed),
                     slot: i as u32,
                     generation: self.generation,
@@ -296,6 +312,7 @@ impl Drop for FaultHandler {
             }
         }
         SERVICE_TID.store(0, SeqCst);
+        WP_BUS.store(false, SeqCst);
         INSTALLED.store(false, SeqCst);
     }
 }
@@ -408,14 +425,20 @@ unsafe fn handle(signo: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
         unsafe { chain(signo, info, ctx, code) };
         return;
     }
-    if signo == libc::SIGBUS {
+    let bus = signo == libc::SIGBUS;
+    if bus && !WP_BUS.load(SeqCst) {
         die(Line::new().s("PSLS: SIGBUS at ").hex(addr).s(
             " in the global address space: the memory root (tmpfs) is full or the frame file \
              was truncated; free space in the memory root or lower the job's memory use\n",
         ));
     }
-    // SAFETY: ctx is the kernel's ucontext (contract).
-    let kind = unsafe { access_kind(ctx) };
+    // A SIGBUS here is a store (only stores are write-protected with userfaultfd).
+    let kind = if bus {
+        Kind::Write
+    } else {
+        // SAFETY: ctx is the kernel's ucontext (contract).
+        unsafe { access_kind(ctx) }
+    };
     let tid = gettid();
     if kind == Kind::Exec {
         let text = " in the global address space, which holds data, never code\n";
@@ -438,7 +461,7 @@ unsafe fn handle(signo: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
             }
         }
     }
-    let slot = post(addr, kind == Kind::Write, tid);
+    let slot = post(addr, kind == Kind::Write, bus, tid);
     loop {
         match slot.state.load(SeqCst) {
             DONE_RETRY => break,
@@ -501,7 +524,7 @@ fn in_range(addr: usize) -> bool {
 
 /// Claims a free slot (waiting for one if all are busy), posts the fault in it and rings the
 /// doorbell.
-fn post(addr: usize, write: bool, tid: i32) -> &'static Slot {
+fn post(addr: usize, write: bool, bus: bool, tid: i32) -> &'static Slot {
     let start = tid as u32 as usize % SLOTS;
     loop {
         let freed = FREED.load(SeqCst);
@@ -512,6 +535,7 @@ fn post(addr: usize, write: bool, tid: i32) -> &'static Slot {
             }
             slot.addr.store(addr, Relaxed);
             slot.write.store(write, Relaxed);
+            slot.bus.store(bus, Relaxed);
             slot.tid.store(tid, Relaxed);
             slot.state.store(POSTED, SeqCst);
             if LEN.load(SeqCst) == 0 {
@@ -698,4 +722,4 @@ impl Line {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,6 +7,16 @@
 //! twice: over the reserved range as the application's view, whose protections the fault path
 //! changes page by page, and once more read-write as the alias that the runtime and MPI use. MPI
 //! never touches a protected address.
+//!
+//! **Write-protection.** With `mprotect` alone, every page whose protection differs from its
+//! neighbours' is a mapping of its own in the kernel: a writer of every tenth page splits the
+//! view into thousands of mappings, and the checkpoint that protects them again pays for merging
+//! them all (and `vm.max_map_count` bounds how sparse a writer may be). Where the kernel offers
+//! it (Linux 5.19 or later: `userfaultfd` write-protection of shared memory, with faults
+//! delivered as `SIGBUS`), the view instead keeps every accessible page read-write in the page
+//! tables' protection, and a readable page is write-protected in its page table entry by
+//! `UFFDIO_WRITEPROTECT`, which never splits a mapping. `mprotect` then only separates pages
+//! with no access from accessible ones. See [`WriteProtect`] and `docs/design.md`.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -51,6 +61,55 @@ pub enum VmError {
 pub struct AppView {
     base: usize,
     len: usize,
+    /// The userfaultfd that write-protects readable pages, when the view uses one.
+    uffd: Option<std::os::fd::OwnedFd>,
+}
+
+/// How the view write-protects readable pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteProtect {
+    /// `mprotect(PROT_READ)`: a write raises `SIGSEGV`.
+    Mprotect,
+    /// `userfaultfd` write-protection: a write raises `SIGBUS`.
+    Userfaultfd,
+}
+
+// userfaultfd's ABI (linux/userfaultfd.h; the same numbers on x86_64 and aarch64).
+const UFFD_API: u64 = 0xaa;
+const UFFD_USER_MODE_ONLY: libc::c_int = 1;
+const UFFD_FEATURE_SIGBUS: u64 = 1 << 7;
+const UFFD_FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
+const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
+const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xc018_aa06;
+const UFFDIO_REGISTER_MODE_WP: u64 = 2;
+const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1;
+
+#[repr(C)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
+struct UffdioRegister {
+    range: UffdioRange,
+    mode: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioWriteprotect {
+    range: UffdioRange,
+    mode: u64,
 }
 
 /// One rank's sparse frame file on the memory root.
@@ -108,6 +167,7 @@ impl FrameFile {
         Ok(AppView {
             base,
             len: self.len,
+            uffd: None,
         })
     }
 
@@ -130,6 +190,24 @@ impl FrameFile {
         punch_file(&self.file, offset, len)
     }
 
+    /// Gives `len` bytes at `offset` (both page aligned) memory if they are a hole, without
+    /// changing any data: fails with `ENOSPC` when the memory root is full.
+    pub fn allocate(&self, offset: usize, len: usize) -> io::Result<()> {
+        // SAFETY: fallocate only changes the file's blocks; the fd is valid.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Bytes of memory the file holds now.
     #[cfg(test)]
     pub fn resident_bytes(&self) -> io::Result<u64> {
@@ -139,11 +217,89 @@ impl FrameFile {
 }
 
 impl AppView {
+    /// Write-protects readable pages with `userfaultfd` from now on (call it before any page
+    /// has access). Fails when the kernel does not offer write-protection of shared memory with
+    /// faults delivered as `SIGBUS` (Linux before 5.19 or 6.4, `userfaultfd` forbidden by
+    /// `vm.unprivileged_userfaultfd` or a seccomp filter); the view then keeps `mprotect`.
+    pub fn use_userfaultfd(&mut self) -> io::Result<()> {
+        // SAFETY: userfaultfd takes flags only and returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_userfaultfd,
+                libc::O_CLOEXEC | libc::O_NONBLOCK | UFFD_USER_MODE_ONLY,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("the userfaultfd system call failed ({e}): it is missing or forbidden"),
+            ));
+        }
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        let fd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        let wanted =
+            UFFD_FEATURE_SIGBUS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED;
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features: wanted,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_API reads and writes a `struct uffdio_api`, which `api` is.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, &mut api) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("the kernel refused userfaultfd's features ({e})"),
+            ));
+        }
+        if api.features & wanted != wanted {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel lacks userfaultfd write-protection of shared memory",
+            ));
+        }
+        let mut reg = UffdioRegister {
+            range: UffdioRange {
+                start: self.base as u64,
+                len: self.len as u64,
+            },
+            mode: UFFDIO_REGISTER_MODE_WP,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_REGISTER reads and writes a `struct uffdio_register`; the range is
+        // this view's own mapping.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("the global range cannot be write-protected with userfaultfd ({e}): its frames must be in shared memory, a memory root on tmpfs"),
+            ));
+        }
+        self.uffd = Some(fd);
+        Ok(())
+    }
+
+    /// How this view write-protects readable pages.
+    pub fn write_protect(&self) -> WriteProtect {
+        if self.uffd.is_some() {
+            WriteProtect::Userfaultfd
+        } else {
+            WriteProtect::Mprotect
+        }
+    }
+
     /// Sets the application's access to `len` bytes at `offset` in the range (page aligned).
     ///
     /// Fails with `ENOMEM` when the process would exceed `vm.max_map_count` mappings (each run
     /// of pages with one protection is a mapping); the caller turns that into an error naming
     /// the fix.
+    ///
+    /// With `userfaultfd`, a readable page is write-protected before it gets `PROT_READ |
+    /// PROT_WRITE`, and a writable one loses its write-protection: the protection of the
+    /// mapping only changes between no access and access, and is left alone (no split, no
+    /// merge) between reading and writing.
     pub fn protect(&self, offset: usize, len: usize, access: Access) -> io::Result<()> {
         if offset.checked_add(len).is_none_or(|end| end > self.len) {
             return Err(io::Error::new(
@@ -151,15 +307,31 @@ impl AppView {
                 "protect outside the global range",
             ));
         }
+        let prot = match (&self.uffd, access) {
+            (Some(fd), Access::Read | Access::Write) => {
+                let mut wp = UffdioWriteprotect {
+                    range: UffdioRange {
+                        start: (self.base + offset) as u64,
+                        len: len as u64,
+                    },
+                    mode: if access == Access::Read {
+                        UFFDIO_WRITEPROTECT_MODE_WP
+                    } else {
+                        0
+                    },
+                };
+                // SAFETY: UFFDIO_WRITEPROTECT reads and writes a `struct
+                // uffdio_writeprotect`; the range lies inside this view, registered with fd.
+                if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_WRITEPROTECT, &mut wp) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Access::Write.prot()
+            }
+            _ => access.prot(),
+        };
         // SAFETY: the range lies inside this view (checked above), which only the application's
         // global data lives in; changing its protection cannot affect any other memory.
-        let rc = unsafe {
-            libc::mprotect(
-                (self.base + offset) as *mut libc::c_void,
-                len,
-                access.prot(),
-            )
-        };
+        let rc = unsafe { libc::mprotect((self.base + offset) as *mut libc::c_void, len, prot) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -257,5 +429,60 @@ mod tests {
         assert!(view.protect(len, 4096, Access::Read).is_err());
         drop(view);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The kernel mappings that lie in `[base, base + len)`.
+    fn mappings_in(base: usize, len: usize) -> usize {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .filter_map(|l| {
+                let (range, _) = l.split_once(' ')?;
+                let (a, _) = range.split_once('-')?;
+                usize::from_str_radix(a, 16).ok()
+            })
+            .filter(|&a| a.wrapping_sub(base) < len)
+            .count()
+    }
+
+    #[test]
+    fn userfaultfd_write_protection_does_not_split_the_view() {
+        // userfaultfd write-protects shared memory (tmpfs), not files on disk.
+        let dir =
+            std::path::Path::new("/dev/shm").join(format!("psls-vm-wp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pages = 16;
+        let len = pages * 4096;
+        let ff = FrameFile::open(&dir.join("frames"), len, true).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let base = 0x3d00_0000_0000usize + (std::process::id() as usize % 1024) * (1 << 30);
+        for uffd in [false, true] {
+            let mut view = ff.map_view(base).unwrap();
+            if uffd {
+                if let Err(e) = view.use_userfaultfd() {
+                    assert!(
+                        !crate::sys::fault::tests::kernel_has_shmem_uffd_wp(),
+                        "userfaultfd write-protection failed on a kernel that has it: {e}"
+                    );
+                    eprintln!("skipped the userfaultfd half: {e}");
+                    return;
+                }
+                assert_eq!(view.write_protect(), WriteProtect::Userfaultfd);
+            }
+            // Every page accessible; every other one writable.
+            view.protect(0, len, Access::Read).unwrap();
+            for p in (0..pages).step_by(2) {
+                view.protect(p * 4096, 4096, Access::Write).unwrap();
+            }
+            let n = mappings_in(base, len);
+            if uffd {
+                assert_eq!(n, 1, "one mapping, whatever the pages' write-protection");
+            } else {
+                assert_eq!(n, pages, "mprotect makes a mapping of each page");
+            }
+            // Reads of readable pages work (their data is the frame file's: zeros).
+            // SAFETY: page 1 is readable.
+            let v = unsafe { std::ptr::read_volatile((base + 4096 + 8) as *const u64) };
+            assert_eq!(v, 0);
+        }
     }
 }

@@ -34,8 +34,8 @@ fn main() -> ExitCode {
 fn report(p: &Psls) {
     let s = p.stats();
     println!(
-        "STATS rank={} read_faults={} write_faults={} fetches={} prefetches={} claimed={} invalidations_sent={} invalidations_received={} downgrades={} home_locks={}",
-        p.rank(), s.read_faults, s.write_faults, s.fetches, s.prefetches, s.claimed, s.invalidations_sent, s.invalidations_received, s.downgrades, s.home_locks
+        "STATS rank={} write_protection={} read_faults={} write_faults={} fetches={} prefetches={} claimed={} invalidations_sent={} invalidations_received={} downgrades={} home_locks={}",
+        p.rank(), p.write_protection(), s.read_faults, s.write_faults, s.fetches, s.prefetches, s.claimed, s.invalidations_sent, s.invalidations_received, s.downgrades, s.home_locks
     );
 }
 

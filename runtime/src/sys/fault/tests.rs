@@ -534,3 +534,69 @@ fn esr_records_tell_reads_writes_and_fetches_apart() {
         "no ESR record counts as a write"
     );
 }
+
+/// Whether this kernel is one that offers `userfaultfd` write-protection of shared memory with
+/// unpopulated pages (Linux 6.4 or later), so that a test must not accept its absence.
+pub(crate) fn kernel_has_shmem_uffd_wp() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release
+        .trim()
+        .split(['.', '-'])
+        .map(|s| s.parse::<u32>().ok());
+    matches!((it.next(), it.next()), (Some(Some(a)), Some(Some(b))) if (a, b) >= (6, 4))
+}
+
+#[test]
+fn stores_to_userfaultfd_protected_pages_come_as_bus_write_faults() {
+    let name = "stores_to_userfaultfd_protected_pages_come_as_bus_write_faults";
+    let Some(child) = child_or_parent(name, || {
+        use crate::sys::vm::{Access, FrameFile};
+        let pg = page();
+        let dir =
+            std::path::Path::new("/dev/shm").join(format!("psls-uffd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let frames = FrameFile::open(&dir.join("frames"), 4 * pg, true).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let base = 0x3f00_0000_0000usize + (std::process::id() as usize % 1024) * (1 << 30);
+        let mut view = frames.map_view(base).unwrap();
+        if let Err(e) = view.use_userfaultfd() {
+            eprintln!("userfaultfd unavailable: {e}");
+            return;
+        }
+        let mut alias = frames.map_alias().unwrap();
+        alias[pg + 8] = 5;
+        let h = FaultHandler::install(base, 4 * pg).unwrap();
+        h.set_write_protect_bus(true);
+        view.protect(pg, pg, Access::Read).unwrap();
+        let buses = AtomicUsize::new(0);
+        let serve = |h: &FaultHandler, f: Fault| {
+            if f.bus {
+                buses.fetch_add(1, SeqCst);
+            }
+            let page = (f.addr - base) / pg * pg;
+            let a = if f.write { Access::Write } else { Access::Read };
+            view.protect(page, pg, a).unwrap();
+            h.retry(f);
+        };
+        let p = base + pg + 8;
+        let (got, batches) = with_service(&h, 0, serve, || {
+            // A load of the readable page does not fault; the store does, as a SIGBUS.
+            let before = read(p);
+            write(p, 0x0102_0304_0506_0708);
+            (before, read(p))
+        });
+        assert_eq!(got, (5, 0x0102_0304_0506_0708));
+        assert_eq!(batches.concat(), [(p, true)]);
+        assert_eq!(buses.load(SeqCst), 1, "the store came as a SIGBUS");
+        assert_eq!(alias[pg + 8], 8, "the store landed in the frame");
+        eprintln!("served as a SIGBUS write fault");
+    }) else {
+        return;
+    };
+    child.expect_exit(0);
+    if kernel_has_shmem_uffd_wp() {
+        child.expect_stderr("served as a SIGBUS write fault");
+    } else if !child.stderr.contains("served as a SIGBUS write fault") {
+        eprintln!("skipped: {}", child.stderr);
+    }
+}
