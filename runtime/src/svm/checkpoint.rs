@@ -84,6 +84,8 @@ const TAG_REPLICA: i32 = 201;
 pub(super) struct ProtectRuns {
     /// The run so far, and where it would end with the bridged pages after it.
     run: Option<(std::ops::Range<usize>, usize)>,
+    /// Time spent protecting, for the log.
+    pub(super) spent: std::time::Duration,
 }
 
 impl ProtectRuns {
@@ -105,7 +107,9 @@ impl ProtectRuns {
             }
             _ => {
                 if let Some((r, _)) = self.run.take() {
+                    let t = std::time::Instant::now();
                     c.set_access_run(r, Access::Read)?;
+                    self.spent += t.elapsed();
                 }
                 if protect {
                     self.run = Some((page..page + 1, page + 1));
@@ -115,12 +119,13 @@ impl ProtectRuns {
         Ok(())
     }
 
-    /// Protects the last run.
-    pub(super) fn finish(self, c: &Core) -> Result<()> {
-        match self.run {
-            Some((r, _)) => c.set_access_run(r, Access::Read),
-            None => Ok(()),
+    /// Protects the last run; returns the time spent protecting.
+    pub(super) fn finish(self, c: &Core) -> Result<std::time::Duration> {
+        let t = std::time::Instant::now();
+        if let Some((r, _)) = self.run {
+            c.set_access_run(r, Access::Read)?;
         }
+        Ok(self.spent + t.elapsed())
     }
 }
 
@@ -261,6 +266,7 @@ impl Svm {
         let pre = Some(pre_copy);
         // 1. The pages this rank owns and wrote since the last checkpoint: (kind, dest, page).
         let mut plan: Vec<u64> = Vec::new();
+        let mut protecting = std::time::Duration::ZERO;
         let step1 = (|| {
             let cur = c.epoch.load(Ordering::Acquire);
             let me = c.rank;
@@ -294,7 +300,7 @@ impl Svm {
                 out.frames.push(p);
                 out.counts.pages += 1;
             }
-            writable.finish(c)?;
+            protecting = writable.finish(c)?;
             crate::inject::point("ckpt-phase1", epoch);
             injected_error("ckpt-step1-error", epoch)
         })();
@@ -347,9 +353,10 @@ impl Svm {
         }
         tracing::debug!(
             target: "psls::ckpt",
-            "phase 1 of checkpoint {epoch}: {} pages; scan and protect {:.2} ms, plan exchange {:.2} ms, replicas {:.2} ms, index {:.2} ms",
+            "phase 1 of checkpoint {epoch}: {} pages; scan and protect {:.2} ms (protect {:.2} ms), plan exchange {:.2} ms, replicas {:.2} ms, index {:.2} ms",
             out.counts.pages,
             (t1 - t0).as_secs_f64() * 1e3,
+            protecting.as_secs_f64() * 1e3,
             (t2 - t1).as_secs_f64() * 1e3,
             (t3 - t2).as_secs_f64() * 1e3,
             t3.elapsed().as_secs_f64() * 1e3

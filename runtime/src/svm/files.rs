@@ -457,7 +457,7 @@ impl Svm {
                         mine.push(p as u64);
                     }
                 }
-                writable.finish(c)?;
+                let _ = writable.finish(c)?;
             }
             if crate::inject::error_point("pfs-protect-error", vol.epoch() + 1) {
                 return Err(Error::Protocol(
