@@ -601,20 +601,28 @@ impl Core {
         if have == Access::Write || (!f.write && have == Access::Read) {
             if f.bus && have == Access::Write {
                 // A SIGBUS on a writable page: another thread's fault made it writable after
-                // this store was write-protected, or the store found the memory root full.
-                // Giving the frame its memory settles it: a full root fails here, with its
-                // message, instead of faulting again and again.
+                // this store was write-protected, or the store found the memory root full (or
+                // the frame file truncated). Giving the frame its memory settles it: a full
+                // root fails here, with its message, instead of faulting again and again; and
+                // the page's write access is set once more, so no stale write-protection can
+                // make the store fault again either.
                 self.frames
                     .allocate(page * self.page_size, self.page_size)
                     .map_err(|e| {
+                        let what = if e.raw_os_error() == Some(libc::ENOSPC) {
+                            "the memory root (tmpfs) is full"
+                        } else {
+                            "the frame could not get memory"
+                        };
                         Error::io(
                             format!(
-                                "giving page {page}'s frame memory in {} (the memory root may be full; free space there or lower the job's memory use)",
+                                "{what}: a store to page {page} needs its frame in {}; free space in the memory root or lower the job's memory use",
                                 self.ckpt_dir.display()
                             ),
                             e,
                         )
                     })?;
+                self.set_access(page, Access::Write)?;
             }
             return Ok(Served::Other);
         }

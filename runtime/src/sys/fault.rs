@@ -11,6 +11,11 @@
 //! Every transition out of a state that two threads could see is a compare-exchange, so a slot
 //! has one owner at a time and a fault is finished once.
 //!
+//! Where the view write-protects readable pages with `userfaultfd`
+//! ([`FaultHandler::set_write_protect_bus`]), a store to such a page arrives as `SIGBUS`, which
+//! is then a write fault like any other (posted with [`Fault::bus`] set); otherwise a `SIGBUS`
+//! in the range means a full memory root, and ends the process with that message.
+//!
 //! Faults outside the range go to the action that was installed before ours, so ordinary
 //! segfaults, the application's own handlers and Rust's stack-overflow report keep working.
 //! Only Linux on x86_64 and aarch64 tells reads from writes; elsewhere every fault counts as a

@@ -191,8 +191,16 @@ impl FrameFile {
     }
 
     /// Gives `len` bytes at `offset` (both page aligned) memory if they are a hole, without
-    /// changing any data: fails with `ENOSPC` when the memory root is full.
+    /// changing any data: fails with `ENOSPC` when the memory root is full, and with
+    /// `UnexpectedEof` when the file no longer reaches that far (someone truncated it).
     pub fn allocate(&self, offset: usize, len: usize) -> io::Result<()> {
+        let end = offset.saturating_add(len) as u64;
+        if self.file.metadata()?.len() < end {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the frame file was truncated",
+            ));
+        }
         // SAFETY: fallocate only changes the file's blocks; the fd is valid.
         let rc = unsafe {
             libc::fallocate(
